@@ -1,0 +1,66 @@
+//! `cxone-ingest serve`: config -> sinks -> pipeline -> warp server, until SIGTERM/ctrl-c.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::config::{Config, ConfigArgs};
+use crate::contract::Contract;
+use crate::http::{self, AppState};
+use crate::pipeline::{Limits, Pipeline};
+use crate::shutdown::{self, Drained};
+use crate::sinks::dead_letter::S3DeadLetterSink;
+use crate::sinks::kafka::KafkaSink;
+use crate::sinks::{DeadLetterSink, EventSink};
+
+/// Arguments of `cxone-ingest serve`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+/// How long sinks get to flush after the HTTP drain.
+const SINK_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs `cxone-ingest serve`: exit 0 after a graceful stop, 2 on a configuration or start-up error.
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&args.config, |name| std::env::var(name).ok())?;
+    let prometheus = crate::metrics::install();
+    let upkeep = crate::metrics::spawn_upkeep(prometheus.clone(), Duration::from_secs(5));
+
+    let (events, dead_letters) = start_sinks(&config).await?;
+    let pipeline = Pipeline::new(Contract::builtin(), events, dead_letters, Limits::from_config(&config.server));
+    let state = Arc::new(AppState::new(&config, pipeline, Some(prometheus)).map_err(anyhow::Error::msg)?);
+    let server = http::server::start(Arc::clone(&state), config.server.listen).await?;
+    tracing::info!(
+        listen = %server.local_addr(),
+        path = %config.server.path,
+        version = env!("CARGO_PKG_VERSION"),
+        "cxone-ingest serving"
+    );
+
+    shutdown::signal().await;
+    let drain = config.server.drain_timeout();
+    tracing::info!(drain_timeout_ms = drain.as_millis() as u64, "draining in-flight requests");
+    match server.shutdown(drain).await {
+        Drained::Complete => tracing::info!("every in-flight request answered"),
+        Drained::TimedOut => tracing::warn!("drain timeout reached; dropping the remaining connections"),
+    }
+    if shutdown::drain(state.pipeline().close(), SINK_CLOSE_TIMEOUT).await == Drained::TimedOut {
+        tracing::warn!("sinks did not close in time");
+    }
+    upkeep.abort();
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Starts the Kafka and dead-letter sinks. Neither waits for its backend: an unreachable broker
+/// or bucket shows in `/readyz` and as 503s, not as a failed start.
+async fn start_sinks(config: &Config) -> anyhow::Result<(Arc<dyn EventSink>, Arc<dyn DeadLetterSink>)> {
+    let events = KafkaSink::start(&config.kafka).context("cannot start the Kafka sink")?;
+    let dead_letters = S3DeadLetterSink::new(&config.dead_letter).await.context("cannot start the dead-letter sink")?;
+    Ok((Arc::new(events), Arc::new(dead_letters)))
+}

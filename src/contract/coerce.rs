@@ -1,0 +1,481 @@
+//! Schema-driven coercion: numeric strings become numbers where the schema says `integer`/`number`,
+//! and strings carrying `x-cxone-normalize` are trimmed / lower-cased. Every change is recorded.
+//!
+//! The schema is compiled once into a [`Plan`] (an arena of nodes; local `$ref`s are resolved at
+//! compile time and may be recursive), then each payload is walked alongside the plan, in place.
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Number, Value};
+
+use super::Coercion;
+
+/// Index of a node in [`Plan::nodes`].
+type NodeId = usize;
+
+/// What coercion may do to a value at one place in the schema.
+#[derive(Debug, Clone, Default)]
+enum Node {
+    /// Nothing is coerced here (no schema, or a schema whose target type is ambiguous).
+    #[default]
+    Any,
+    /// The value should be a number: a numeric string is converted.
+    Numeric {
+        /// `integer` only (no `number` in the type set): only whole-number strings convert.
+        integer: bool,
+    },
+    /// The value should be a string: the listed normalisations apply.
+    String { normalize: Vec<Normalize> },
+    /// The value should be an object: walk its members.
+    Object {
+        /// Declared properties.
+        properties: HashMap<String, NodeId>,
+        /// Schema for undeclared properties (`additionalProperties`), when it is an object schema.
+        additional: Option<NodeId>,
+    },
+    /// The value should be an array: walk its items.
+    Array {
+        /// `prefixItems`, by position.
+        prefix: Vec<NodeId>,
+        /// `items`: every item after the prefix.
+        items: Option<NodeId>,
+    },
+    /// Placeholder while a `$ref` cycle is being compiled; resolved before compilation ends.
+    Ref(NodeId),
+}
+
+/// A string normalisation named in `x-cxone-normalize`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Normalize {
+    /// Strip leading and trailing whitespace.
+    Trim,
+    /// Lower-case (Unicode).
+    Lowercase,
+}
+
+/// The coercion rules of one schema, compiled.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Arena of nodes; the root is node 0.
+    nodes: Vec<Node>,
+}
+
+/// Compiles a schema into a plan. Fails only on annotations it does not understand or unresolvable `$ref`s.
+pub fn compile(schema: &Value) -> Result<Plan, String> {
+    let mut compiler = Compiler { root: schema, nodes: vec![Node::Any], refs: HashMap::new() };
+    let root = compiler.node(schema, "#")?;
+    compiler.nodes[0] = compiler.nodes[root].clone();
+    if root != 0 {
+        // Keep references to the root (`"$ref": "#"`) pointing at node 0.
+        for node in &mut compiler.nodes {
+            if let Node::Ref(target) = node
+                && *target == root
+            {
+                *target = 0;
+            }
+        }
+    }
+    let mut nodes = compiler.nodes;
+    // Collapse `Ref` chains so that walking never meets one that points at another `Ref`.
+    for index in 0..nodes.len() {
+        let mut target = index;
+        let mut hops = 0;
+        while let Node::Ref(next) = nodes[target] {
+            target = next;
+            hops += 1;
+            if hops > nodes.len() {
+                return Err("a `$ref` cycle never reaches a schema".to_owned());
+            }
+        }
+        if target != index {
+            nodes[index] = Node::Ref(target);
+        }
+    }
+    Ok(Plan { nodes })
+}
+
+struct Compiler<'a> {
+    root: &'a Value,
+    nodes: Vec<Node>,
+    /// `$ref` targets already compiled (or being compiled), by reference string.
+    refs: HashMap<String, NodeId>,
+}
+
+impl<'a> Compiler<'a> {
+    fn push(&mut self, node: Node) -> NodeId {
+        self.nodes.push(node);
+        self.nodes.len() - 1
+    }
+
+    /// Compiles the schema at `location` (a JSON pointer fragment, for messages) into a new node.
+    fn node(&mut self, schema: &'a Value, location: &str) -> Result<NodeId, String> {
+        let Some(object) = schema.as_object() else {
+            return Ok(self.push(Node::Any));
+        };
+        if let Some(reference) = object.get("$ref").and_then(Value::as_str) {
+            return self.reference(reference, location);
+        }
+        let node = self.object_node(object, location)?;
+        Ok(self.push(node))
+    }
+
+    fn reference(&mut self, reference: &str, location: &str) -> Result<NodeId, String> {
+        if let Some(&id) = self.refs.get(reference) {
+            return Ok(self.push(Node::Ref(id)));
+        }
+        let Some(pointer) = reference.strip_prefix('#') else {
+            return Err(format!("{location}: only local `$ref`s (starting with `#`) are supported, found {reference:?}"));
+        };
+        let target = self
+            .root
+            .pointer(pointer)
+            .ok_or_else(|| format!("{location}: `$ref` {reference:?} points at nothing in this schema"))?;
+        let placeholder = self.push(Node::Any);
+        self.refs.insert(reference.to_owned(), placeholder);
+        let compiled = self.node(target, reference)?;
+        self.nodes[placeholder] = Node::Ref(compiled);
+        Ok(placeholder)
+    }
+
+    fn object_node(&mut self, object: &'a Map<String, Value>, location: &str) -> Result<Node, String> {
+        let normalize = normalizations(object, location)?;
+        // oneOf / anyOf: coerce only when the target is unambiguous: one branch besides `null`.
+        for keyword in ["oneOf", "anyOf"] {
+            if let Some(branches) = object.get(keyword).and_then(Value::as_array) {
+                let non_null: Vec<&Value> = branches.iter().filter(|branch| !is_null_schema(branch)).collect();
+                if let [only] = non_null.as_slice() {
+                    let id = self.node(only, &format!("{location}/{keyword}"))?;
+                    return Ok(Node::Ref(id));
+                }
+                if !non_null.is_empty() && non_null.iter().all(|branch| numeric_kind(branch).is_some()) {
+                    let integer = non_null.iter().all(|branch| numeric_kind(branch) == Some(true));
+                    return Ok(Node::Numeric { integer });
+                }
+                return Ok(Node::Any);
+            }
+        }
+        if let Some(branches) = object.get("allOf").and_then(Value::as_array)
+            && let [only] = branches.as_slice()
+            && object.get("type").is_none()
+            && object.get("properties").is_none()
+        {
+            let id = self.node(only, &format!("{location}/allOf/0"))?;
+            return Ok(Node::Ref(id));
+        }
+
+        let types = type_set(object);
+        let has = |name: &str| types.as_ref().is_some_and(|types| types.contains(&name));
+        if has("string") {
+            // A string is acceptable as is: never turn it into a number.
+            return Ok(if normalize.is_empty() { Node::Any } else { Node::String { normalize } });
+        }
+        if has("integer") || has("number") {
+            return Ok(Node::Numeric { integer: !has("number") });
+        }
+        let object_like = has("object") || (types.is_none() && object.contains_key("properties"));
+        if object_like {
+            let mut properties = HashMap::new();
+            if let Some(declared) = object.get("properties").and_then(Value::as_object) {
+                for (name, schema) in declared {
+                    let id = self.node(schema, &format!("{location}/properties/{name}"))?;
+                    properties.insert(name.clone(), id);
+                }
+            }
+            let additional = match object.get("additionalProperties") {
+                Some(schema @ Value::Object(_)) => {
+                    Some(self.node(schema, &format!("{location}/additionalProperties"))?)
+                }
+                _ => None,
+            };
+            return Ok(Node::Object { properties, additional });
+        }
+        let array_like = has("array") || (types.is_none() && object.contains_key("items"));
+        if array_like {
+            let mut prefix = Vec::new();
+            if let Some(schemas) = object.get("prefixItems").and_then(Value::as_array) {
+                for (index, schema) in schemas.iter().enumerate() {
+                    prefix.push(self.node(schema, &format!("{location}/prefixItems/{index}"))?);
+                }
+            }
+            let items = match object.get("items") {
+                Some(schema @ Value::Object(_)) => Some(self.node(schema, &format!("{location}/items"))?),
+                _ => None,
+            };
+            return Ok(Node::Array { prefix, items });
+        }
+        Ok(Node::Any)
+    }
+}
+
+/// The schema's `type` as a list, when present.
+fn type_set(object: &Map<String, Value>) -> Option<Vec<&str>> {
+    match object.get("type")? {
+        Value::String(name) => Some(vec![name.as_str()]),
+        Value::Array(names) => Some(names.iter().filter_map(Value::as_str).collect()),
+        _ => None,
+    }
+}
+
+fn is_null_schema(schema: &Value) -> bool {
+    schema.as_object().and_then(type_set).is_some_and(|types| types == ["null"])
+}
+
+/// `Some(true)` for an integer-only schema, `Some(false)` for a number schema, `None` otherwise.
+fn numeric_kind(schema: &Value) -> Option<bool> {
+    let types = schema.as_object().and_then(type_set)?;
+    if types.contains(&"string") {
+        return None;
+    }
+    let integer = types.contains(&"integer");
+    let number = types.contains(&"number");
+    (integer || number).then_some(!number)
+}
+
+fn normalizations(object: &Map<String, Value>, location: &str) -> Result<Vec<Normalize>, String> {
+    let Some(value) = object.get("x-cxone-normalize") else { return Ok(Vec::new()) };
+    let names = value
+        .as_array()
+        .ok_or_else(|| format!("{location}: `x-cxone-normalize` must be an array of names"))?;
+    names
+        .iter()
+        .map(|name| match name.as_str() {
+            Some("trim") => Ok(Normalize::Trim),
+            Some("lowercase") => Ok(Normalize::Lowercase),
+            _ => Err(format!(
+                "{location}: unknown normalisation {name} in `x-cxone-normalize` (known: \"trim\", \"lowercase\")"
+            )),
+        })
+        .collect()
+}
+
+impl Plan {
+    /// Coerces `value` in place, appending every change to `coercions`.
+    pub fn apply(&self, value: &mut Value, coercions: &mut Vec<Coercion>) {
+        let mut path = String::new();
+        self.walk(0, value, &mut path, coercions);
+    }
+
+    fn walk(&self, node: NodeId, value: &mut Value, path: &mut String, coercions: &mut Vec<Coercion>) {
+        let node = match &self.nodes[node] {
+            Node::Ref(target) => &self.nodes[*target],
+            node => node,
+        };
+        match (node, value) {
+            (Node::Any, _) => {}
+            (Node::Numeric { integer }, value @ Value::String(_)) => {
+                let Value::String(text) = &*value else { return };
+                if let Some(number) = parse_number(text, *integer) {
+                    let to = Value::Number(number);
+                    let from = std::mem::replace(value, to.clone());
+                    coercions.push(Coercion { path: path.clone(), from, to });
+                }
+            }
+            (Node::String { normalize }, value @ Value::String(_)) => {
+                let Value::String(text) = &*value else { return };
+                if let Some(normalized) = normalize_string(text, normalize) {
+                    let to = Value::String(normalized);
+                    let from = std::mem::replace(value, to.clone());
+                    coercions.push(Coercion { path: path.clone(), from, to });
+                }
+            }
+            (Node::Object { properties, additional }, Value::Object(members)) => {
+                for (name, member) in members.iter_mut() {
+                    let child = match properties.get(name.as_str()) {
+                        Some(&child) => child,
+                        None => match additional {
+                            Some(&child) => child,
+                            None => continue,
+                        },
+                    };
+                    let len = path.len();
+                    push_pointer_segment(path, name);
+                    self.walk(child, member, path, coercions);
+                    path.truncate(len);
+                }
+            }
+            (Node::Array { prefix, items }, Value::Array(elements)) => {
+                for (index, element) in elements.iter_mut().enumerate() {
+                    let Some(&child) = prefix.get(index).or(items.as_ref()) else { continue };
+                    let len = path.len();
+                    path.push('/');
+                    path.push_str(itoa(index).as_str());
+                    self.walk(child, element, path, coercions);
+                    path.truncate(len);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn itoa(index: usize) -> String {
+    index.to_string()
+}
+
+/// Appends `/segment` to a JSON pointer, escaping `~` as `~0` and `/` as `~1` (RFC 6901).
+pub fn push_pointer_segment(pointer: &mut String, segment: &str) {
+    pointer.push('/');
+    if segment.contains(['~', '/']) {
+        for c in segment.chars() {
+            match c {
+                '~' => pointer.push_str("~0"),
+                '/' => pointer.push_str("~1"),
+                c => pointer.push(c),
+            }
+        }
+    } else {
+        pointer.push_str(segment);
+    }
+}
+
+/// Parses a numeric string the way the contract promises: surrounding whitespace allowed; for
+/// integers an optional sign and digits that fit in 64 bits; for numbers a finite decimal in JSON
+/// number syntax (optionally with a leading `+`). Anything else (`"12x"`, `""`, `"NaN"`, `"1e400"`,
+/// `"4.5"` for an integer, `"0x10"`) is left alone and then fails validation.
+fn parse_number(text: &str, integer: bool) -> Option<Number> {
+    let trimmed = text.trim();
+    let unsigned = trimmed.strip_prefix(['-', '+']).unwrap_or(trimmed);
+    if unsigned.is_empty() || !unsigned.starts_with(|c: char| c.is_ascii_digit()) {
+        return None;
+    }
+    let digits_only = unsigned.bytes().all(|b| b.is_ascii_digit());
+    if digits_only {
+        let signless = trimmed.strip_prefix('+').unwrap_or(trimmed);
+        if let Ok(n) = signless.parse::<i64>() {
+            return Some(if integer { Number::from(n) } else { Number::from_f64(n as f64)? });
+        }
+        if let Ok(n) = signless.parse::<u64>() {
+            return Some(if integer { Number::from(n) } else { Number::from_f64(n as f64)? });
+        }
+        if integer {
+            return None;
+        }
+    }
+    if integer {
+        return None;
+    }
+    if !json_number_syntax(unsigned) {
+        return None;
+    }
+    let parsed: f64 = trimmed.strip_prefix('+').unwrap_or(trimmed).parse().ok()?;
+    if !parsed.is_finite() {
+        return None;
+    }
+    Number::from_f64(parsed)
+}
+
+/// `int frac? exp?` of RFC 8259 (without the sign), except that leading zeros are tolerated.
+fn json_number_syntax(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    let digits = |i: &mut usize| {
+        let start = *i;
+        while *i < bytes.len() && bytes[*i].is_ascii_digit() {
+            *i += 1;
+        }
+        *i > start
+    };
+    if !digits(&mut i) {
+        return false;
+    }
+    if i < bytes.len() && bytes[i] == b'.' {
+        i += 1;
+        if !digits(&mut i) {
+            return false;
+        }
+    }
+    if i < bytes.len() && (bytes[i] == b'e' || bytes[i] == b'E') {
+        i += 1;
+        if i < bytes.len() && (bytes[i] == b'+' || bytes[i] == b'-') {
+            i += 1;
+        }
+        if !digits(&mut i) {
+            return false;
+        }
+    }
+    i == bytes.len()
+}
+
+/// Applies the normalisations; `None` when the string is already normal.
+fn normalize_string(text: &str, normalize: &[Normalize]) -> Option<String> {
+    let mut current: std::borrow::Cow<'_, str> = std::borrow::Cow::Borrowed(text);
+    for step in normalize {
+        match step {
+            Normalize::Trim => {
+                let trimmed = current.trim();
+                if trimmed.len() != current.len() {
+                    current = std::borrow::Cow::Owned(trimmed.to_owned());
+                }
+            }
+            Normalize::Lowercase => {
+                if current.chars().any(char::is_uppercase) {
+                    current = std::borrow::Cow::Owned(current.to_lowercase());
+                }
+            }
+        }
+    }
+    match current {
+        std::borrow::Cow::Borrowed(_) => None,
+        std::borrow::Cow::Owned(owned) => (owned != text).then_some(owned),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn numbers_parse_only_when_unambiguous() {
+        assert_eq!(parse_number("120", true), Some(Number::from(120)));
+        assert_eq!(parse_number(" -7 ", true), Some(Number::from(-7)));
+        assert_eq!(parse_number("+7", true), Some(Number::from(7)));
+        assert_eq!(parse_number(" 4.5 ", false), Number::from_f64(4.5));
+        assert_eq!(parse_number("5", false), Number::from_f64(5.0));
+        assert_eq!(parse_number("1e3", false), Number::from_f64(1000.0));
+        for bad in ["12x", "", " ", "NaN", "nan", "inf", "-inf", "1e400", "0x10", ".5", "5.", "1_000", "--1", "+"] {
+            assert_eq!(parse_number(bad, false), None, "{bad:?} as number");
+            assert_eq!(parse_number(bad, true), None, "{bad:?} as integer");
+        }
+        assert_eq!(parse_number("4.5", true), None);
+        assert_eq!(parse_number("4.0", true), None);
+        assert_eq!(parse_number("99999999999999999999", true), None);
+    }
+
+    #[test]
+    fn pointers_escape_tilde_and_slash() {
+        let mut pointer = String::new();
+        push_pointer_segment(&mut pointer, "a/b~c");
+        assert_eq!(pointer, "/a~1b~0c");
+    }
+
+    #[test]
+    fn walks_refs_arrays_and_additional_properties() {
+        let schema = json!({
+            "type": "object",
+            "properties": {
+                "list": {"type": "array", "items": {"$ref": "#/$defs/Item"}},
+                "opt": {"anyOf": [{"type": "integer"}, {"type": "null"}]},
+                "either": {"oneOf": [{"type": "integer"}, {"type": "string"}]}
+            },
+            "additionalProperties": {"type": "number"},
+            "$defs": {"Item": {"type": "object", "properties": {"n": {"type": "integer"}, "child": {"$ref": "#/$defs/Item"}}}}
+        });
+        let plan = compile(&schema).unwrap();
+        let mut value = json!({
+            "list": [{"n": "1", "child": {"n": "2"}}],
+            "opt": "3",
+            "either": "4",
+            "a/b": "5.5"
+        });
+        let mut coercions = Vec::new();
+        plan.apply(&mut value, &mut coercions);
+        assert_eq!(
+            value,
+            json!({"list": [{"n": 1, "child": {"n": 2}}], "opt": 3, "either": "4", "a/b": 5.5})
+        );
+        let paths: Vec<&str> = coercions.iter().map(|c| c.path.as_str()).collect();
+        assert_eq!(paths, ["/a~1b", "/list/0/child/n", "/list/0/n", "/opt"]);
+    }
+}

@@ -1,0 +1,25 @@
+//! The Rust types build.rs generated from `schemas/*.json` (typify), and the embedded schema bytes.
+//!
+//! Nothing here is written by hand: see `build.rs`. To read the generated code, open
+//! [`SOURCE`] (printed by `cxone-ingest validate --print-generated`) or
+//! `$CARGO_TARGET_DIR/*/build/cxone-ingest-*/out/contract_types.rs`.
+
+#![allow(clippy::all, clippy::pedantic, missing_docs, dead_code, unused_imports)]
+
+/// One event schema compiled into the binary.
+#[derive(Debug)]
+pub struct BuiltinSchema {
+    /// File name in `schemas/`.
+    pub file_name: &'static str,
+    /// The schema's text: the very bytes the types below were generated from.
+    pub text: &'static str,
+    /// Name of the generated root type (from the schema's `title`).
+    pub root_type: &'static str,
+    /// Decodes a validated payload into the generated root type and serializes it back.
+    pub canonicalize: fn(&serde_json::Value) -> Result<Vec<u8>, serde_json::Error>,
+}
+
+include!(concat!(env!("OUT_DIR"), "/contract_types.rs"));
+
+/// The generated code as build.rs wrote it (for the snapshot test and `validate --print-generated`).
+pub const SOURCE: &str = include_str!(concat!(env!("OUT_DIR"), "/contract_types.rs"));

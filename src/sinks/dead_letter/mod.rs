@@ -1,0 +1,190 @@
+//! Dead-letter sink: invalid payloads kept in S3 as JSON records that say what was wrong.
+//!
+//! [`S3DeadLetterSink`] builds a [`DeadLetterRecord`], puts it at its [`key::object_key`] through the
+//! [`writer::S3Writer`] (retries with backoff inside the deadline) and keeps `/readyz` honest with a
+//! background HeadBucket probe.
+
+pub mod config;
+pub mod key;
+pub mod record;
+pub mod writer;
+
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use bytes::Bytes;
+use chrono::Utc;
+use tokio::sync::Notify;
+
+pub use config::{DeadLetterConfig, DeadLetterConfigError, ServerSideEncryption};
+pub use record::{DeadLetterRecord, OriginalPayload, PayloadEncoding};
+
+use crate::sinks::{DeadLetter, DeadLetterSink, Readiness, SinkError, Stored};
+use writer::{Failure, PutError, S3Writer, SdkRetries};
+
+/// Sink name in errors and logs.
+const SINK: &str = "dead-letter store";
+
+/// Writes dead letters to S3. Cheap to share behind an `Arc`; dropping it stops the probe.
+pub struct S3DeadLetterSink {
+    /// Shared with the probe task.
+    shared: Arc<Shared>,
+    /// Key prefix, normalized.
+    prefix: String,
+    /// The readiness probe; aborted on drop.
+    probe: tokio::task::JoinHandle<()>,
+}
+
+/// What the sink and its probe task share.
+struct Shared {
+    /// S3 writes with the retry policy.
+    writer: S3Writer,
+    /// Latest readiness verdict, from the probe or from the last write.
+    readiness: RwLock<Readiness>,
+    /// Wakes the probe early (after a failed write).
+    wake: Notify,
+    /// Probe period while healthy.
+    probe_interval: std::time::Duration,
+}
+
+impl S3DeadLetterSink {
+    /// Builds the sink and starts probing the bucket. Fails only on configuration errors: an
+    /// unreachable or misconfigured S3 makes the sink not-ready, never fails start-up.
+    pub async fn new(config: &DeadLetterConfig) -> Result<S3DeadLetterSink, DeadLetterConfigError> {
+        let client = writer::build_client(config, SdkRetries::Off).await?;
+        let writer = S3Writer::new(client, config);
+        let shared = Arc::new(Shared {
+            readiness: RwLock::new(Readiness::NotReady(format!(
+                "bucket {}: not probed yet",
+                writer.bucket()
+            ))),
+            writer,
+            wake: Notify::new(),
+            probe_interval: config.probe_interval(),
+        });
+        metrics::gauge!("cxone_ingest_dead_letter_ready").set(0.0);
+        let probe = tokio::spawn(probe_loop(Arc::clone(&shared)));
+        Ok(S3DeadLetterSink { shared, prefix: config.normalized_prefix().to_owned(), probe })
+    }
+
+    /// The bucket written to.
+    pub fn bucket(&self) -> &str {
+        self.shared.writer.bucket()
+    }
+
+    /// The object key a dead letter goes to.
+    pub fn key_for(&self, letter: &DeadLetter) -> String {
+        key::object_key(&self.prefix, letter.received_at, &letter.request_id)
+    }
+}
+
+impl Drop for S3DeadLetterSink {
+    fn drop(&mut self) {
+        self.probe.abort();
+    }
+}
+
+#[async_trait::async_trait]
+impl DeadLetterSink for S3DeadLetterSink {
+    async fn store(&self, letter: DeadLetter, deadline: Instant) -> Result<Stored, SinkError> {
+        let record = DeadLetterRecord::build(&letter, Utc::now());
+        let (json, sha256) = record.to_json();
+        let key = self.key_for(&letter);
+        let reason = record.reason.as_str();
+        let bucket = self.bucket().to_owned();
+        let result = self.shared.writer.put(&key, Bytes::from(json), &sha256, deadline).await;
+        match result {
+            Ok(report) => {
+                metrics::counter!("cxone_ingest_dead_letters_total", "reason" => reason).increment(1);
+                self.shared.set_readiness(Readiness::Ready);
+                tracing::info!(request_id = %letter.request_id, reason, bucket = %bucket, key = %key,
+                    attempts = report.attempts, "dead letter stored");
+                Ok(Stored { bucket, key })
+            }
+            Err(err) => {
+                let (cause, error) = match err {
+                    PutError::Permanent { detail } => {
+                        let detail = format!("bucket {bucket}: {detail}");
+                        self.shared.set_readiness(Readiness::NotReady(detail.clone()));
+                        ("permanent", SinkError::Unavailable { sink: SINK, detail })
+                    }
+                    PutError::Deadline { last, attempts } => {
+                        if let Some(last) = &last {
+                            self.shared.set_readiness(Readiness::NotReady(format!(
+                                "bucket {bucket}: {last} (gave up after {attempts} attempts)"
+                            )));
+                        }
+                        ("deadline", SinkError::DeadlineExceeded { sink: SINK })
+                    }
+                    PutError::Overloaded => ("overloaded", SinkError::Overloaded { sink: SINK }),
+                };
+                metrics::counter!("cxone_ingest_dead_letter_failures_total", "cause" => cause).increment(1);
+                tracing::warn!(request_id = %letter.request_id, reason, bucket = %bucket, key = %key, cause,
+                    error = %error, "dead letter NOT stored");
+                if cause != "overloaded" {
+                    self.shared.wake.notify_one();
+                }
+                Err(error)
+            }
+        }
+    }
+
+    fn readiness(&self) -> Readiness {
+        self.shared.readiness()
+    }
+
+    async fn close(&self) {
+        self.shared.writer.close().await;
+        self.probe.abort();
+    }
+}
+
+impl Shared {
+    fn readiness(&self) -> Readiness {
+        match self.readiness.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn set_readiness(&self, readiness: Readiness) {
+        metrics::gauge!("cxone_ingest_dead_letter_ready").set(if readiness == Readiness::Ready {
+            1.0
+        } else {
+            0.0
+        });
+        let mut guard = match self.readiness.write() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if *guard != readiness {
+            match &readiness {
+                Readiness::Ready => {
+                    tracing::info!(bucket = %self.writer.bucket(), "dead-letter bucket ready")
+                }
+                Readiness::NotReady(why) => tracing::warn!(why = %why, "dead-letter bucket not ready"),
+            }
+            *guard = readiness;
+        }
+    }
+}
+
+/// HeadBucket at start, then every `probe_interval` while healthy and every `backoff_max` while not
+/// (or at once when a write fails).
+async fn probe_loop(shared: Arc<Shared>) {
+    loop {
+        let verdict = match shared.writer.probe().await {
+            Ok(()) => Readiness::Ready,
+            Err(Failure::Permanent { detail } | Failure::Retryable { detail, .. }) => {
+                Readiness::NotReady(format!("bucket {}: {detail}", shared.writer.bucket()))
+            }
+        };
+        let pause =
+            if verdict == Readiness::Ready { shared.probe_interval } else { shared.writer.backoff_max() };
+        shared.set_readiness(verdict);
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = shared.wake.notified() => {}
+        }
+    }
+}

@@ -1,0 +1,349 @@
+//! The group committer: gathers waiting events into batches, runs one transaction per batch and
+//! answers every waiter from that transaction's result. It owns the producer and its lifecycle
+//! (connect, check topics, rebuild after fatal errors) and runs on its own OS thread with a
+//! single-threaded runtime, so librdkafka's blocking calls never stall the server's workers.
+//!
+//! While one batch commits, the next gathers in the bounded channel.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc::error::TryRecvError;
+use tokio::sync::{mpsc, oneshot};
+
+use super::config::KafkaConfig;
+use super::dedupe::DedupeClaim;
+use super::error::{ErrorClass, classify, describe};
+use super::producer::{self, OutRecord, TxProducer, TxnOutcome};
+use crate::sinks::{Committed, EventRecord, Readiness, SinkError};
+
+const SINK: &str = "kafka";
+
+/// An event waiting for its transaction.
+pub(crate) struct Pending {
+    /// Where it goes (resolved from its event type by the sink).
+    pub topic: Arc<str>,
+    pub record: EventRecord,
+    /// Its share of `batch_max_bytes`.
+    pub size: usize,
+    /// The request's deadline: the batch does not linger past it, and it is left out of a
+    /// batch that starts after it (its request has been answered 503 by then).
+    pub deadline: Instant,
+    /// When it was queued: lingering counts from the oldest event of a batch.
+    pub enqueued_at: Instant,
+    pub completion: Completion,
+}
+
+/// Answers one waiter, and records the outcome for sender-retry dedupe even when the waiter has
+/// gone (timed out). Dropped unanswered, the waiter sees "unavailable" and dedupe "not committed".
+pub(crate) struct Completion {
+    reply: Option<oneshot::Sender<Result<Committed, SinkError>>>,
+    claim: Option<DedupeClaim>,
+}
+
+impl Completion {
+    /// Counts the event as in flight until it is answered.
+    pub fn new(reply: oneshot::Sender<Result<Committed, SinkError>>, claim: DedupeClaim) -> Completion {
+        metrics::gauge!("cxone_ingest_kafka_in_flight_events").increment(1.0);
+        Completion { reply: Some(reply), claim: Some(claim) }
+    }
+
+    fn complete(mut self, request_id: &str, result: Result<Committed, SinkError>) {
+        if let Some(claim) = self.claim.take() {
+            claim.resolve(result.as_ref().ok().map(|c| (c, request_id)));
+        }
+        if let Some(reply) = self.reply.take() {
+            let _ = reply.send(result);
+        }
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        metrics::gauge!("cxone_ingest_kafka_in_flight_events").decrement(1.0);
+    }
+}
+
+/// What the sink and the committer share: whether a producer is usable.
+pub(crate) struct Shared {
+    readiness: Mutex<Readiness>,
+}
+
+impl Shared {
+    pub fn new(initial: Readiness) -> Arc<Shared> {
+        let shared = Arc::new(Shared { readiness: Mutex::new(Readiness::Ready) });
+        shared.set(initial);
+        shared
+    }
+
+    pub fn readiness(&self) -> Readiness {
+        self.readiness.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn set(&self, readiness: Readiness) {
+        metrics::gauge!("cxone_ingest_kafka_ready").set(if readiness == Readiness::Ready {
+            1.0
+        } else {
+            0.0
+        });
+        let mut current = self.readiness.lock().unwrap_or_else(|p| p.into_inner());
+        if *current != readiness {
+            match &readiness {
+                Readiness::Ready => tracing::info!("kafka sink ready"),
+                Readiness::NotReady(why) => tracing::warn!(reason = %why, "kafka sink not ready"),
+            }
+        }
+        *current = readiness;
+    }
+}
+
+/// The producer as far as it got.
+enum ProducerState {
+    /// None yet (start, or dropped after a fatal error).
+    Absent,
+    /// Created; `init_transactions` has not succeeded yet.
+    Created(TxProducer),
+    /// Transactions initialised; the topics are not known to exist yet.
+    Initialised(TxProducer),
+    /// Transactions initialised and topics checked: batches can run.
+    Usable(TxProducer),
+}
+
+pub(crate) struct GroupCommitter {
+    cfg: KafkaConfig,
+    rx: mpsc::Receiver<Pending>,
+    shared: Arc<Shared>,
+    producer: ProducerState,
+    /// An event that did not fit the previous batch's byte limit: first of the next one.
+    carry: Option<Pending>,
+}
+
+impl GroupCommitter {
+    pub fn new(
+        cfg: KafkaConfig,
+        rx: mpsc::Receiver<Pending>,
+        shared: Arc<Shared>,
+        first: TxProducer,
+    ) -> Self {
+        GroupCommitter { cfg, rx, shared, producer: ProducerState::Created(first), carry: None }
+    }
+
+    /// Runs until the sink closes the channel and every queued event has been answered.
+    pub async fn run(mut self) {
+        loop {
+            if !self.ensure_usable().await {
+                break;
+            }
+            let Some(batch) = self.gather().await else { break };
+            self.commit(batch).await;
+        }
+        self.shared.set(Readiness::NotReady("kafka sink closed".to_owned()));
+        // Dropping the producer here (not on a runtime worker) is fine: this thread is ours.
+        self.producer = ProducerState::Absent;
+    }
+
+    /// Brings the producer to `Usable`, answering queued events "unavailable" meanwhile.
+    /// Returns false when the sink closed before that happened.
+    async fn ensure_usable(&mut self) -> bool {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let call_timeout = self.cfg.call_timeout();
+            let (next, progressed) = match std::mem::replace(&mut self.producer, ProducerState::Absent) {
+                ProducerState::Usable(p) => {
+                    self.producer = ProducerState::Usable(p);
+                    return true;
+                }
+                ProducerState::Absent => match TxProducer::new(&self.cfg) {
+                    Ok(p) => (ProducerState::Created(p), true),
+                    Err(e) => {
+                        self.not_ready(format!("creating the Kafka producer: {e}"));
+                        (ProducerState::Absent, false)
+                    }
+                },
+                ProducerState::Created(p) => match p.init(call_timeout) {
+                    Ok(()) => (ProducerState::Initialised(p), true),
+                    Err(e) => {
+                        let detail = describe(&e);
+                        self.not_ready(format!("init_transactions against {}: {detail}", self.cfg.brokers));
+                        if classify(&e) == ErrorClass::Fatal {
+                            metrics::counter!("cxone_ingest_kafka_producer_rebuilds_total", "reason" => "init")
+                                .increment(1);
+                            (ProducerState::Absent, false)
+                        } else {
+                            // Timed out (broker down) or retriable: librdkafka allows calling again.
+                            (ProducerState::Created(p), false)
+                        }
+                    }
+                },
+                ProducerState::Initialised(p) => match self.check_topics(&p).await {
+                    Ok(()) => {
+                        self.shared.set(Readiness::Ready);
+                        (ProducerState::Usable(p), true)
+                    }
+                    Err(why) => {
+                        self.not_ready(why);
+                        (ProducerState::Initialised(p), false)
+                    }
+                },
+            };
+            self.producer = next;
+            if matches!(self.producer, ProducerState::Usable(_)) {
+                return true;
+            }
+            if !self.reject_queued() {
+                return false;
+            }
+            if !progressed {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+
+    /// Every configured topic exists (created when `auto_create_topics`), or why not.
+    async fn check_topics(&self, p: &TxProducer) -> Result<(), String> {
+        let topics = self.cfg.all_topics();
+        let timeout = self.cfg.call_timeout();
+        let missing = p.missing_topics(&topics, timeout).map_err(|e| format!("checking topics: {e}"))?;
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if !self.cfg.auto_create_topics {
+            return Err(format!(
+                "topic(s) {} do not exist: create them, or set kafka.auto_create_topics = true",
+                missing.join(", ")
+            ));
+        }
+        producer::create_topics(&self.cfg, &missing, timeout).await?;
+        tracing::info!(topics = %missing.join(","), "created kafka topics");
+        match p.missing_topics(&topics, timeout) {
+            Ok(still) if still.is_empty() => Ok(()),
+            Ok(still) => Err(format!("topic(s) {} still missing after creating them", still.join(", "))),
+            Err(e) => Err(format!("checking topics: {e}")),
+        }
+    }
+
+    fn not_ready(&self, why: String) {
+        self.shared.set(Readiness::NotReady(why));
+    }
+
+    /// Answers every queued event "unavailable". False when the channel is closed and empty.
+    fn reject_queued(&mut self) -> bool {
+        let why = match self.shared.readiness() {
+            Readiness::NotReady(why) => why,
+            Readiness::Ready => "kafka producer not ready".to_owned(),
+        };
+        if let Some(p) = self.carry.take() {
+            unavailable(p, &why);
+        }
+        loop {
+            match self.rx.try_recv() {
+                Ok(p) => unavailable(p, &why),
+                Err(TryRecvError::Empty) => return true,
+                Err(TryRecvError::Disconnected) => return false,
+            }
+        }
+    }
+
+    /// Waits for the first event, then gathers more until a limit, the linger (counted from the
+    /// oldest event) or the earliest deadline in the batch. None when the sink has closed.
+    async fn gather(&mut self) -> Option<Vec<Pending>> {
+        let first = match self.carry.take() {
+            Some(p) => p,
+            None => self.rx.recv().await?,
+        };
+        let linger_end = first.enqueued_at + self.cfg.linger();
+        let mut earliest = first.deadline;
+        let mut bytes = first.size;
+        let mut batch = vec![first];
+        while batch.len() < self.cfg.batch_max_events && bytes < self.cfg.batch_max_bytes {
+            let next = match self.rx.try_recv() {
+                Ok(p) => p,
+                Err(TryRecvError::Disconnected) => break,
+                Err(TryRecvError::Empty) => {
+                    let until = linger_end.min(earliest);
+                    if Instant::now() >= until {
+                        break;
+                    }
+                    match tokio::time::timeout_at(until.into(), self.rx.recv()).await {
+                        Ok(Some(p)) => p,
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+            };
+            if bytes + next.size > self.cfg.batch_max_bytes {
+                self.carry = Some(next);
+                break;
+            }
+            bytes += next.size;
+            earliest = earliest.min(next.deadline);
+            batch.push(next);
+        }
+        Some(batch)
+    }
+
+    /// Runs one transaction for the batch and answers every waiter.
+    async fn commit(&mut self, batch: Vec<Pending>) {
+        let now = Instant::now();
+        let (live, expired): (Vec<Pending>, Vec<Pending>) = batch.into_iter().partition(|p| p.deadline > now);
+        for p in expired {
+            let request_id = p.record.request_id.clone();
+            p.completion.complete(&request_id, Err(SinkError::DeadlineExceeded { sink: SINK }));
+        }
+        if live.is_empty() {
+            return;
+        }
+        let ProducerState::Usable(producer) = &self.producer else {
+            let why = "kafka producer not ready".to_owned();
+            live.into_iter().for_each(|p| unavailable(p, &why));
+            return;
+        };
+        metrics::histogram!("cxone_ingest_kafka_batch_events").record(live.len() as f64);
+        let records: Vec<OutRecord<'_>> =
+            live.iter().map(|p| OutRecord { topic: &p.topic, record: &p.record }).collect();
+        let started = Instant::now();
+        let outcome = producer.transact(&records).await;
+        drop(records);
+        let elapsed = started.elapsed().as_secs_f64();
+        match outcome {
+            TxnOutcome::Committed(landed) => {
+                metrics::histogram!("cxone_ingest_kafka_commit_seconds").record(elapsed);
+                metrics::counter!("cxone_ingest_kafka_transactions_total", "outcome" => "committed")
+                    .increment(1);
+                metrics::counter!("cxone_ingest_kafka_events_total").increment(live.len() as u64);
+                for (p, at) in live.into_iter().zip(landed) {
+                    let committed = Committed {
+                        topic: p.topic.to_string(),
+                        partition: at.partition,
+                        offset: at.offset,
+                        duplicate_of: None,
+                    };
+                    p.completion.complete(&p.record.request_id, Ok(committed));
+                }
+            }
+            TxnOutcome::Aborted(why) => {
+                metrics::counter!("cxone_ingest_kafka_transactions_total", "outcome" => "aborted")
+                    .increment(1);
+                tracing::warn!(events = live.len(), reason = %why, "kafka transaction aborted");
+                let why = format!("transaction aborted: {why}");
+                live.into_iter().for_each(|p| unavailable(p, &why));
+            }
+            TxnOutcome::Fatal(why) => {
+                metrics::counter!("cxone_ingest_kafka_transactions_total", "outcome" => "failed")
+                    .increment(1);
+                metrics::counter!("cxone_ingest_kafka_producer_rebuilds_total", "reason" => "fatal")
+                    .increment(1);
+                tracing::error!(events = live.len(), reason = %why, "kafka producer unusable; rebuilding it");
+                self.not_ready(format!("rebuilding the Kafka producer after: {why}"));
+                self.producer = ProducerState::Absent;
+                let why = format!("kafka producer failed: {why}");
+                live.into_iter().for_each(|p| unavailable(p, &why));
+            }
+        }
+    }
+}
+
+fn unavailable(p: Pending, why: &str) {
+    let error = SinkError::Unavailable { sink: SINK, detail: why.to_owned() };
+    p.completion.complete(&p.record.request_id, Err(error));
+}

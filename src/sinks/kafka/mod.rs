@@ -1,0 +1,164 @@
+//! Kafka sink: valid events, published exactly once through group-committed transactions.
+//!
+//! - [`config`]: `[kafka]` settings.
+//! - [`producer`]: the transactional producer and one transaction's protocol.
+//! - [`committer`]: batches waiting events into transactions, owns the producer's lifecycle.
+//! - [`error`]: retriable / abortable / fatal, decided in one place.
+//! - [`dedupe`]: a sender's repeated delivery is answered with the original commit.
+//!
+//! `publish` answers `Ok` only after the transaction holding the event committed. See docs/kafka.md.
+
+mod committer;
+pub mod config;
+pub mod dedupe;
+pub mod error;
+pub mod producer;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot};
+
+pub use config::KafkaConfig;
+pub use error::KafkaSinkError;
+
+use crate::sinks::{Committed, EventRecord, EventSink, Readiness, SinkError};
+use committer::{Completion, GroupCommitter, Pending, Shared};
+use dedupe::{Claim, Dedupe};
+
+const SINK: &str = "kafka";
+
+/// Publishes valid events to Kafka exactly once (per the dedupe window, per replica, for
+/// repeated deliveries). Cheap to share behind an `Arc`.
+pub struct KafkaSink {
+    /// To the committer; taken by `close` so the committer drains and stops.
+    queue: Mutex<Option<mpsc::Sender<Pending>>>,
+    shared: Arc<Shared>,
+    dedupe: Arc<Dedupe>,
+    /// event type -> topic, for the types routed away from the default topic.
+    routes: HashMap<String, Arc<str>>,
+    default_topic: Arc<str>,
+    /// The committer thread, joined by `close`.
+    committer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl KafkaSink {
+    /// Validates the config, creates the producer and starts the committer thread. Does not wait
+    /// for the broker: until `init_transactions` succeeded (retried in the background) and the
+    /// topics are there, `readiness()` says why not and `publish` answers `Unavailable`.
+    pub fn start(cfg: &KafkaConfig) -> Result<KafkaSink, KafkaSinkError> {
+        cfg.validate()?;
+        let first = producer::TxProducer::new(cfg).map_err(|e| KafkaSinkError::Client(e.to_string()))?;
+        let shared = Shared::new(Readiness::NotReady(format!("connecting to Kafka at {}", cfg.brokers)));
+        let (tx, rx) = mpsc::channel(cfg.queue_capacity);
+        let committer = GroupCommitter::new(cfg.clone(), rx, Arc::clone(&shared), first);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|e| KafkaSinkError::Thread(e.to_string()))?;
+        let handle = std::thread::Builder::new()
+            .name("kafka-committer".to_owned())
+            .spawn(move || runtime.block_on(committer.run()))
+            .map_err(|e| KafkaSinkError::Thread(e.to_string()))?;
+        tracing::info!(
+            brokers = %cfg.brokers,
+            transactional_id = %cfg.transactional_id(),
+            topic = %cfg.topic,
+            "kafka sink started"
+        );
+        Ok(KafkaSink {
+            queue: Mutex::new(Some(tx)),
+            shared,
+            dedupe: Dedupe::new(cfg.dedupe_window(), cfg.dedupe_max_entries),
+            routes: cfg
+                .topics
+                .iter()
+                .map(|(event, topic)| (event.clone(), Arc::from(topic.as_str())))
+                .collect(),
+            default_topic: Arc::from(cfg.topic.as_str()),
+            committer: Mutex::new(Some(handle)),
+        })
+    }
+
+    fn topic_for(&self, event_type: &str) -> Arc<str> {
+        Arc::clone(self.routes.get(event_type).unwrap_or(&self.default_topic))
+    }
+
+    /// Hands a new (not duplicate) event to the committer and waits for its transaction.
+    async fn enqueue(
+        &self,
+        record: EventRecord,
+        deadline: Instant,
+        claim: dedupe::DedupeClaim,
+    ) -> Result<Committed, SinkError> {
+        if let Readiness::NotReady(why) = self.shared.readiness() {
+            return Err(SinkError::Unavailable { sink: SINK, detail: why });
+        }
+        let Some(queue) = self.queue.lock().unwrap_or_else(|p| p.into_inner()).clone() else {
+            return Err(SinkError::Unavailable { sink: SINK, detail: "kafka sink closed".to_owned() });
+        };
+        let (reply, answer) = oneshot::channel();
+        let pending = Pending {
+            topic: self.topic_for(&record.event.event_type),
+            size: producer::record_size(&record),
+            record,
+            deadline,
+            enqueued_at: Instant::now(),
+            completion: Completion::new(reply, claim),
+        };
+        match queue.try_send(pending) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => return Err(SinkError::Overloaded { sink: SINK }),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                return Err(SinkError::Unavailable { sink: SINK, detail: "kafka sink closed".to_owned() });
+            }
+        }
+        drop(queue);
+        match tokio::time::timeout_at(deadline.into(), answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => {
+                Err(SinkError::Unavailable { sink: SINK, detail: "kafka committer stopped".to_owned() })
+            }
+            Err(_) => Err(SinkError::DeadlineExceeded { sink: SINK }),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl EventSink for KafkaSink {
+    /// `Ok` once the event's transaction committed, or at once with the original commit when
+    /// this is a repeat of a delivery already committed within the dedupe window.
+    async fn publish(&self, record: EventRecord, deadline: Instant) -> Result<Committed, SinkError> {
+        loop {
+            match self.dedupe.claim(&record.event.correlation_id, record.body_sha256) {
+                Claim::Duplicate(committed) => return Ok(committed),
+                Claim::Owner(claim) => return self.enqueue(record, deadline, claim).await,
+                // The same delivery is in flight: learn its outcome, then look again
+                // (committed -> duplicate; failed -> this one publishes).
+                Claim::Wait(first_done) => {
+                    if tokio::time::timeout_at(deadline.into(), first_done).await.is_err() {
+                        return Err(SinkError::DeadlineExceeded { sink: SINK });
+                    }
+                }
+            }
+        }
+    }
+
+    fn readiness(&self) -> Readiness {
+        self.shared.readiness()
+    }
+
+    /// Stops taking events, commits what is queued, and stops the committer thread.
+    async fn close(&self) {
+        drop(self.queue.lock().unwrap_or_else(|p| p.into_inner()).take());
+        let handle = self.committer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(handle) = handle {
+            let joined = tokio::task::spawn_blocking(move || handle.join()).await;
+            if !matches!(joined, Ok(Ok(()))) {
+                tracing::error!("kafka committer thread panicked");
+            }
+        }
+    }
+}

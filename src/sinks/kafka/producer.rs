@@ -1,0 +1,269 @@
+//! The transactional producer: one per process, owned by the committer thread, which alone calls
+//! its blocking transactional methods (each with a timeout: a broker that vanished mid-commit
+//! costs at most `call_timeout`, never a hang).
+//!
+//! One transaction = begin -> produce every record -> await every delivery report -> commit.
+//! Waiting for the delivery reports (not `flush()`, which since rdkafka 0.37 polls in 100 ms
+//! slices and so costs ~100 ms per transaction) is what makes small transactions cheap.
+
+use std::time::{Duration, Instant};
+
+use chrono::SecondsFormat;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+
+use super::config::KafkaConfig;
+use super::error::{ErrorClass, classify, describe};
+use crate::sinks::EventRecord;
+
+/// Where one record of a committed transaction landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Landed {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// How a transaction ended.
+#[derive(Debug)]
+pub enum TxnOutcome {
+    /// Committed: where each record (in batch order) landed.
+    Committed(Vec<Landed>),
+    /// Aborted (nothing of it is visible to `read_committed` readers); the producer is still usable.
+    Aborted(String),
+    /// The producer is unusable (fenced, broker lost our producer id, a call outlived its budget):
+    /// the outcome of this transaction is unknown to us and the producer must be rebuilt.
+    Fatal(String),
+}
+
+/// One record to produce.
+pub struct OutRecord<'a> {
+    pub topic: &'a str,
+    pub record: &'a EventRecord,
+}
+
+/// The librdkafka settings shared by the producer and the admin client (brokers + pass-through).
+fn base_config(cfg: &KafkaConfig) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &cfg.brokers);
+    for (key, value) in &cfg.client.0 {
+        config.set(key, value);
+    }
+    config
+}
+
+/// The exactly-once producer configuration.
+pub fn producer_config(cfg: &KafkaConfig) -> ClientConfig {
+    let mut config = base_config(cfg);
+    let transactional_id = cfg.transactional_id();
+    config
+        .set("transactional.id", &transactional_id)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("transaction.timeout.ms", cfg.transaction_timeout_ms.to_string());
+    // Defaults the pass-through may override.
+    let defaults = [
+        ("client.id", transactional_id.as_str()),
+        // The committer already gathers batches; librdkafka lingering on top would only add latency.
+        ("linger.ms", "0"),
+        // Same key -> same partition as the Java client (downstream producers of the same keys agree).
+        ("partitioner", "murmur2_random"),
+        // Topics are checked (or created on purpose) by the sink, never by a stray metadata request.
+        ("allow.auto.create.topics", "false"),
+    ];
+    for (key, value) in defaults {
+        if !cfg.client.0.contains_key(key) {
+            config.set(key, value);
+        }
+    }
+    config
+}
+
+/// The Kafka headers of one event (`docs/kafka.md` lists them).
+pub fn headers(record: &EventRecord) -> OwnedHeaders {
+    let event = &record.event;
+    let coercions = serde_json::to_string(&event.coercions).unwrap_or_else(|_| "[]".to_owned());
+    let received_at = record.received_at.to_rfc3339_opts(SecondsFormat::Micros, true);
+    let body_sha256 = hex::encode(record.body_sha256);
+    let mut headers = OwnedHeaders::new_with_capacity(8)
+        .insert(Header { key: "event_type", value: Some(event.event_type.as_str()) })
+        .insert(Header { key: "schema_id", value: Some(event.schema.id.as_str()) })
+        .insert(Header { key: "schema_version", value: Some(event.schema.version.as_str()) })
+        .insert(Header { key: "coercions", value: Some(coercions.as_str()) })
+        .insert(Header { key: "received_at", value: Some(received_at.as_str()) })
+        .insert(Header { key: "request_id", value: Some(record.request_id.as_str()) })
+        .insert(Header { key: "body_sha256", value: Some(body_sha256.as_str()) });
+    if let Some(from) = &record.replayed_from {
+        headers = headers.insert(Header { key: "replayed_from", value: Some(from.as_str()) });
+    }
+    headers
+}
+
+/// The bytes an event adds to a transaction (for `batch_max_bytes`).
+pub fn record_size(record: &EventRecord) -> usize {
+    let event = &record.event;
+    // Header values are short and bounded except coercions; 200 B covers names and fixed values.
+    event.correlation_id.len() + event.canonical_json.len() + record.request_id.len() + 200
+}
+
+/// The process's transactional producer.
+pub struct TxProducer {
+    inner: FutureProducer,
+    /// Bound on each blocking call and on a batch's deliveries.
+    call_timeout: Duration,
+}
+
+impl TxProducer {
+    /// Creates the client (no network yet: librdkafka connects in the background).
+    pub fn new(cfg: &KafkaConfig) -> Result<TxProducer, KafkaError> {
+        let inner: FutureProducer = producer_config(cfg).create()?;
+        Ok(TxProducer { inner, call_timeout: cfg.call_timeout() })
+    }
+
+    /// Registers the transactional id with its coordinator (fencing any older producer using it
+    /// and aborting its open transaction). Blocks up to `timeout`.
+    pub fn init(&self, timeout: Duration) -> Result<(), KafkaError> {
+        self.inner.init_transactions(timeout)
+    }
+
+    /// Which of `topics` the cluster does not have. Blocks up to `timeout` per topic.
+    pub fn missing_topics(&self, topics: &[String], timeout: Duration) -> Result<Vec<String>, KafkaError> {
+        let mut missing = Vec::new();
+        for topic in topics {
+            let metadata = self.inner.client().fetch_metadata(Some(topic), timeout)?;
+            let known = metadata
+                .topics()
+                .iter()
+                .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
+            if !known {
+                missing.push(topic.clone());
+            }
+        }
+        Ok(missing)
+    }
+
+    /// Runs one transaction holding `records`, answering how it ended.
+    pub async fn transact(&self, records: &[OutRecord<'_>]) -> TxnOutcome {
+        let budget_end = Instant::now() + self.call_timeout;
+        if let Err(e) = self.inner.begin_transaction() {
+            // begin_transaction is local: it fails only when the producer is in a state
+            // (fatal error, transaction left open) that a new producer is the way out of.
+            return TxnOutcome::Fatal(format!("begin_transaction: {}", describe(&e)));
+        }
+
+        let mut deliveries = Vec::with_capacity(records.len());
+        for out in records {
+            let rec = out.record;
+            let future_record = FutureRecord::to(out.topic)
+                .key(rec.event.correlation_id.as_bytes())
+                .payload(rec.event.canonical_json.as_slice())
+                .headers(headers(rec));
+            match self.inner.send_result(future_record) {
+                Ok(delivery) => deliveries.push(delivery),
+                Err((e, _)) => return self.fail(e, "produce").await,
+            }
+        }
+
+        let reports = match tokio::time::timeout_at(budget_end.into(), futures::future::join_all(deliveries))
+            .await
+        {
+            Ok(reports) => reports,
+            Err(_) => {
+                return self.abort(format!("delivery reports not in within {:?}", self.call_timeout)).await;
+            }
+        };
+        let mut landed = Vec::with_capacity(reports.len());
+        for report in reports {
+            match report {
+                Ok(Ok(delivery)) => {
+                    landed.push(Landed { partition: delivery.partition, offset: delivery.offset })
+                }
+                Ok(Err((e, _))) => return self.fail(e, "delivery").await,
+                Err(_cancelled) => return TxnOutcome::Fatal("producer dropped a delivery report".to_owned()),
+            }
+        }
+
+        self.wait_delivery_events_released();
+        loop {
+            let remaining = budget_end.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return TxnOutcome::Fatal(format!("commit not finished within {:?}", self.call_timeout));
+            }
+            match self.inner.commit_transaction(remaining) {
+                Ok(()) => return TxnOutcome::Committed(landed),
+                Err(e) => match classify(&e) {
+                    ErrorClass::Retriable => {
+                        tracing::debug!(error = %describe(&e), "commit_transaction: retrying");
+                    }
+                    ErrorClass::Abortable => return self.abort(format!("commit: {}", describe(&e))).await,
+                    ErrorClass::Fatal => return TxnOutcome::Fatal(format!("commit: {}", describe(&e))),
+                },
+            }
+        }
+    }
+
+    /// rust-rdkafka's `commit_transaction` first flushes, and its flush polls in 100 ms slices
+    /// whenever librdkafka still counts a message. Every report has been received at this point,
+    /// but librdkafka releases a report's messages only after the polling thread has handed the
+    /// whole report out, a few microseconds later: wait for that (bounded) so the flush is a no-op.
+    fn wait_delivery_events_released(&self) {
+        let until = Instant::now() + Duration::from_millis(20);
+        while self.inner.in_flight_count() > 0 && Instant::now() < until {
+            std::thread::sleep(Duration::from_micros(20));
+        }
+    }
+
+    /// A produce or delivery error: abort, or give up on the producer when it is fatal.
+    async fn fail(&self, e: KafkaError, step: &str) -> TxnOutcome {
+        let detail = format!("{step}: {}", describe(&e));
+        match classify(&e) {
+            ErrorClass::Fatal => TxnOutcome::Fatal(detail),
+            ErrorClass::Abortable | ErrorClass::Retriable => self.abort(detail).await,
+        }
+    }
+
+    /// Aborts the open transaction (librdkafka purges what was not delivered). `why` explains the abort.
+    async fn abort(&self, why: String) -> TxnOutcome {
+        let budget_end = Instant::now() + self.call_timeout;
+        loop {
+            let remaining = budget_end.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return TxnOutcome::Fatal(format!(
+                    "{why}; abort not finished within {:?}",
+                    self.call_timeout
+                ));
+            }
+            match self.inner.abort_transaction(remaining) {
+                Ok(()) => return TxnOutcome::Aborted(why),
+                Err(e) => match classify(&e) {
+                    ErrorClass::Retriable => tokio::task::yield_now().await,
+                    ErrorClass::Abortable | ErrorClass::Fatal => {
+                        return TxnOutcome::Fatal(format!("{why}; abort: {}", describe(&e)));
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// Creates `topics` with the configured partition count and the broker's default replication.
+pub async fn create_topics(cfg: &KafkaConfig, topics: &[String], timeout: Duration) -> Result<(), String> {
+    let admin: AdminClient<DefaultClientContext> =
+        base_config(cfg).create().map_err(|e| format!("admin client: {e}"))?;
+    let new_topics: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|name| NewTopic::new(name, cfg.auto_create_partitions, TopicReplication::Fixed(-1)))
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(timeout)).request_timeout(Some(timeout));
+    let results = admin.create_topics(new_topics.iter(), &options).await.map_err(|e| e.to_string())?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => return Err(format!("creating topic {topic}: {code}")),
+        }
+    }
+    Ok(())
+}

@@ -102,18 +102,18 @@ stack_port() {
 stack_port_open() { (exec 3<>"/dev/tcp/$STACK_HOST/$1") 2>/dev/null; }
 
 # --- readiness ------------------------------------------------------------------
-garage_cli() { "$GARAGE_BIN" -c "$GARAGE_CONF" "$@"; }
+garage_cli() { timeout 30 "$GARAGE_BIN" -c "$GARAGE_CONF" "$@"; }
 
 # garage answers S3 (any HTTP answer from the S3 port) and its RPC (`garage status`).
 garage_ready() {
   local code
   code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://$STACK_HOST:$S3_PORT/" 2>/dev/null || true)"
   [[ "$code" =~ ^[1-5][0-9][0-9]$ ]] || return 1
-  garage_cli status >/dev/null 2>&1
+  timeout 5 "$GARAGE_BIN" -c "$GARAGE_CONF" status >/dev/null 2>&1
 }
 
 # tansu answers the Kafka protocol (Metadata through its own client).
-kafka_ready() { "$TANSU_BIN" topic list --broker "tcp://$STACK_HOST:$1" >/dev/null 2>&1; }
+kafka_ready() { timeout 3 "$TANSU_BIN" topic list --broker "tcp://$STACK_HOST:$1" >/dev/null 2>&1; }
 
 stack_ready() {
   case "$1" in
@@ -121,6 +121,13 @@ stack_ready() {
     kafka) kafka_ready "$KAFKA_PORT" ;;
     kafka-durable) kafka_ready "$DURABLE_KAFKA_PORT" ;;
   esac
+}
+
+# librdkafka check of a broker (topics + transactional produce + read_committed).
+stack_verify_kafka() {
+  local port="$1"
+  # shellcheck disable=SC2086
+  timeout 120 "$STACK_PY" "$STACK_REPO/scripts/stack-verify-kafka.py" "$STACK_HOST:$port" $KAFKA_TOPICS
 }
 
 # Waits until COMPONENT answers; fails with its log tail past the deadline or
@@ -255,8 +262,10 @@ stack_stop_component() {
 
 # --- garage one-time set-up (layout, key, buckets); idempotent -----------------
 garage_setup() {
-  local id
-  if ! garage_cli layout show 2>/dev/null | grep -q 'dc1'; then
+  local id layout
+  layout="$(garage_cli layout show 2>/dev/null || true)"
+  # A fresh node has layout version 0; ours applies version 1 once.
+  if ! grep -Eq 'Current cluster layout version: *[1-9]' <<<"$layout"; then
     id="$(garage_cli node id -q 2>/dev/null | cut -d@ -f1)"
     [[ -n "$id" ]] || id="$(garage_cli status 2>/dev/null | awk '/^[0-9a-f]{16}/ {print $1; exit}')"
     [[ -n "$id" ]] || stack_die "garage: could not read the node id (garage status)"
@@ -280,7 +289,7 @@ garage_setup() {
 garage_wait_s3() {
   local deadline=$(( $(stack_now_ms) + READY_TIMEOUT * 1000 ))
   until AWS_ACCESS_KEY_ID="$S3_KEY_ID" AWS_SECRET_ACCESS_KEY="$S3_SECRET" \
-        "$STACK_PY" - "$STACK_HOST" "$S3_PORT" "$S3_REGION" "$S3_BUCKET" <<'PY' >/dev/null 2>&1
+        timeout 10 "$STACK_PY" - "$STACK_HOST" "$S3_PORT" "$S3_REGION" "$S3_BUCKET" <<'PY' >/dev/null 2>&1
 import sys, boto3
 from botocore.config import Config
 host, port, region, bucket = sys.argv[1:]

@@ -34,7 +34,7 @@ def main():
         wanted.append((name, int(parts or "3")))
     deadline = time.monotonic() + DEADLINE_S
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 3})
     check_topic = f"stack-verify-{uuid.uuid4().hex[:12]}"
     topics = wanted + [(check_topic, 1)]
     existing = set(admin.list_topics(timeout=10).topics)
@@ -58,7 +58,7 @@ def main():
 
     value = uuid.uuid4().hex.encode()
     producer = Producer({
-        "bootstrap.servers": bootstrap,
+        "bootstrap.servers": bootstrap, "log_level": 3,
         "transactional.id": f"stack-verify-{uuid.uuid4().hex[:12]}",
         "enable.idempotence": True,
         "acks": "all",
@@ -72,7 +72,7 @@ def main():
         fail(f"transactional produce: {e}")
 
     consumer = Consumer({
-        "bootstrap.servers": bootstrap,
+        "bootstrap.servers": bootstrap, "log_level": 3,
         "group.id": "stack-verify",  # required by the client; never joined (assign only)
         "enable.auto.commit": False,
         "isolation.level": "read_committed",

@@ -602,9 +602,9 @@ fn render_table(r: &serde_json::Value) -> String {
                 out,
                 "                {:<10} {:>9}  {:>9} {:>9}  {}",
                 name,
-                k["count"],
-                k["latency_ms"]["p50"],
-                k["latency_ms"]["p99"],
+                k["count"].to_string(),
+                k["latency_ms"]["p50"].to_string(),
+                k["latency_ms"]["p99"].to_string(),
                 join(&k["answers"])
             );
         }

@@ -26,7 +26,7 @@ pub enum CxoneCommand {
 /// The client secret is never a flag: use `CXONE_INGEST_CXONE_CLIENT_SECRET` or a secret file.
 #[derive(Debug, clap::Args)]
 pub struct TokenArgs {
-    /// Config file whose `[cxone]` table is used (other tables are ignored here).
+    /// Config file whose `[cxone]` section is used (the rest is parsed, not validated).
     #[arg(long, env = "CXONE_INGEST_CONFIG")]
     pub config: Option<PathBuf>,
     /// CXone organisation id, for `https://{org}.api.nice.incontact.com/oauth2/token` (env `CXONE_INGEST_CXONE_ORG`).
@@ -86,7 +86,7 @@ async fn token(args: TokenArgs) -> anyhow::Result<ExitCode> {
 /// Defaults < `[cxone]` in the config file < environment < flags.
 fn effective_config(args: &TokenArgs) -> anyhow::Result<CxoneConfig> {
     let mut config = match &args.config {
-        Some(path) => cxone_table(path)?,
+        Some(path) => cxone_section(path)?,
         None => CxoneConfig::default(),
     };
     config.overlay_env();
@@ -115,12 +115,12 @@ fn effective_config(args: &TokenArgs) -> anyhow::Result<CxoneConfig> {
     Ok(config)
 }
 
-/// The `[cxone]` table of a config file (defaults when absent).
-fn cxone_table(path: &std::path::Path) -> anyhow::Result<CxoneConfig> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut table: toml::Table = toml::from_str(&text).with_context(|| format!("{} is not TOML", path.display()))?;
-    match table.remove("cxone") {
-        Some(value) => value.try_into().with_context(|| format!("[cxone] in {}", path.display())),
-        None => Ok(CxoneConfig::default()),
-    }
+/// The `[cxone]` section of a config file, parsed with the service's own config types (so a typo anywhere in the
+/// file is reported) but without the service's validation: `cxone token` needs no webhook secret or Kafka.
+fn cxone_section(path: &std::path::Path) -> anyhow::Result<CxoneConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    let config = crate::config::Config::from_toml(&text)
+        .map_err(|message| anyhow::anyhow!("config file {} is not valid: {message}", path.display()))?;
+    Ok(config.cxone)
 }

@@ -1,12 +1,105 @@
-//! `cxone-ingest replay`.
+//! `cxone-ingest replay`: the command line around [`crate::replay`] (config, Kafka sink, progress
+//! bar, JSON summary on stdout).
 
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
-/// Arguments of `cxone-ingest replay`.
+use anyhow::Context as _;
+use chrono::NaiveDate;
+
+use crate::config::{Config, ConfigArgs, ENV_WEBHOOK_SECRET};
+use crate::contract::Contract;
+use crate::replay::{DeadLetterStore, Progress, ReplayOptions, parse_day, replay};
+use crate::sinks::EventSink;
+use crate::sinks::dead_letter::writer::{SdkRetries, build_client};
+use crate::sinks::kafka::KafkaSink;
+
+/// Arguments of `cxone-ingest replay`. S3 and Kafka settings come from the same config file,
+/// environment and flags as `serve`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// First day (UTC, `YYYY-MM-DD`, inclusive) of dead letters to replay, by their `dt=` partition.
+    #[arg(long, value_parser = parse_day, value_name = "YYYY-MM-DD")]
+    pub since: Option<NaiveDate>,
+    /// Last day (UTC, `YYYY-MM-DD`, inclusive); default: no upper bound (today with `--since`).
+    #[arg(long, value_parser = parse_day, value_name = "YYYY-MM-DD")]
+    pub until: Option<NaiveDate>,
+    /// Judge every dead letter against the current schemas and report; publish and mark nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Dead letters handled at once.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub concurrency: u16,
+    /// How long one event may wait for its Kafka commit before it counts as failed (ms).
+    #[arg(long, default_value_t = 30_000, value_name = "MS")]
+    pub publish_timeout_ms: u64,
+}
 
-/// Runs `cxone-ingest replay`.
-pub async fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+/// Runs `cxone-ingest replay`: exit 0 when every dead letter was handled (published, skipped or
+/// still invalid), 1 when some failed (see `failures` in the summary), 2 on a usage or setup error.
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    // Replay never verifies webhook signatures, but `Config::load` insists on a secret for `serve`:
+    // supply a placeholder when none is configured so that only the sections replay uses must be set.
+    let env = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .or_else(|| (name == ENV_WEBHOOK_SECRET).then(|| "unused-by-replay".to_owned()))
+    };
+    let config = Config::load(&args.config, env)?;
+    let client = build_client(&config.dead_letter, SdkRetries::Standard).await?;
+    let store = DeadLetterStore {
+        client,
+        bucket: config.dead_letter.bucket.clone(),
+        prefix: config.dead_letter.normalized_prefix().to_owned(),
+    };
+    let options = ReplayOptions {
+        since: args.since,
+        until: args.until,
+        dry_run: args.dry_run,
+        concurrency: usize::from(args.concurrency),
+        publish_timeout: Duration::from_millis(args.publish_timeout_ms),
+    };
+    let sink: Option<Arc<KafkaSink>> = if args.dry_run {
+        None
+    } else {
+        let mut kafka = config.kafka.clone();
+        // Its own transactional.id: sharing the server's would fence the server's producer.
+        kafka.instance_id = Some(format!("replay-{}", kafka.resolved_instance_id()));
+        Some(Arc::new(KafkaSink::start(&kafka).context("starting the Kafka sink")?))
+    };
+
+    let bar = if std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::new_spinner().with_message("listing dead letters")
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let on_progress = |progress: Progress| match progress {
+        Progress::Found(total) => {
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} dead letters ({eta} left)")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar.set_length(total);
+        }
+        Progress::Handled => bar.inc(1),
+    };
+    let result = replay(
+        &store,
+        Contract::builtin(),
+        sink.as_deref().map(|sink| sink as &dyn EventSink),
+        &options,
+        &on_progress,
+    )
+    .await;
+    bar.finish_and_clear();
+    if let Some(sink) = &sink {
+        sink.close().await;
+    }
+    let summary = result?;
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    Ok(if summary.failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

@@ -270,6 +270,15 @@ impl Plan {
                     coercions.push(Coercion { path: path.clone(), from, to });
                 }
             }
+            (Node::Numeric { integer: true }, value @ Value::Number(_)) => {
+                // JSON Schema counts 120.0 as an integer; the typed event wants 120.
+                let Value::Number(number) = &*value else { return };
+                if let Some(whole) = integral_float(number) {
+                    let to = Value::Number(whole);
+                    let from = std::mem::replace(value, to.clone());
+                    coercions.push(Coercion { path: path.clone(), from, to });
+                }
+            }
             (Node::String { normalize }, value @ Value::String(_)) => {
                 let Value::String(text) = &*value else { return };
                 if let Some(normalized) = normalize_string(text, normalize) {
@@ -283,7 +292,7 @@ impl Plan {
                     let child = match properties.get(name.as_str()) {
                         Some(&child) => child,
                         None => match additional {
-                            Some(&child) => child,
+                            Some(child) => *child,
                             None => continue,
                         },
                     };
@@ -298,7 +307,7 @@ impl Plan {
                     let Some(&child) = prefix.get(index).or(items.as_ref()) else { continue };
                     let len = path.len();
                     path.push('/');
-                    path.push_str(itoa(index).as_str());
+                    path.push_str(&index.to_string());
                     self.walk(child, element, path, coercions);
                     path.truncate(len);
                 }
@@ -306,10 +315,6 @@ impl Plan {
             _ => {}
         }
     }
-}
-
-fn itoa(index: usize) -> String {
-    index.to_string()
 }
 
 /// Appends `/segment` to a JSON pointer, escaping `~` as `~0` and `/` as `~1` (RFC 6901).
@@ -325,6 +330,25 @@ pub fn push_pointer_segment(pointer: &mut String, segment: &str) {
         }
     } else {
         pointer.push_str(segment);
+    }
+}
+
+/// A float with no fractional part that fits in 64 bits, as an integer (`120.0` -> `120`).
+fn integral_float(number: &Number) -> Option<Number> {
+    if number.is_i64() || number.is_u64() {
+        return None;
+    }
+    let float = number.as_f64()?;
+    if float.fract() != 0.0 || !float.is_finite() {
+        return None;
+    }
+    // 2^63 and 2^64 are exactly representable; the casts below are exact inside these bounds.
+    if float >= -9_223_372_036_854_775_808.0 && float < 9_223_372_036_854_775_808.0 {
+        Some(Number::from(float as i64))
+    } else if (0.0..18_446_744_073_709_551_616.0).contains(&float) {
+        Some(Number::from(float as u64))
+    } else {
+        None
     }
 }
 

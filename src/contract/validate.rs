@@ -123,7 +123,10 @@ fn message(kind: &ValidationErrorKind, instance: &Value) -> String {
                     (names.join(" or "), wants_number)
                 }
             };
-            let mut text = format!("must be {expected}, but is {} {}", type_name(instance), excerpt(instance));
+            let mut text = match instance {
+                Value::Null | Value::Array(_) | Value::Object(_) => format!("must be {expected}, but is {}", excerpt(instance)),
+                _ => format!("must be {expected}, but is {} {}", type_name(instance), excerpt(instance)),
+            };
             if wants_number && instance.is_string() {
                 text.push_str(
                     " (a string is converted only when it holds a plain decimal number, e.g. \"120\" or \" 4.5 \")",

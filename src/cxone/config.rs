@@ -147,7 +147,9 @@ impl CxoneConfig {
     pub fn validate(&self) -> Result<(), CxoneError> {
         self.resolved_token_url()?;
         if self.client_id.trim().is_empty() {
-            return Err(CxoneError::Config(format!("cxone.client_id is empty: set {ENV_CLIENT_ID} or --client-id")));
+            return Err(CxoneError::Config(format!(
+                "cxone.client_id is empty: set {ENV_CLIENT_ID} or --client-id"
+            )));
         }
         self.resolved_client_secret()?;
         if self.timeout_secs == 0 {

@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
-use super::config::{ClientSecret, CxoneConfig};
 use super::CxoneError;
+use super::config::{ClientSecret, CxoneConfig};
 
 /// How long a token lives when CXone's answer has no `expires_in` (the seed's assumption).
 const DEFAULT_EXPIRES_IN: Duration = Duration::from_secs(3600);
@@ -142,7 +142,9 @@ impl TokenManager {
             .connect_timeout(timeout)
             .user_agent(concat!("cxone-ingest/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|err| CxoneError::Config(format!("cannot build the HTTP client: {}", error_chain(&err))))?;
+            .map_err(|err| {
+                CxoneError::Config(format!("cannot build the HTTP client: {}", error_chain(&err)))
+            })?;
         Ok(TokenManager {
             http,
             token_url: config.resolved_token_url()?,
@@ -253,7 +255,11 @@ impl TokenManager {
         if !status.is_success() {
             return Err(CxoneError::Rejected { url, status: status.as_u16(), body: self.excerpt(&body) });
         }
-        let invalid = |reason: String| CxoneError::InvalidResponse { url: url.clone(), status: status.as_u16(), reason };
+        let invalid = |reason: String| CxoneError::InvalidResponse {
+            url: url.clone(),
+            status: status.as_u16(),
+            reason,
+        };
         let parsed: TokenResponse = serde_json::from_str(&body)
             .map_err(|err| invalid(format!("{err}; body: {}", self.excerpt(&body))))?;
         if parsed.access_token.is_empty() {

@@ -1,1 +1,375 @@
-//! Integration tests: kafka.
+//! Integration tests: the Kafka sink against a real broker (tansu from the stack, or a private
+//! one) and librdkafka's mock cluster (for aborts: tansu returns records of ABORTED transactions
+//! to read_committed readers, the mock cluster does not).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cxone_ingest::sinks::kafka::{KafkaConfig, KafkaSink};
+use cxone_ingest::sinks::{Committed, EventSink, Readiness, SinkError};
+use futures::future::join_all;
+use rdkafka::ClientConfig;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+use sha2::Digest;
+
+use crate::support::*;
+
+const READY_WITHIN: Duration = Duration::from_secs(30);
+
+fn deadline() -> Instant {
+    Instant::now() + Duration::from_secs(10)
+}
+
+async fn wait_ready(sink: &KafkaSink) {
+    let ready =
+        poll_until(READY_WITHIN, || async { (sink.readiness() == Readiness::Ready).then_some(()) }).await;
+    assert!(ready.is_some(), "sink not ready: {:?}", sink.readiness());
+}
+
+async fn read_back(brokers: &str, topic: &str, partitions: i32, want: usize) -> Vec<KafkaRecord> {
+    let (brokers, topic) = (brokers.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        kafka_read_committed(&brokers, &topic, partitions, want, Duration::from_secs(30))
+    })
+    .await
+    .unwrap()
+}
+
+/// Test 1: concurrent publishes, each committed event exactly once with its key, value and
+/// headers; repeated deliveries answered from the original and not written again; a new body
+/// under an old correlation id written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn publishes_each_event_once_with_key_value_and_headers() {
+    let brokers = stack_kafka_brokers();
+    let topic = unique("kafka-it-once");
+    stack_create_topic(&brokers, &topic, 3).await;
+    let sink = Arc::new(KafkaSink::start(&kafka_sink_config(&brokers, &topic)).unwrap());
+    wait_ready(&sink).await;
+
+    const N: usize = 400;
+    let records: Vec<_> = (0..N)
+        .map(|i| kafka_event_record(&format!("req-{i}"), &format!("corr-{i}"), &format!("body-{i}")))
+        .collect();
+    // Every 10th event is also delivered again concurrently (in flight together with the first).
+    let mut calls = Vec::new();
+    for (i, r) in records.iter().enumerate() {
+        calls.push((r.clone(), false));
+        if i % 10 == 0 {
+            let mut again =
+                kafka_event_record(&format!("req-{i}-again"), &format!("corr-{i}"), &format!("body-{i}"));
+            again.received_at = r.received_at;
+            calls.push((again, true));
+        }
+    }
+    let results = join_all(calls.iter().map(|(r, _)| {
+        let sink = Arc::clone(&sink);
+        let r = r.clone();
+        async move { sink.publish(r, deadline()).await }
+    }))
+    .await;
+
+    let mut by_request = std::collections::HashMap::new();
+    for ((record, _), result) in calls.iter().zip(&results) {
+        let committed = result.as_ref().unwrap_or_else(|e| panic!("{}: {e}", record.request_id));
+        by_request.insert(record.request_id.clone(), committed.clone());
+    }
+    // A concurrent repeat and its original: one of them wrote, the other points at it.
+    for i in (0..N).step_by(10) {
+        let (a, b) = (&by_request[&format!("req-{i}")], &by_request[&format!("req-{i}-again")]);
+        assert_eq!((&a.topic, a.partition, a.offset), (&b.topic, b.partition, b.offset), "event {i}");
+        let originals = [a, b].iter().filter(|c| c.duplicate_of.is_none()).count();
+        assert_eq!(originals, 1, "event {i}: exactly one of the two deliveries was written: {a:?} {b:?}");
+    }
+    // A later repeat (after commit) is answered from memory.
+    let late = sink.publish(kafka_event_record("req-5-late", "corr-5", "body-5"), deadline()).await.unwrap();
+    assert_eq!(late.duplicate_of.as_deref(), Some("req-5"));
+    assert_eq!(late.offset, by_request["req-5"].offset);
+    // Same correlation id, different body: a new event.
+    let new_body = kafka_event_record("req-5-new-body", "corr-5", "body-5b");
+    let reused = sink.publish(new_body.clone(), deadline()).await.unwrap();
+    assert_eq!(reused.duplicate_of, None);
+
+    let read = read_back(&brokers, &topic, 3, N + 1).await;
+    assert_eq!(read.len(), N + 1, "exactly the written events, nothing else");
+    let by_id = kafka_by_request_id(&read);
+    let written: Vec<_> = calls
+        .iter()
+        .map(|(r, _)| r)
+        .filter(|r| by_request[&r.request_id].duplicate_of.is_none())
+        .chain(std::iter::once(&new_body))
+        .collect();
+    assert_eq!(written.len(), N + 1);
+    for r in written {
+        let found = by_id.get(&r.request_id).unwrap_or_else(|| panic!("{} not in topic", r.request_id));
+        assert_eq!(found.len(), 1, "{} written once", r.request_id);
+        let got = &found[0];
+        assert_eq!(got.key.as_deref(), Some(r.event.correlation_id.as_str()));
+        assert_eq!(got.value, r.event.canonical_json);
+        let h = &got.headers;
+        assert_eq!(h["event_type"], "interaction.completed");
+        assert_eq!(h["schema_id"], "interaction-completed");
+        assert_eq!(h["schema_version"], "1.0.0");
+        assert_eq!(h["body_sha256"], hex::encode(r.body_sha256));
+        let coercions: serde_json::Value = serde_json::from_str(&h["coercions"]).unwrap();
+        assert_eq!(coercions[0]["path"], "/data/duration_seconds");
+        let received: chrono::DateTime<chrono::Utc> = h["received_at"].parse().unwrap();
+        assert_eq!(received.timestamp_micros(), r.received_at.timestamp_micros());
+        assert!(!h.contains_key("replayed_from"));
+        if let Some(c) = by_request.get(&r.request_id) {
+            assert_eq!((got.partition, got.offset), (c.partition, c.offset), "{}", r.request_id);
+        }
+    }
+    sink.close().await;
+    assert!(matches!(sink.readiness(), Readiness::NotReady(_)));
+    let after = sink.publish(kafka_event_record("req-closed", "corr-closed", "x"), deadline()).await;
+    assert!(matches!(after, Err(SinkError::Unavailable { .. })), "{after:?}");
+}
+
+/// Test 2: an abortable error mid-batch (every Produce of the batch refused) aborts the
+/// transaction: every waiter of the batch gets an error, read_committed sees none of it, the
+/// retries succeed and appear exactly once. On librdkafka's mock cluster, because tansu shows
+/// records of aborted transactions to read_committed readers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_aborted_batch_fails_every_waiter_and_stays_invisible() {
+    let mock = MockCluster::new(1).unwrap();
+    let topic = unique("kafka-it-abort");
+    mock.create_topic(&topic, 1, 1).unwrap();
+    let brokers = mock.bootstrap_servers();
+    // A long linger so that the whole burst below lands in one transaction.
+    let cfg = KafkaConfig { linger_ms: 200, ..kafka_sink_config(&brokers, &topic) };
+    let sink = Arc::new(KafkaSink::start(&cfg).unwrap());
+    wait_ready(&sink).await;
+
+    let publish_all = |prefix: &'static str, n: usize| {
+        let sink = Arc::clone(&sink);
+        async move {
+            join_all((0..n).map(|i| {
+                let record =
+                    kafka_event_record(&format!("{prefix}-{i}"), &format!("corr-{i}"), &format!("body-{i}"));
+                let sink = Arc::clone(&sink);
+                async move { sink.publish(record, deadline()).await }
+            }))
+            .await
+        }
+    };
+    let before = publish_all("before", 3).await;
+    assert!(before.iter().all(Result::is_ok), "{before:?}");
+
+    // Every Produce request fails until cleared: non-retriable, so the deliveries fail and the
+    // transaction must abort.
+    let refuse = [RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE; 64];
+    mock.request_errors(RDKafkaApiKey::Produce, &refuse);
+    let failed = publish_all("failed", 10).await;
+    for r in &failed {
+        assert!(
+            matches!(r, Err(SinkError::Unavailable { .. })),
+            "every waiter of the aborted batch fails: {r:?}"
+        );
+    }
+    mock.clear_request_errors(RDKafkaApiKey::Produce);
+
+    // The sender retries (same bodies, new request ids): published now, exactly once.
+    let retried = poll_until(Duration::from_secs(20), || {
+        let publish_all = &publish_all;
+        async move {
+            let r = publish_all("retried", 10).await;
+            r.iter().all(Result::is_ok).then_some(r)
+        }
+    })
+    .await
+    .expect("retries succeed once the broker accepts produces again");
+    assert!(retried.iter().all(|r| r.as_ref().unwrap().duplicate_of.is_none()));
+
+    let read = read_back(&brokers, &topic, 1, 13).await;
+    let ids: Vec<&str> = read.iter().map(KafkaRecord::request_id).collect();
+    assert!(!ids.iter().any(|id| id.starts_with("failed-")), "aborted records are invisible: {ids:?}");
+    let by_id = kafka_by_request_id(&read);
+    for i in 0..10 {
+        assert_eq!(by_id.get(&format!("retried-{i}")).map(Vec::len), Some(1), "retried-{i} once: {ids:?}");
+    }
+    assert_eq!(read.len(), 13, "{ids:?}");
+    sink.close().await;
+}
+
+/// Test 3: a second producer with the same transactional.id fences ours; the sink rebuilds its
+/// producer (fencing the intruder in turn) and carries on; every acknowledged event is in the
+/// topic exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fenced_producer_is_rebuilt_and_nothing_is_acknowledged_twice() {
+    let brokers = stack_kafka_brokers();
+    let topic = unique("kafka-it-fence");
+    stack_create_topic(&brokers, &topic, 1).await;
+    let cfg = kafka_sink_config(&brokers, &topic);
+    let sink = KafkaSink::start(&cfg).unwrap();
+    wait_ready(&sink).await;
+
+    let mut acknowledged = Vec::new();
+    let publish = |tag: String| {
+        let record = kafka_event_record(&tag, &format!("corr-{tag}"), &tag);
+        let sink = &sink;
+        async move { (tag, sink.publish(record, deadline()).await) }
+    };
+    for i in 0..3 {
+        let (tag, r) = publish(format!("before-{i}")).await;
+        acknowledged.push((tag, r.unwrap()));
+    }
+
+    // The zombie's successor: same transactional.id, init_transactions bumps the epoch.
+    let transactional_id = cfg.transactional_id();
+    let intruder = tokio::task::spawn_blocking({
+        let brokers = brokers.clone();
+        move || {
+            let p: FutureProducer = ClientConfig::new()
+                .set("bootstrap.servers", &brokers)
+                .set("transactional.id", &transactional_id)
+                .set("enable.idempotence", "true")
+                .create()
+                .unwrap();
+            p.init_transactions(Duration::from_secs(20)).unwrap();
+            p
+        }
+    })
+    .await
+    .unwrap();
+
+    // The next publishes fail (fenced -> rebuild -> not ready) until the rebuilt producer is up.
+    let mut saw_failure = false;
+    let mut recovered = false;
+    let until = Instant::now() + Duration::from_secs(60);
+    let mut i = 0;
+    while Instant::now() < until {
+        let (tag, r) = publish(format!("after-{i}")).await;
+        i += 1;
+        match r {
+            Ok(c) => {
+                acknowledged.push((tag, c));
+                if saw_failure {
+                    recovered = true;
+                    break;
+                }
+            }
+            Err(e) => {
+                assert!(
+                    matches!(e, SinkError::Unavailable { .. } | SinkError::DeadlineExceeded { .. }),
+                    "{e}"
+                );
+                saw_failure = true;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    assert!(saw_failure, "the fenced producer's transaction must fail");
+    assert!(recovered, "the sink recovers with a new producer: {:?}", sink.readiness());
+    drop(intruder);
+
+    // Every acknowledged event exactly once. (Failed ones are not checked for absence: tansu
+    // shows records of aborted transactions to read_committed readers.)
+    let read = read_back(&brokers, &topic, 1, acknowledged.len()).await;
+    let by_id = kafka_by_request_id(&read);
+    for (tag, committed) in &acknowledged {
+        let found = by_id.get(tag).unwrap_or_else(|| panic!("{tag} acknowledged but lost"));
+        assert_eq!(found.len(), 1, "{tag} written once");
+        assert_eq!(found[0].offset, committed.offset, "{tag}");
+    }
+    sink.close().await;
+}
+
+/// Test 4: the broker is not there at start: the sink starts anyway, is not ready and answers
+/// unavailable (no waiting for the deadline); once a broker appears it becomes ready; after the
+/// broker crashes and comes back empty it fails requests, then recovers on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn starts_without_a_broker_and_recovers_after_a_broker_restart() {
+    let mut broker = PrivateTansu::on_free_port();
+    let brokers = broker.brokers();
+    let topic = unique("kafka-it-down");
+    let sink = KafkaSink::start(&kafka_sink_config(&brokers, &topic)).unwrap();
+    assert!(matches!(sink.readiness(), Readiness::NotReady(_)));
+    let r = sink.publish(kafka_event_record("down-1", "corr-down-1", "a"), deadline()).await;
+    assert!(matches!(r, Err(SinkError::Unavailable { .. })), "{r:?}");
+
+    // (Blocking for a moment; the sink runs on its own thread.)
+    broker.start();
+    // Reachable, but the topic is missing: not ready, and readiness says which topic.
+    let says_topic = poll_until(READY_WITHIN, || async {
+        match sink.readiness() {
+            Readiness::NotReady(why) if why.contains(&topic) => Some(()),
+            _ => None,
+        }
+    })
+    .await;
+    assert!(says_topic.is_some(), "readiness names the missing topic: {:?}", sink.readiness());
+    stack_create_topic(&brokers, &topic, 1).await;
+    wait_ready(&sink).await;
+    let first = sink.publish(kafka_event_record("up-1", "corr-up-1", "b"), deadline()).await.unwrap();
+
+    // Crash + restart (memory storage: the broker forgets our producer id and the topic).
+    broker.stop();
+    let during = sink.publish(kafka_event_record("gone-1", "corr-gone-1", "c"), deadline()).await;
+    assert!(during.is_err(), "no 2xx while the broker is down: {during:?}");
+    broker.start();
+    stack_create_topic(&brokers, &topic, 1).await;
+    let recovered = poll_until(Duration::from_secs(60), || async {
+        sink.publish(kafka_event_record("back-1", "corr-back-1", "d"), deadline()).await.ok()
+    })
+    .await;
+    let recovered = recovered.unwrap_or_else(|| panic!("no recovery: {:?}", sink.readiness()));
+    assert_eq!(sink.readiness(), Readiness::Ready);
+    let read = read_back(&brokers, &topic, 1, 1).await;
+    let by_id = kafka_by_request_id(&read);
+    assert_eq!(by_id.get("back-1").map(Vec::len), Some(1));
+    assert_eq!(by_id["back-1"][0].offset, recovered.offset);
+    assert!(first.duplicate_of.is_none());
+    sink.close().await;
+    drop(broker);
+}
+
+/// Throughput of the sink on the memory broker at batch sizes 1 / 100 / 1000 (docs/kafka.md).
+/// `cargo test --release --test it kafka::measure_throughput -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn measure_throughput() {
+    let brokers = stack_kafka_brokers();
+    for (batch, concurrency, events) in
+        [(1usize, 1usize, 1_000usize), (100, 100, 20_000), (1_000, 1_000, 100_000)]
+    {
+        let topic = unique("kafka-bench");
+        stack_create_topic(&brokers, &topic, 3).await;
+        let cfg =
+            KafkaConfig { batch_max_events: batch, linger_ms: 5, ..kafka_sink_config(&brokers, &topic) };
+        let sink = Arc::new(KafkaSink::start(&cfg).unwrap());
+        wait_ready(&sink).await;
+        let started = Instant::now();
+        let per_worker = events / concurrency;
+        let workers = (0..concurrency).map(|w| {
+            let sink = Arc::clone(&sink);
+            tokio::spawn(async move {
+                let mut last: Option<Committed> = None;
+                for i in 0..per_worker {
+                    let id = format!("w{w}-{i}");
+                    let body = format!("{{\"padding\":\"{}\"}}", "x".repeat(250));
+                    let mut record = kafka_event_record(&id, &id, &body);
+                    record.body_sha256 = sha2::Sha256::digest(id.as_bytes()).into();
+                    last =
+                        Some(sink.publish(record, Instant::now() + Duration::from_secs(30)).await.unwrap());
+                }
+                last
+            })
+        });
+        let done = join_all(workers).await;
+        let elapsed = started.elapsed().as_secs_f64();
+        assert!(done.iter().all(|r| matches!(r, Ok(Some(_)))));
+        let total = per_worker * concurrency;
+        let stats = sink.stats();
+        println!(
+            "batch_max_events={batch:>5} concurrency={concurrency:>5}: {total} events in {elapsed:.2}s = {:.0} events/s, \
+             {} transactions = {:.0} transactions/s, {:.1} events/transaction",
+            total as f64 / elapsed,
+            stats.transactions,
+            stats.transactions as f64 / elapsed,
+            stats.events as f64 / stats.transactions.max(1) as f64,
+        );
+        sink.close().await;
+    }
+}

@@ -5,12 +5,14 @@
 //!
 //! While one batch commits, the next gathers in the bounded channel.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot};
 
+use super::KafkaSinkStats;
 use super::config::KafkaConfig;
 use super::dedupe::DedupeClaim;
 use super::error::{ErrorClass, classify, describe};
@@ -64,16 +66,36 @@ impl Drop for Completion {
     }
 }
 
-/// What the sink and the committer share: whether a producer is usable.
+/// What the sink and the committer share: whether a producer is usable, and running totals.
 pub(crate) struct Shared {
     readiness: Mutex<Readiness>,
+    /// Totals for `KafkaSink::stats` (tests and benchmarks read them without a metrics recorder).
+    transactions: AtomicU64,
+    events: AtomicU64,
+    aborted: AtomicU64,
+    rebuilds: AtomicU64,
 }
 
 impl Shared {
     pub fn new(initial: Readiness) -> Arc<Shared> {
-        let shared = Arc::new(Shared { readiness: Mutex::new(Readiness::Ready) });
+        let shared = Arc::new(Shared {
+            readiness: Mutex::new(Readiness::Ready),
+            transactions: AtomicU64::new(0),
+            events: AtomicU64::new(0),
+            aborted: AtomicU64::new(0),
+            rebuilds: AtomicU64::new(0),
+        });
         shared.set(initial);
         shared
+    }
+
+    pub fn stats(&self) -> KafkaSinkStats {
+        KafkaSinkStats {
+            transactions: self.transactions.load(Ordering::Relaxed),
+            events: self.events.load(Ordering::Relaxed),
+            aborted: self.aborted.load(Ordering::Relaxed),
+            rebuilds: self.rebuilds.load(Ordering::Relaxed),
+        }
     }
 
     pub fn readiness(&self) -> Readiness {
@@ -311,6 +333,8 @@ impl GroupCommitter {
                 metrics::counter!("cxone_ingest_kafka_transactions_total", "outcome" => "committed")
                     .increment(1);
                 metrics::counter!("cxone_ingest_kafka_events_total").increment(live.len() as u64);
+                self.shared.transactions.fetch_add(1, Ordering::Relaxed);
+                self.shared.events.fetch_add(live.len() as u64, Ordering::Relaxed);
                 for (p, at) in live.into_iter().zip(landed) {
                     let committed = Committed {
                         topic: p.topic.to_string(),

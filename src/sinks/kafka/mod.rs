@@ -30,6 +30,19 @@ use dedupe::{Claim, Dedupe};
 
 const SINK: &str = "kafka";
 
+/// Running totals since start (the same numbers as the `cxone_ingest_kafka_*` metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KafkaSinkStats {
+    /// Committed transactions.
+    pub transactions: u64,
+    /// Events in committed transactions (`events / transactions` = average batch size).
+    pub events: u64,
+    /// Aborted transactions.
+    pub aborted: u64,
+    /// Producers dropped after a fatal error (fenced, lost by the broker, timed out).
+    pub rebuilds: u64,
+}
+
 /// Publishes valid events to Kafka exactly once (per the dedupe window, per replica, for
 /// repeated deliveries). Cheap to share behind an `Arc`.
 pub struct KafkaSink {
@@ -80,6 +93,11 @@ impl KafkaSink {
             default_topic: Arc::from(cfg.topic.as_str()),
             committer: Mutex::new(Some(handle)),
         })
+    }
+
+    /// Totals since start.
+    pub fn stats(&self) -> KafkaSinkStats {
+        self.shared.stats()
     }
 
     fn topic_for(&self, event_type: &str) -> Arc<str> {

@@ -22,7 +22,8 @@ struct Generated {
 }
 
 fn main() {
-    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let manifest_dir =
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     let schema_dir = manifest_dir.join("schemas");
     println!("cargo:rerun-if-changed={}", schema_dir.display());
@@ -101,7 +102,10 @@ fn generate(path: &Path, bytes: &[u8]) -> Option<Generated> {
     if !root.contains_key("x-cxone-events") {
         return None;
     }
-    let file_name = path.file_name().and_then(|name| name.to_str()).unwrap_or_else(|| fail(path, "file name is not UTF-8"));
+    let file_name = path
+        .file_name()
+        .and_then(|name| name.to_str())
+        .unwrap_or_else(|| fail(path, "file name is not UTF-8"));
     if !root.get("title").is_some_and(|title| title.is_string()) {
         fail(path, "an event schema needs a string `title` (it names the generated root type)");
     }

@@ -1,1 +1,42 @@
-fn main() {}
+//! Criterion benchmarks of the request path, one group per stage.
+//!
+//! Group `contract`: parse + route + coerce + validate + typed decode + canonical JSON of the seed's
+//! example payload (`Contract::check`), plus the stages on their own for orientation.
+//! Run: `cargo bench --bench pipeline -- contract`; compare with `scripts/bench-seed-validation.py`.
+
+use std::hint::black_box;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use cxone_ingest::contract::{Checked, Contract};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The seed's example payload, string numbers and mixed-case e-mail included (three coercions).
+const SEED_PAYLOAD: &[u8] = br#"{"event":"interaction.completed","timestamp":"2026-11-28T10:00:00Z","correlation_id":"c-1","data":{"channel":"voice","duration_seconds":"120","agent_id":"a-7","customer_email":"Jane.Doe@Example.com","metadata":{"priority":"high","score":"4.5"}}}"#;
+/// The same event as a well-behaved sender would send it (no coercion needed).
+const CLEAN_PAYLOAD: &[u8] = br#"{"event":"interaction.completed","timestamp":"2026-11-28T10:00:00Z","correlation_id":"c-1","data":{"channel":"voice","duration_seconds":120,"agent_id":"a-7","customer_email":"jane.doe@example.com","metadata":{"priority":"high","score":4.5}}}"#;
+/// The seed's invalid example: three errors collected.
+const INVALID_PAYLOAD: &[u8] = br#"{"event":"interaction.completed","timestamp":"2026-11-28T10:00:00Z","correlation_id":"c-2","data":{"channel":"fax","duration_seconds":"12x","agent_id":"a-7","customer_email":"nope"}}"#;
+
+fn contract(c: &mut Criterion) {
+    let contract = Contract::builtin();
+    assert!(matches!(contract.check(SEED_PAYLOAD), Checked::Valid(_)), "the seed payload must be valid");
+    assert!(
+        matches!(contract.check(INVALID_PAYLOAD), Checked::Invalid(_)),
+        "the invalid payload must be rejected"
+    );
+
+    let mut group = c.benchmark_group("contract");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("check/seed_payload", |b| b.iter(|| contract.check(black_box(SEED_PAYLOAD))));
+    group.bench_function("check/clean_payload", |b| b.iter(|| contract.check(black_box(CLEAN_PAYLOAD))));
+    group.bench_function("check/invalid_payload", |b| b.iter(|| contract.check(black_box(INVALID_PAYLOAD))));
+    group.bench_function("stage/parse_only", |b| {
+        b.iter(|| serde_json::from_slice::<serde_json::Value>(black_box(SEED_PAYLOAD)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, contract);
+criterion_main!(benches);

@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# shellcheck disable=SC2034  # settings used by the scripts that source this file
 # Shared settings and helpers of the local stack scripts (install-stack,
 # start-stack, stop-stack, stack-ctl, test). Sourced, never run.
 #

@@ -18,10 +18,6 @@ pub const SIGNATURE_FAILURES: &str = "cxone_ingest_signature_failures_total";
 pub const SIGNATURES_VERIFIED: &str = "cxone_ingest_signatures_verified_total";
 /// Validation errors found in payloads, by `schema`, `instance_path` (array indices as `*`) and `keyword`.
 pub const VALIDATION_ERRORS: &str = "cxone_ingest_validation_errors_total";
-/// Dead letters stored, by `reason` (`malformed_json`, `unknown_event`, `schema_validation`, `typed_decode`).
-pub const DEAD_LETTERS: &str = "cxone_ingest_dead_letters_total";
-/// Events published (committed), by `event`.
-pub const EVENTS_PUBLISHED: &str = "cxone_ingest_events_published_total";
 /// Webhook requests being processed right now.
 pub const IN_FLIGHT: &str = "cxone_ingest_in_flight_requests";
 
@@ -39,7 +35,8 @@ pub fn install() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let builder = PrometheusBuilder::new();
-            let builder = match builder.set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), SECONDS_BUCKETS)
+            let builder = match builder
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), SECONDS_BUCKETS)
             {
                 Ok(builder) => builder,
                 Err(err) => {
@@ -75,17 +72,22 @@ fn describe() {
     describe_counter!(REQUESTS, "Requests answered, by route and outcome.");
     describe_histogram!(REQUEST_DURATION, Unit::Seconds, "Request latency, by route and outcome.");
     describe_counter!(SIGNATURE_FAILURES, "Webhook requests refused with 401, by reason.");
-    describe_counter!(SIGNATURES_VERIFIED, "Webhook signatures that passed, by the index of the secret that matched.");
-    describe_counter!(VALIDATION_ERRORS, "Validation errors in payloads, by schema, instance path and keyword.");
-    describe_counter!(DEAD_LETTERS, "Dead letters stored, by reason.");
-    describe_counter!(EVENTS_PUBLISHED, "Events committed to Kafka, by event type.");
+    describe_counter!(
+        SIGNATURES_VERIFIED,
+        "Webhook signatures that passed, by the index of the secret that matched."
+    );
+    describe_counter!(
+        VALIDATION_ERRORS,
+        "Validation errors in payloads, by schema, instance path and keyword."
+    );
     describe_gauge!(IN_FLIGHT, "Webhook requests being processed.");
 }
 
 /// Counts one answered request and records its latency.
 pub fn record_request(route: &'static str, outcome: &'static str, elapsed: Duration) {
     metrics::counter!(REQUESTS, "route" => route, "outcome" => outcome).increment(1);
-    metrics::histogram!(REQUEST_DURATION, "route" => route, "outcome" => outcome).record(elapsed.as_secs_f64());
+    metrics::histogram!(REQUEST_DURATION, "route" => route, "outcome" => outcome)
+        .record(elapsed.as_secs_f64());
 }
 
 /// An instance path with array indices replaced by `*` and cut to 128 bytes, so that payloads
@@ -93,7 +95,8 @@ pub fn record_request(route: &'static str, outcome: &'static str, elapsed: Durat
 pub fn path_label(instance_path: &str) -> String {
     let mut label = String::with_capacity(instance_path.len().min(128));
     for segment in instance_path.split('/').skip(1) {
-        let segment = if !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_digit()) { "*" } else { segment };
+        let segment =
+            if !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_digit()) { "*" } else { segment };
         if label.len() + segment.len() + 1 > 128 {
             label.push_str("/...");
             break;

@@ -91,7 +91,8 @@ pub enum Outcome {
     },
     /// Nothing was acknowledged anywhere; the sender should try again after `retry_after`.
     Retry { reason: RetryReason, retry_after: Duration },
-    /// Every in-flight slot was taken; nothing was looked at.
+    /// A bound was reached: every in-flight slot was taken (nothing was looked at), or a sink's
+    /// bounded queue was full (nothing was written).
     Overloaded { retry_after: Duration },
 }
 
@@ -142,11 +143,9 @@ impl Outcome {
                 schema: schema.as_ref(),
                 errors,
             },
-            Outcome::Retry { reason, retry_after } => Answer::Retry {
-                request_id,
-                reason: reason.as_str(),
-                retry_after_secs: retry_after.as_secs(),
-            },
+            Outcome::Retry { reason, retry_after } => {
+                Answer::Retry { request_id, reason: reason.as_str(), retry_after_secs: retry_after.as_secs() }
+            }
             Outcome::Overloaded { retry_after } => {
                 Answer::Retry { request_id, reason: "overloaded", retry_after_secs: retry_after.as_secs() }
             }
@@ -237,10 +236,7 @@ impl Pipeline {
                 };
                 let write = self.events.publish(record, deadline);
                 match self.within_deadline(deadline, write).await {
-                    Ok(committed) => {
-                        metrics::counter!(m::EVENTS_PUBLISHED, "event" => event_label(&event_type)).increment(1);
-                        Outcome::Published { event_type, correlation_id, committed }
-                    }
+                    Ok(committed) => Outcome::Published { event_type, correlation_id, committed },
                     Err(outcome) => outcome,
                 }
             }
@@ -261,10 +257,8 @@ impl Pipeline {
                 };
                 let write = self.dead_letters.store(letter, deadline);
                 match self.within_deadline(deadline, write).await {
-                    Ok(stored) => {
-                        metrics::counter!(m::DEAD_LETTERS, "reason" => reason.as_str()).increment(1);
-                        Outcome::DeadLettered { reason, schema, correlation_id, errors, stored }
-                    }
+                    // `cxone_ingest_dead_letters_total{reason}` is counted by the dead-letter sink.
+                    Ok(stored) => Outcome::DeadLettered { reason, schema, correlation_id, errors, stored },
                     Err(outcome) => outcome,
                 }
             }
@@ -283,13 +277,9 @@ impl Pipeline {
             Ok(Err(SinkError::DeadlineExceeded { .. })) | Err(_) => {
                 Err(Outcome::Retry { reason: RetryReason::DeadlineExceeded, retry_after })
             }
-            Ok(Err(err)) => {
-                let sink = match &err {
-                    SinkError::Unavailable { sink, .. }
-                    | SinkError::Overloaded { sink }
-                    | SinkError::DeadlineExceeded { sink } => *sink,
-                };
-                let detail = crate::telemetry::redact_emails(&err.to_string()).into_owned();
+            Ok(Err(SinkError::Overloaded { .. })) => Err(Outcome::Overloaded { retry_after }),
+            Ok(Err(SinkError::Unavailable { sink, detail })) => {
+                let detail = crate::telemetry::redact_emails(&detail).into_owned();
                 Err(Outcome::Retry { reason: RetryReason::SinkUnavailable { sink, detail }, retry_after })
             }
         }
@@ -320,11 +310,6 @@ impl Drop for InFlightGauge {
     fn drop(&mut self) {
         metrics::gauge!(m::IN_FLIGHT).decrement(1.0);
     }
-}
-
-/// Event types come from schemas, but cap the label anyway.
-fn event_label(event_type: &str) -> String {
-    event_type.chars().take(64).collect()
 }
 
 fn count_validation_errors(schema: &Option<SchemaRef>, errors: &[FieldError]) {

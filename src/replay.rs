@@ -24,7 +24,7 @@ use serde::Serialize;
 use crate::contract::{Checked, Contract, FieldError};
 use crate::sinks::dead_letter::key;
 use crate::sinks::dead_letter::{DeadLetterRecord, OriginalPayload};
-use crate::sinks::{EventRecord, EventSink};
+use crate::sinks::{EventRecord, EventSink, Readiness};
 
 /// Where the dead letters are.
 pub struct DeadLetterStore {
@@ -129,7 +129,11 @@ enum Outcome {
     Skipped,
     Invalid(InvalidItem),
     Replayable(ReplayableItem),
-    Failed(FailedItem),
+    /// `now_valid`: the payload passed the contract and only the publish or the marker failed.
+    Failed {
+        item: FailedItem,
+        now_valid: bool,
+    },
 }
 
 impl DeadLetterStore {
@@ -251,6 +255,9 @@ pub async fn replay(
     on_progress: &(dyn Fn(Progress) + Sync),
 ) -> anyhow::Result<Summary> {
     anyhow::ensure!(options.dry_run || sink.is_some(), "replay needs an event sink unless it is a dry run");
+    if let (false, Some(sink)) = (options.dry_run, sink) {
+        wait_until_ready(sink, options.publish_timeout).await?;
+    }
     let keys = store.list_dead_letters(options).await?;
     let markers = store.list_markers(options).await?;
     on_progress(Progress::Found(keys.len() as u64));
@@ -281,7 +288,8 @@ pub async fn replay(
                 }
                 summary.replayable.push(item);
             }
-            Outcome::Failed(item) => {
+            Outcome::Failed { item, now_valid } => {
+                summary.now_valid += u64::from(now_valid);
                 tracing::warn!(key = %item.key, error = %item.error, "replay failed for a dead letter");
                 summary.failed += 1;
                 summary.failures.push(item);
@@ -292,6 +300,21 @@ pub async fn replay(
     summary.replayable.sort_by(|a, b| a.key.cmp(&b.key));
     summary.failures.sort_by(|a, b| a.key.cmp(&b.key));
     Ok(summary)
+}
+
+/// Waits for the event sink to report ready (a fresh Kafka producer needs a moment to initialise its
+/// transactions), so that the first publishes are not refused for that alone.
+async fn wait_until_ready(sink: &dyn EventSink, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match sink.readiness() {
+            Readiness::Ready => return Ok(()),
+            Readiness::NotReady(why) if Instant::now() >= deadline => {
+                anyhow::bail!("the event sink is not ready after {} ms: {why}", timeout.as_millis())
+            }
+            Readiness::NotReady(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
 }
 
 /// Progress events for a progress bar.
@@ -310,7 +333,14 @@ async fn replay_one(
     options: &ReplayOptions,
     key: String,
 ) -> Outcome {
-    let failed = |key: &str, error: String| Outcome::Failed(FailedItem { key: key.to_owned(), error });
+    let failed = |key: &str, error: String| Outcome::Failed {
+        item: FailedItem { key: key.to_owned(), error },
+        now_valid: false,
+    };
+    let failed_valid = |key: &str, error: String| Outcome::Failed {
+        item: FailedItem { key: key.to_owned(), error },
+        now_valid: true,
+    };
     let record = match store.fetch(&key).await {
         Ok(record) => record,
         Err(err) => return failed(&key, format!("{err:#}")),
@@ -354,7 +384,7 @@ async fn replay_one(
     };
     let committed = match sink.publish(event_record, Instant::now() + options.publish_timeout).await {
         Ok(committed) => committed,
-        Err(err) => return failed(&key, format!("publish: {err}")),
+        Err(err) => return failed_valid(&key, format!("publish: {err}")),
     };
     let marker = ReplayMarker {
         dead_letter_key: &key,
@@ -366,7 +396,7 @@ async fn replay_one(
         duplicate_of: committed.duplicate_of.as_deref(),
     };
     if let Err(err) = store.mark(&key, &marker).await {
-        return failed(&key, format!("{err:#}"));
+        return failed_valid(&key, format!("{err:#}"));
     }
     tracing::info!(key = %key, request_id = %record.request_id, topic = %committed.topic,
         partition = committed.partition, offset = committed.offset, "dead letter replayed");

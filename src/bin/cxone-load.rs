@@ -151,10 +151,56 @@ struct Shared {
     start: Instant,
     deadline: Option<Instant>,
     max_requests: Option<u64>,
-    rate: Option<f64>,
+    /// Open loop only: releases requests on schedule.
+    pacer: Option<Arc<Pacer>>,
     timeout: Duration,
     /// Keep body hashes for the data check.
     hash_bodies: bool,
+}
+
+/// The open-loop clock: a plain thread (sub-millisecond sleeps, unlike tokio's 1 ms timer wheel) that
+/// hands out one semaphore permit per request as it falls due. Request `k` is due at `start + k/rate`;
+/// its latency is measured from then, however long it waited for a free connection.
+struct Pacer {
+    rate: f64,
+    /// One permit per request that is due.
+    released: tokio::sync::Semaphore,
+    /// Number of requests of the run, set when the pacer stops; workers stop at this request number.
+    limit: AtomicU64,
+}
+
+/// How long the pacer thread sleeps between releases (its resolution).
+const PACER_TICK: Duration = Duration::from_micros(200);
+
+impl Pacer {
+    fn run(&self, start: Instant, deadline: Option<Instant>, max_requests: Option<u64>, workers: usize) {
+        let mut released = 0u64;
+        loop {
+            let now = Instant::now();
+            let past_deadline = deadline.filter(|d| now >= *d);
+            // Request k is due at start + k/rate: by `now`, requests 0..=floor(t*rate) are due; the run
+            // itself holds the requests due strictly before the deadline.
+            let mut due = match past_deadline {
+                Some(d) => ((d - start).as_secs_f64() * self.rate).ceil() as u64,
+                None => ((now - start).as_secs_f64() * self.rate).floor() as u64 + 1,
+            };
+            if let Some(max) = max_requests {
+                due = due.min(max);
+            }
+            if due > released {
+                self.released.add_permits((due - released) as usize);
+                released = due;
+            }
+            let finished = past_deadline.is_some() || max_requests.is_some_and(|m| released >= m);
+            if finished {
+                self.limit.store(released, Ordering::SeqCst);
+                // Wake every worker so that each sees the limit and stops.
+                self.released.add_permits(workers);
+                return;
+            }
+            std::thread::sleep(PACER_TICK);
+        }
+    }
 }
 
 /// A valid request kept so that a later `repeat` can resend it byte for byte.
@@ -197,20 +243,36 @@ async fn worker(shared: Arc<Shared>) -> Vec<Sample> {
     let mut recent: Vec<Sent> = Vec::with_capacity(REPEAT_WINDOW);
     let mut body = Vec::with_capacity(shared.factory.target_size + 512);
     loop {
-        let n = shared.next.fetch_add(1, Ordering::Relaxed);
+        let due = match &shared.pacer {
+            Some(pacer) => {
+                // Open loop: wait until the pacer says one more request is due.
+                match pacer.released.acquire().await {
+                    Ok(permit) => permit.forget(),
+                    Err(_) => break,
+                }
+                None
+            }
+            None => Some(Instant::now()),
+        };
+        let n = shared.next.fetch_add(1, Ordering::SeqCst);
         if shared.max_requests.is_some_and(|max| n >= max) {
             break;
         }
-        let due = match shared.rate {
-            Some(rate) => shared.start + Duration::from_secs_f64(n as f64 / rate),
-            None => Instant::now(),
+        let due = match (due, &shared.pacer) {
+            (Some(now), _) => {
+                if shared.deadline.is_some_and(|d| now >= d) {
+                    break;
+                }
+                now
+            }
+            (None, Some(pacer)) => {
+                if n >= pacer.limit.load(Ordering::SeqCst) {
+                    break;
+                }
+                shared.start + Duration::from_secs_f64(n as f64 / pacer.rate)
+            }
+            (None, None) => break,
         };
-        if shared.deadline.is_some_and(|d| due >= d) {
-            break;
-        }
-        if shared.rate.is_some() {
-            tokio::time::sleep_until(due.into()).await;
-        }
         let mut kind = shared.mix.pick(n, shared.seed);
         if kind == Kind::Repeat && recent.is_empty() {
             kind = Kind::Valid;
@@ -393,7 +455,9 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         start,
         deadline: duration.map(|d| start + Duration::from_secs_f64(d)),
         max_requests: args.requests,
-        rate: args.rate,
+        pacer: args.rate.map(|rate| {
+            Arc::new(Pacer { rate, released: tokio::sync::Semaphore::new(0), limit: AtomicU64::new(u64::MAX) })
+        }),
         timeout: Duration::from_secs_f64(args.timeout.max(0.001)),
         hash_bodies: check.is_some(),
     });
@@ -411,12 +475,19 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             watched.into_iter().map(|w| w.peak_rss).collect::<Vec<_>>()
         })
     };
+    let pacer_thread = shared.pacer.clone().map(|pacer| {
+        let (deadline, max, workers) = (shared.deadline, shared.max_requests, args.concurrency);
+        std::thread::spawn(move || pacer.run(start, deadline, max, workers))
+    });
     let workers: Vec<_> = (0..args.concurrency).map(|_| tokio::spawn(worker(shared.clone()))).collect();
     let mut samples = Vec::new();
     for w in workers {
         samples.extend(w.await?);
     }
     let elapsed = start.elapsed();
+    if let Some(t) = pacer_thread {
+        t.join().map_err(|_| anyhow::anyhow!("the pacer thread panicked"))?;
+    }
     for w in &mut watched {
         w.stop();
     }
@@ -526,7 +597,7 @@ fn build_report(
                 "pid": w.pid,
                 "cpu_seconds": cpu.map(round3),
                 "cores": cpu.map(|c| round3(c / secs)),
-                "cpu_us_per_request": cpu.filter(|_| total > 0).map(|c| (c * 1e6 / total as f64).round()),
+                "cpu_us_per_request": cpu.filter(|_| total > 0).map(|c| (c * 1e7 / total as f64).round() / 10.0),
                 "peak_rss_mib": round3(w.peak_rss as f64 / 1048576.0),
                 "end_rss_mib": round3(w.end_rss as f64 / 1048576.0),
             })

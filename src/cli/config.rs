@@ -22,16 +22,18 @@ pub enum ConfigCommand {
 /// Runs `cxone-ingest config`.
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
-        ConfigCommand::Check(config_args) => match Config::load(&config_args, |name| std::env::var(name).ok()) {
-            Ok(config) => {
-                print!("{}", config.to_redacted_toml());
-                eprintln!("configuration is valid");
-                Ok(ExitCode::SUCCESS)
+        ConfigCommand::Check(config_args) => {
+            match Config::load(&config_args, |name| std::env::var(name).ok()) {
+                Ok(config) => {
+                    print!("{}", config.to_redacted_toml());
+                    eprintln!("configuration is valid");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(err) => {
+                    eprintln!("error: {err}");
+                    Ok(ExitCode::from(1))
+                }
             }
-            Err(err) => {
-                eprintln!("error: {err}");
-                Ok(ExitCode::from(1))
-            }
-        },
+        }
     }
 }

@@ -32,7 +32,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let upkeep = crate::metrics::spawn_upkeep(prometheus.clone(), Duration::from_secs(5));
 
     let (events, dead_letters) = start_sinks(&config).await?;
-    let pipeline = Pipeline::new(Contract::builtin(), events, dead_letters, Limits::from_config(&config.server));
+    let pipeline =
+        Pipeline::new(Contract::builtin(), events, dead_letters, Limits::from_config(&config.server));
     let state = Arc::new(AppState::new(&config, pipeline, Some(prometheus)).map_err(anyhow::Error::msg)?);
     let server = http::server::start(Arc::clone(&state), config.server.listen).await?;
     tracing::info!(
@@ -61,6 +62,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// or bucket shows in `/readyz` and as 503s, not as a failed start.
 async fn start_sinks(config: &Config) -> anyhow::Result<(Arc<dyn EventSink>, Arc<dyn DeadLetterSink>)> {
     let events = KafkaSink::start(&config.kafka).context("cannot start the Kafka sink")?;
-    let dead_letters = S3DeadLetterSink::new(&config.dead_letter).await.context("cannot start the dead-letter sink")?;
+    let dead_letters =
+        S3DeadLetterSink::new(&config.dead_letter).await.context("cannot start the dead-letter sink")?;
     Ok((Arc::new(events), Arc::new(dead_letters)))
 }

@@ -28,8 +28,8 @@ enum Node {
     String { normalize: Vec<Normalize> },
     /// The value should be an object: walk its members.
     Object {
-        /// Declared properties.
-        properties: HashMap<String, NodeId>,
+        /// Declared properties, sorted by name (binary search beats hashing for a handful of keys).
+        properties: Vec<(String, NodeId)>,
         /// Schema for undeclared properties (`additionalProperties`), when it is an object schema.
         additional: Option<NodeId>,
     },
@@ -124,7 +124,9 @@ impl<'a> Compiler<'a> {
             return Ok(self.push(Node::Ref(id)));
         }
         let Some(pointer) = reference.strip_prefix('#') else {
-            return Err(format!("{location}: only local `$ref`s (starting with `#`) are supported, found {reference:?}"));
+            return Err(format!(
+                "{location}: only local `$ref`s (starting with `#`) are supported, found {reference:?}"
+            ));
         };
         let target = self
             .root
@@ -142,7 +144,8 @@ impl<'a> Compiler<'a> {
         // oneOf / anyOf: coerce only when the target is unambiguous: one branch besides `null`.
         for keyword in ["oneOf", "anyOf"] {
             if let Some(branches) = object.get(keyword).and_then(Value::as_array) {
-                let non_null: Vec<&Value> = branches.iter().filter(|branch| !is_null_schema(branch)).collect();
+                let non_null: Vec<&Value> =
+                    branches.iter().filter(|branch| !is_null_schema(branch)).collect();
                 if let [only] = non_null.as_slice() {
                     let id = self.node(only, &format!("{location}/{keyword}"))?;
                     return Ok(Node::Ref(id));
@@ -174,13 +177,14 @@ impl<'a> Compiler<'a> {
         }
         let object_like = has("object") || (types.is_none() && object.contains_key("properties"));
         if object_like {
-            let mut properties = HashMap::new();
+            let mut properties = Vec::new();
             if let Some(declared) = object.get("properties").and_then(Value::as_object) {
                 for (name, schema) in declared {
                     let id = self.node(schema, &format!("{location}/properties/{name}"))?;
-                    properties.insert(name.clone(), id);
+                    properties.push((name.clone(), id));
                 }
             }
+            properties.sort_by(|a, b| a.0.cmp(&b.0));
             let additional = match object.get("additionalProperties") {
                 Some(schema @ Value::Object(_)) => {
                     Some(self.node(schema, &format!("{location}/additionalProperties"))?)
@@ -255,11 +259,16 @@ impl Plan {
         self.walk(0, value, &mut path, coercions);
     }
 
-    fn walk(&self, node: NodeId, value: &mut Value, path: &mut String, coercions: &mut Vec<Coercion>) {
-        let node = match &self.nodes[node] {
+    /// The node itself, or the one a `Ref` points at (chains were collapsed by `compile`).
+    fn resolve(&self, node: NodeId) -> &Node {
+        match &self.nodes[node] {
             Node::Ref(target) => &self.nodes[*target],
             node => node,
-        };
+        }
+    }
+
+    fn walk(&self, node: NodeId, value: &mut Value, path: &mut String, coercions: &mut Vec<Coercion>) {
+        let node = self.resolve(node);
         match (node, value) {
             (Node::Any, _) => {}
             (Node::Numeric { integer }, value @ Value::String(_)) => {
@@ -289,13 +298,17 @@ impl Plan {
             }
             (Node::Object { properties, additional }, Value::Object(members)) => {
                 for (name, member) in members.iter_mut() {
-                    let child = match properties.get(name.as_str()) {
-                        Some(&child) => child,
-                        None => match additional {
+                    let declared = properties.binary_search_by(|(key, _)| key.as_str().cmp(name.as_str()));
+                    let child = match declared {
+                        Ok(index) => properties[index].1,
+                        Err(_) => match additional {
                             Some(child) => *child,
                             None => continue,
                         },
                     };
+                    if matches!(self.resolve(child), Node::Any) {
+                        continue;
+                    }
                     let len = path.len();
                     push_pointer_segment(path, name);
                     self.walk(child, member, path, coercions);
@@ -343,7 +356,7 @@ fn integral_float(number: &Number) -> Option<Number> {
         return None;
     }
     // 2^63 and 2^64 are exactly representable; the casts below are exact inside these bounds.
-    if float >= -9_223_372_036_854_775_808.0 && float < 9_223_372_036_854_775_808.0 {
+    if (-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0).contains(&float) {
         Some(Number::from(float as i64))
     } else if (0.0..18_446_744_073_709_551_616.0).contains(&float) {
         Some(Number::from(float as u64))
@@ -458,7 +471,9 @@ mod tests {
         assert_eq!(parse_number(" 4.5 ", false), Number::from_f64(4.5));
         assert_eq!(parse_number("5", false), Number::from_f64(5.0));
         assert_eq!(parse_number("1e3", false), Number::from_f64(1000.0));
-        for bad in ["12x", "", " ", "NaN", "nan", "inf", "-inf", "1e400", "0x10", ".5", "5.", "1_000", "--1", "+"] {
+        for bad in
+            ["12x", "", " ", "NaN", "nan", "inf", "-inf", "1e400", "0x10", ".5", "5.", "1_000", "--1", "+"]
+        {
             assert_eq!(parse_number(bad, false), None, "{bad:?} as number");
             assert_eq!(parse_number(bad, true), None, "{bad:?} as integer");
         }

@@ -75,7 +75,11 @@ impl Contract {
         static BUILTIN: OnceLock<Contract> = OnceLock::new();
         BUILTIN.get_or_init(|| {
             let sources = BUILTIN_SCHEMAS.iter().map(|builtin| {
-                (builtin.file_name.to_owned(), builtin.text.as_bytes(), Canonicalize::Typed(builtin.canonicalize))
+                (
+                    builtin.file_name.to_owned(),
+                    builtin.text.as_bytes(),
+                    Canonicalize::Typed(builtin.canonicalize),
+                )
             });
             // The texts were checked by build.rs and by the tests; failing here is a build bug.
             Contract::from_sources(sources).unwrap_or_else(|err| panic!("built-in schema is unusable: {err}"))
@@ -107,7 +111,9 @@ impl Contract {
             let typed = BUILTIN_SCHEMAS
                 .iter()
                 .find(|builtin| builtin.text.as_bytes() == bytes.as_slice())
-                .map_or(Canonicalize::Untyped, |builtin: &BuiltinSchema| Canonicalize::Typed(builtin.canonicalize));
+                .map_or(Canonicalize::Untyped, |builtin: &BuiltinSchema| {
+                    Canonicalize::Typed(builtin.canonicalize)
+                });
             (path.clone(), bytes.as_slice(), typed)
         });
         Contract::from_sources(sources)
@@ -122,7 +128,9 @@ impl Contract {
             let fail = |message: String| ContractError { path: origin.clone(), message };
             let schema: Value =
                 serde_json::from_slice(bytes).map_err(|err| fail(format!("not valid JSON: {err}")))?;
-            let Some(root) = schema.as_object() else { return Err(fail("the schema's root must be an object".into())) };
+            let Some(root) = schema.as_object() else {
+                return Err(fail("the schema's root must be an object".into()));
+            };
             let Some(events) = root.get(EVENTS_ANNOTATION) else { continue };
             let events: Vec<String> = events
                 .as_array()
@@ -160,7 +168,9 @@ impl Contract {
         if schemas.is_empty() {
             return Err(ContractError {
                 path: "(schemas)".into(),
-                message: format!("no event schema (a *.json file with a root `{EVENTS_ANNOTATION}` array) found"),
+                message: format!(
+                    "no event schema (a *.json file with a root `{EVENTS_ANNOTATION}` array) found"
+                ),
             });
         }
         Ok(Contract { schemas, routes })
@@ -191,7 +201,6 @@ impl Contract {
 
     /// Judges an already-parsed payload (replay).
     pub fn check_value(&self, mut value: Value) -> Checked {
-        let correlation_id = value.get("correlation_id").and_then(Value::as_str).map(str::to_owned);
         let schema = match self.route(&value) {
             Ok(index) => &self.schemas[index],
             Err(error) => {
@@ -203,8 +212,16 @@ impl Contract {
 
         if !schema.validator.is_valid(&value) {
             let errors = validate::collect_errors(&schema.validator, &value);
+            let correlation_id = string_member(&value, "correlation_id");
             let original = uncoerce(value, &coercions);
-            return reject_with(Reason::SchemaValidation, Some(schema), errors, coercions, original, correlation_id);
+            return reject_with(
+                Reason::SchemaValidation,
+                Some(schema),
+                errors,
+                coercions,
+                original,
+                correlation_id,
+            );
         }
 
         let canonical = match schema.canonicalize {
@@ -222,12 +239,20 @@ impl Contract {
                         "the payload passed the schema but not the generated type ({err}); this is a bug in the contract, the payload is kept for replay"
                     ),
                 };
+                let correlation_id = string_member(&value, "correlation_id");
                 let original = uncoerce(value, &coercions);
-                return reject_with(Reason::TypedDecode, Some(schema), vec![error], coercions, original, correlation_id);
+                return reject_with(
+                    Reason::TypedDecode,
+                    Some(schema),
+                    vec![error],
+                    coercions,
+                    original,
+                    correlation_id,
+                );
             }
         };
         let (Some(event_type), Some(correlation_id)) =
-            (value.get("event").and_then(Value::as_str).map(str::to_owned), correlation_id)
+            (string_member(&value, "event"), string_member(&value, "correlation_id"))
         else {
             let error = FieldError {
                 instance_path: "/correlation_id".into(),
@@ -236,7 +261,14 @@ impl Contract {
                 message: "an event needs a string `correlation_id` (it is the Kafka key)".into(),
             };
             let original = uncoerce(value, &coercions);
-            return reject_with(Reason::SchemaValidation, Some(schema), vec![error], coercions, original, None);
+            return reject_with(
+                Reason::SchemaValidation,
+                Some(schema),
+                vec![error],
+                coercions,
+                original,
+                None,
+            );
         };
         Checked::Valid(ValidEvent {
             event_type,
@@ -256,15 +288,25 @@ impl Contract {
             message,
         };
         let Some(root) = value.as_object() else {
-            return Err(error("", "type", format!("the payload must be a JSON object, but is {}", describe(value))));
+            return Err(error(
+                "",
+                "type",
+                format!("the payload must be a JSON object, but is {}", describe(value)),
+            ));
         };
         match root.get("event") {
-            None => Err(error("/event", "required", format!("required property `event` is missing; {}", self.known_events()))),
+            None => Err(error(
+                "/event",
+                "required",
+                format!("required property `event` is missing; {}", self.known_events()),
+            )),
             Some(Value::String(event)) => self.routes.get(event.as_str()).copied().ok_or_else(|| {
                 let shown: String = event.chars().take(80).collect();
                 error("/event", "enum", format!("unknown event {shown:?}; {}", self.known_events()))
             }),
-            Some(other) => Err(error("/event", "type", format!("`event` must be a string, but is {}", describe(other)))),
+            Some(other) => {
+                Err(error("/event", "type", format!("`event` must be a string, but is {}", describe(other))))
+            }
         }
     }
 
@@ -278,8 +320,11 @@ impl Contract {
 /// The envelope every event schema must declare: a string `event` and a string `correlation_id`,
 /// both required (routing and the Kafka key depend on them).
 fn check_envelope(root: &serde_json::Map<String, Value>) -> Result<(), String> {
-    let required: Vec<&str> =
-        root.get("required").and_then(Value::as_array).map(|r| r.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+    let required: Vec<&str> = root
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
     for name in ["event", "correlation_id"] {
         let declared_string = root
             .get("properties")
@@ -287,10 +332,17 @@ fn check_envelope(root: &serde_json::Map<String, Value>) -> Result<(), String> {
             .and_then(|property| property.get("type"))
             .is_some_and(|kind| kind == "string");
         if !declared_string || !required.contains(&name) {
-            return Err(format!("an event schema must declare `{name}` as a required property of type \"string\""));
+            return Err(format!(
+                "an event schema must declare `{name}` as a required property of type \"string\""
+            ));
         }
     }
     Ok(())
+}
+
+/// A string member of the root object, owned.
+fn string_member(value: &Value, name: &str) -> Option<String> {
+    value.get(name).and_then(Value::as_str).map(str::to_owned)
 }
 
 fn describe(value: &Value) -> &'static str {
@@ -307,7 +359,9 @@ fn describe(value: &Value) -> &'static str {
 /// Explains why a body is not JSON.
 fn malformed(raw: &[u8], err: &serde_json::Error) -> FieldError {
     let message = match std::str::from_utf8(raw) {
-        Err(utf8) => format!("the body is not valid UTF-8 (first invalid byte at offset {})", utf8.valid_up_to()),
+        Err(utf8) => {
+            format!("the body is not valid UTF-8 (first invalid byte at offset {})", utf8.valid_up_to())
+        }
         Ok(_) if err.to_string().starts_with("recursion limit exceeded") => format!(
             "the body nests arrays/objects more than 128 levels deep ({err}); no CXone payload is that deep"
         ),
@@ -334,10 +388,20 @@ fn reject(
     coercions: Vec<Coercion>,
     payload: Option<Value>,
 ) -> Checked {
-    let correlation_id =
-        payload.as_ref().and_then(|payload| payload.get("correlation_id")).and_then(Value::as_str).map(str::to_owned);
+    let correlation_id = payload
+        .as_ref()
+        .and_then(|payload| payload.get("correlation_id"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
     count_rejection(reason, &errors);
-    Checked::Invalid(Box::new(Rejection { reason, schema: schema.cloned(), errors, coercions, payload, correlation_id }))
+    Checked::Invalid(Box::new(Rejection {
+        reason,
+        schema: schema.cloned(),
+        errors,
+        coercions,
+        payload,
+        correlation_id,
+    }))
 }
 
 fn reject_with(

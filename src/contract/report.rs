@@ -15,8 +15,9 @@ pub fn to_json(checked: &Checked) -> Value {
         Checked::Valid(event) => {
             // The canonical bytes came from serde_json; reading them back cannot fail in practice,
             // and if it did the raw text is still shown.
-            let canonical = serde_json::from_slice::<Value>(&event.canonical_json)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&event.canonical_json).into_owned()));
+            let canonical = serde_json::from_slice::<Value>(&event.canonical_json).unwrap_or_else(|_| {
+                Value::String(String::from_utf8_lossy(&event.canonical_json).into_owned())
+            });
             json!({
                 "valid": true,
                 "schema": event.schema.id,
@@ -39,7 +40,11 @@ pub fn to_text(checked: &Checked) -> String {
     let mut out = String::new();
     match checked {
         Checked::Valid(event) => {
-            let _ = writeln!(out, "valid {} (schema {} v{})", event.event_type, event.schema.id, event.schema.version);
+            let _ = writeln!(
+                out,
+                "valid {} (schema {} v{})",
+                event.event_type, event.schema.id, event.schema.version
+            );
             let pretty = serde_json::from_slice::<Value>(&event.canonical_json)
                 .ok()
                 .and_then(|value| serde_json::to_string_pretty(&value).ok())
@@ -61,7 +66,8 @@ pub fn to_text(checked: &Checked) -> String {
                 if count == 1 { "" } else { "s" }
             );
             for error in &rejection.errors {
-                let path = if error.instance_path.is_empty() { "(root)" } else { error.instance_path.as_str() };
+                let path =
+                    if error.instance_path.is_empty() { "(root)" } else { error.instance_path.as_str() };
                 let _ = writeln!(out, "  {path}: {} [{}]", error.message, error.keyword);
             }
             write_coercions(&mut out, &rejection.coercions);

@@ -61,7 +61,12 @@ fn push_field_errors(error: &ValidationError<'_>, out: &mut Vec<FieldError>) {
                 });
             }
         }
-        kind => out.push(FieldError { instance_path, schema_path, keyword, message: message(kind, error.instance()) }),
+        kind => out.push(FieldError {
+            instance_path,
+            schema_path,
+            keyword,
+            message: message(kind, error.instance()),
+        }),
     }
 }
 
@@ -72,7 +77,11 @@ const EXCERPT_CHARS: usize = 60;
 fn excerpt(value: &Value) -> String {
     match value {
         Value::Array(items) => format!("an array of {} item{}", items.len(), plural(items.len())),
-        Value::Object(members) => format!("an object with {} propert{}", members.len(), if members.len() == 1 { "y" } else { "ies" }),
+        Value::Object(members) => format!(
+            "an object with {} propert{}",
+            members.len(),
+            if members.len() == 1 { "y" } else { "ies" }
+        ),
         Value::String(text) if text.chars().count() > EXCERPT_CHARS => {
             let head: String = text.chars().take(EXCERPT_CHARS).collect();
             format!("\"{}…\" ({} characters)", head.escape_debug(), text.chars().count())
@@ -114,9 +123,10 @@ fn message(kind: &ValidationErrorKind, instance: &Value) -> String {
     match kind {
         ValidationErrorKind::Type { kind } => {
             let (expected, wants_number) = match kind {
-                TypeKind::Single(single) => {
-                    (json_type_name(*single).to_owned(), matches!(single, JsonType::Integer | JsonType::Number))
-                }
+                TypeKind::Single(single) => (
+                    json_type_name(*single).to_owned(),
+                    matches!(single, JsonType::Integer | JsonType::Number),
+                ),
                 TypeKind::Multiple(set) => {
                     let names: Vec<&str> = set.iter().map(json_type_name).collect();
                     let wants_number = set.contains(JsonType::Integer) || set.contains(JsonType::Number);
@@ -124,7 +134,9 @@ fn message(kind: &ValidationErrorKind, instance: &Value) -> String {
                 }
             };
             let mut text = match instance {
-                Value::Null | Value::Array(_) | Value::Object(_) => format!("must be {expected}, but is {}", excerpt(instance)),
+                Value::Null | Value::Array(_) | Value::Object(_) => {
+                    format!("must be {expected}, but is {}", excerpt(instance))
+                }
                 _ => format!("must be {expected}, but is {} {}", type_name(instance), excerpt(instance)),
             };
             if wants_number && instance.is_string() {
@@ -148,7 +160,9 @@ fn message(kind: &ValidationErrorKind, instance: &Value) -> String {
             format!("must be {expected_value}, but is {}", excerpt(instance))
         }
         ValidationErrorKind::Format { format } => match format.as_str() {
-            "email" | "idn-email" => format!("{} is not a valid e-mail address (expected name@domain.tld)", excerpt(instance)),
+            "email" | "idn-email" => {
+                format!("{} is not a valid e-mail address (expected name@domain.tld)", excerpt(instance))
+            }
             "date-time" => format!(
                 "{} is not an RFC 3339 date-time (expected e.g. \"2026-11-28T10:00:00Z\" or \"2026-11-28T10:00:00+01:00\")",
                 excerpt(instance)
@@ -156,10 +170,18 @@ fn message(kind: &ValidationErrorKind, instance: &Value) -> String {
             "date" => format!("{} is not a date (expected YYYY-MM-DD)", excerpt(instance)),
             other => format!("{} is not a valid \"{other}\"", excerpt(instance)),
         },
-        ValidationErrorKind::Minimum { limit } => format!("{} is less than the minimum of {limit}", excerpt(instance)),
-        ValidationErrorKind::Maximum { limit } => format!("{} is greater than the maximum of {limit}", excerpt(instance)),
-        ValidationErrorKind::ExclusiveMinimum { limit } => format!("{} must be greater than {limit}", excerpt(instance)),
-        ValidationErrorKind::ExclusiveMaximum { limit } => format!("{} must be less than {limit}", excerpt(instance)),
+        ValidationErrorKind::Minimum { limit } => {
+            format!("{} is less than the minimum of {limit}", excerpt(instance))
+        }
+        ValidationErrorKind::Maximum { limit } => {
+            format!("{} is greater than the maximum of {limit}", excerpt(instance))
+        }
+        ValidationErrorKind::ExclusiveMinimum { limit } => {
+            format!("{} must be greater than {limit}", excerpt(instance))
+        }
+        ValidationErrorKind::ExclusiveMaximum { limit } => {
+            format!("{} must be less than {limit}", excerpt(instance))
+        }
         ValidationErrorKind::MinLength { limit } => {
             format!("{} is shorter than {limit} character{}", excerpt(instance), plural(*limit as usize))
         }
@@ -181,7 +203,9 @@ fn message(kind: &ValidationErrorKind, instance: &Value) -> String {
         ValidationErrorKind::OneOfMultipleValid { .. } => {
             format!("{} matches more than one of the allowed shapes", excerpt(instance))
         }
-        ValidationErrorKind::FalseSchema => format!("no value is allowed here, but found {}", excerpt(instance)),
+        ValidationErrorKind::FalseSchema => {
+            format!("no value is allowed here, but found {}", excerpt(instance))
+        }
         _ => {
             let text = kind_fallback(kind, instance);
             if text.chars().count() > 300 { text.chars().take(300).collect::<String>() + "…" } else { text }

@@ -18,7 +18,9 @@ use futures::{Stream, StreamExt};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 use warp::Filter;
-use warp::http::header::{ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER, USER_AGENT};
+use warp::http::header::{
+    ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER, USER_AGENT,
+};
 use warp::http::{HeaderMap, HeaderName, Method, Response, StatusCode};
 
 use crate::config::Config;
@@ -53,14 +55,14 @@ pub struct AppState {
 
 impl AppState {
     /// Builds the shared state from a validated config.
-    pub fn new(config: &Config, pipeline: Pipeline, prometheus: Option<PrometheusHandle>) -> Result<AppState, String> {
+    pub fn new(
+        config: &Config,
+        pipeline: Pipeline,
+        prometheus: Option<PrometheusHandle>,
+    ) -> Result<AppState, String> {
         let verifier = Verifier::new(&config.signature)?;
-        let mut kept_headers = vec![
-            CONTENT_TYPE,
-            USER_AGENT,
-            CONTENT_LENGTH,
-            HeaderName::from_static(REQUEST_ID_HEADER),
-        ];
+        let mut kept_headers =
+            vec![CONTENT_TYPE, USER_AGENT, CONTENT_LENGTH, HeaderName::from_static(REQUEST_ID_HEADER)];
         if let Some(timestamp) = verifier.timestamp_header() {
             kept_headers.push(timestamp.clone());
         }
@@ -135,7 +137,13 @@ impl Answer {
         }
     }
 
-    fn error(route: &'static str, status: StatusCode, error: &'static str, message: &str, request_id: &str) -> Answer {
+    fn error(
+        route: &'static str,
+        status: StatusCode,
+        error: &'static str,
+        message: &str,
+        request_id: &str,
+    ) -> Answer {
         Answer::json(route, error, status, error_json(request_id, error, message))
     }
 }
@@ -154,7 +162,13 @@ fn error_json(request_id: &str, error: &str, message: &str) -> Vec<u8> {
         .unwrap_or_else(|_| br#"{"status":"error"}"#.to_vec())
 }
 
-async fn handle<S, B>(state: &AppState, method: &Method, path: &str, headers: &HeaderMap, body: S) -> Response<Bytes>
+async fn handle<S, B>(
+    state: &AppState,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    body: S,
+) -> Response<Bytes>
 where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
@@ -174,7 +188,9 @@ where
             }),
             "/readyz" => probe(method, "readyz", &request_id, || readiness(state)),
             "/metrics" => probe(method, "metrics", &request_id, || metrics_page(state, &request_id)),
-            _ => Answer::error("unknown", StatusCode::NOT_FOUND, "not_found", "no such endpoint", &request_id),
+            _ => {
+                Answer::error("unknown", StatusCode::NOT_FOUND, "not_found", "no such endpoint", &request_id)
+            }
         }
     };
     let elapsed = started.elapsed();
@@ -210,13 +226,20 @@ fn probe(method: &Method, route: &'static str, request_id: &str, answer: impl Fn
 
 fn method_not_allowed(route: &'static str, allow: &'static str, request_id: &str) -> Answer {
     let message = format!("use {allow}");
-    let mut answer = Answer::error(route, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", &message, request_id);
+    let mut answer =
+        Answer::error(route, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", &message, request_id);
     answer.allow = Some(allow);
     answer
 }
 
 /// The webhook: capped body -> signature -> content type -> pipeline.
-async fn webhook<S, B>(state: &AppState, headers: &HeaderMap, body: S, request_id: &str, started: Instant) -> Answer
+async fn webhook<S, B>(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: S,
+    request_id: &str,
+    started: Instant,
+) -> Answer
 where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
@@ -226,19 +249,31 @@ where
     let limits = state.pipeline.limits();
     let deadline = started + limits.deadline;
 
-    let declared_length = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+    let declared_length =
+        headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
     let read = read_capped(body, declared_length, state.body_limit);
     let raw = match tokio::time::timeout_at(deadline.into(), read).await {
         Ok(Ok(raw)) => raw,
         Ok(Err(BodyError::TooLarge)) => {
             let message = format!("the body is larger than {} bytes", state.body_limit);
-            let mut answer =
-                Answer::error(ROUTE, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", &message, request_id);
+            let mut answer = Answer::error(
+                ROUTE,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                &message,
+                request_id,
+            );
             answer.close = true;
             return answer;
         }
         Ok(Err(BodyError::Read)) => {
-            return Answer::error(ROUTE, StatusCode::BAD_REQUEST, "bad_request", "the body could not be read", request_id);
+            return Answer::error(
+                ROUTE,
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "the body could not be read",
+                request_id,
+            );
         }
         Err(_) => {
             let mut answer = Answer::error(
@@ -400,7 +435,12 @@ fn key_label(index: usize) -> &'static str {
 fn readiness(state: &AppState) -> Answer {
     if state.draining.load(Ordering::Acquire) {
         let body = serde_json::json!({ "status": "shutting_down" });
-        return Answer::json("readyz", "shutting_down", StatusCode::SERVICE_UNAVAILABLE, body.to_string().into_bytes());
+        return Answer::json(
+            "readyz",
+            "shutting_down",
+            StatusCode::SERVICE_UNAVAILABLE,
+            body.to_string().into_bytes(),
+        );
     }
     let mut all_ready = true;
     let mut sinks = serde_json::Map::new();
@@ -435,7 +475,13 @@ fn metrics_page(state: &AppState, request_id: &str) -> Answer {
             allow: None,
             close: false,
         },
-        None => Answer::error("metrics", StatusCode::NOT_FOUND, "not_found", "metrics are not enabled", request_id),
+        None => Answer::error(
+            "metrics",
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "metrics are not enabled",
+            request_id,
+        ),
     }
 }
 
@@ -516,9 +562,14 @@ mod tests {
     #[tokio::test]
     async fn capped_reads() {
         let chunks = |parts: &[&'static [u8]]| {
-            futures::stream::iter(parts.iter().map(|p| Ok::<_, warp::Error>(Bytes::from_static(p))).collect::<Vec<_>>())
+            futures::stream::iter(
+                parts.iter().map(|p| Ok::<_, warp::Error>(Bytes::from_static(p))).collect::<Vec<_>>(),
+            )
         };
-        assert_eq!(read_capped(chunks(&[b"abc", b"def"]), None, 6).await.unwrap(), Bytes::from_static(b"abcdef"));
+        assert_eq!(
+            read_capped(chunks(&[b"abc", b"def"]), None, 6).await.unwrap(),
+            Bytes::from_static(b"abcdef")
+        );
         assert_eq!(read_capped(chunks(&[b"abc"]), Some(3), 6).await.unwrap(), Bytes::from_static(b"abc"));
         assert_eq!(read_capped(chunks(&[]), None, 6).await.unwrap(), Bytes::new());
         assert_eq!(read_capped(chunks(&[b"abc", b"defg"]), None, 6).await, Err(BodyError::TooLarge));

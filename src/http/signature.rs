@@ -104,7 +104,10 @@ impl Verifier {
             SignedPayload::Body => None,
             SignedPayload::TimestampDotBody => Some(TimestampRule {
                 header: HeaderName::from_bytes(config.timestamp_header.as_bytes()).map_err(|_| {
-                    format!("signature.timestamp_header = {:?} is not a valid HTTP header name", config.timestamp_header)
+                    format!(
+                        "signature.timestamp_header = {:?} is not a valid HTTP header name",
+                        config.timestamp_header
+                    )
                 })?,
                 tolerance_secs: i64::try_from(config.timestamp_tolerance_secs).unwrap_or(i64::MAX),
             }),
@@ -116,7 +119,8 @@ impl Verifier {
             .secrets
             .iter()
             .map(|secret| {
-                HmacSha256::new_from_slice(secret.expose()).map_err(|_| "a signature secret cannot key HMAC".to_owned())
+                HmacSha256::new_from_slice(secret.expose())
+                    .map_err(|_| "a signature secret cannot key HMAC".to_owned())
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Verifier {
@@ -139,7 +143,12 @@ impl Verifier {
     }
 
     /// Checks the request's signature over `body`; `now_unix` is the server clock in Unix seconds.
-    pub fn verify(&self, headers: &HeaderMap, body: &[u8], now_unix: i64) -> Result<Verified, SignatureError> {
+    pub fn verify(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now_unix: i64,
+    ) -> Result<Verified, SignatureError> {
         let signature = headers.get(&self.header).ok_or(SignatureError::Missing)?;
         let mut tag = [0u8; TAG_LEN + 16];
         let tag = self.decode(signature.as_bytes(), &mut tag)?;
@@ -219,7 +228,12 @@ pub fn now_unix() -> i64 {
 
 /// Signs `body` the way a sender configured like `config` would, using the secret at `key_index`:
 /// for tests, load generators and operators checking a setup. Returns the header value.
-pub fn sign(config: &SignatureConfig, key_index: usize, body: &[u8], timestamp: Option<i64>) -> Option<String> {
+pub fn sign(
+    config: &SignatureConfig,
+    key_index: usize,
+    body: &[u8],
+    timestamp: Option<i64>,
+) -> Option<String> {
     let secret = config.secrets.get(key_index)?;
     let mut mac = HmacSha256::new_from_slice(secret.expose()).ok()?;
     if config.signed == SignedPayload::TimestampDotBody {
@@ -247,7 +261,10 @@ mod tests {
     const NOW: i64 = 1_800_000_000;
 
     fn config(secrets: &[&str]) -> SignatureConfig {
-        SignatureConfig { secrets: secrets.iter().map(|s| Secret::new(*s)).collect(), ..SignatureConfig::default() }
+        SignatureConfig {
+            secrets: secrets.iter().map(|s| Secret::new(*s)).collect(),
+            ..SignatureConfig::default()
+        }
     }
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
@@ -323,7 +340,11 @@ mod tests {
         let verifier = Verifier::new(&cfg).unwrap();
         let at = |ts: i64| {
             let sig = sign(&cfg, 0, BODY, Some(ts)).unwrap();
-            verifier.verify(&headers(&[("x-signature", &sig), ("x-cxone-timestamp", &ts.to_string())]), BODY, NOW)
+            verifier.verify(
+                &headers(&[("x-signature", &sig), ("x-cxone-timestamp", &ts.to_string())]),
+                BODY,
+                NOW,
+            )
         };
         assert!(at(NOW).is_ok());
         assert!(at(NOW - 300).is_ok());
@@ -338,7 +359,8 @@ mod tests {
         assert_eq!(verifier.verify(&missing, BODY, NOW), Err(SignatureError::TimestampMissing));
         let garbled = headers(&[("x-signature", &sig), ("x-cxone-timestamp", "yesterday")]);
         assert_eq!(verifier.verify(&garbled, BODY, NOW), Err(SignatureError::TimestampMalformed));
-        let unprefixed = headers(&[("x-signature", sig.trim_start_matches("sha256=")), ("x-cxone-timestamp", "1")]);
+        let unprefixed =
+            headers(&[("x-signature", sig.trim_start_matches("sha256=")), ("x-cxone-timestamp", "1")]);
         assert_eq!(verifier.verify(&unprefixed, BODY, NOW), Err(SignatureError::Malformed));
     }
 }

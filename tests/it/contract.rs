@@ -19,7 +19,8 @@ const SEED_INVALID: &str = r#"{"event":"interaction.completed","timestamp":"2026
 
 /// Payload files under `fixtures/`: every file except the `*.expected.json` expectations.
 fn payload_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|entry| entry.unwrap().path()).collect();
+    let mut entries: Vec<PathBuf> =
+        std::fs::read_dir(dir).unwrap().map(|entry| entry.unwrap().path()).collect();
     entries.sort();
     for path in entries {
         if path.is_dir() {
@@ -51,10 +52,16 @@ fn compare(payload: &Path, raw: &[u8], checked: &Checked, expected: &Value) -> V
     match checked {
         Checked::Valid(event) => {
             if actual["event"] != expected["event"] {
-                problems.push(format!("canonical event differs:\n  expected {}\n  actual   {}", expected["event"], actual["event"]));
+                problems.push(format!(
+                    "canonical event differs:\n  expected {}\n  actual   {}",
+                    expected["event"], actual["event"]
+                ));
             }
             if actual["coercions"] != expected["coercions"] {
-                problems.push(format!("coercions differ: expected {} actual {}", expected["coercions"], actual["coercions"]));
+                problems.push(format!(
+                    "coercions differ: expected {} actual {}",
+                    expected["coercions"], actual["coercions"]
+                ));
             }
             if let Some(schema) = expected.get("schema")
                 && *schema != actual["schema"]
@@ -63,8 +70,10 @@ fn compare(payload: &Path, raw: &[u8], checked: &Checked, expected: &Value) -> V
             }
             // The canonical event is a fixed point: checking it again changes nothing.
             match Contract::builtin().check(&event.canonical_json) {
-                Checked::Valid(again) if again.canonical_json == event.canonical_json && again.coercions.is_empty() => {}
-                other => problems.push(format!("canonical event is not a fixed point: {}", report::to_text(&other))),
+                Checked::Valid(again)
+                    if again.canonical_json == event.canonical_json && again.coercions.is_empty() => {}
+                other => problems
+                    .push(format!("canonical event is not a fixed point: {}", report::to_text(&other))),
             }
         }
         Checked::Invalid(rejection) => {
@@ -77,13 +86,18 @@ fn compare(payload: &Path, raw: &[u8], checked: &Checked, expected: &Value) -> V
                     .into_iter()
                     .flatten()
                     .map(|error| {
-                        (error["instance_path"].as_str().unwrap().to_owned(), error["keyword"].as_str().unwrap().to_owned())
+                        (
+                            error["instance_path"].as_str().unwrap().to_owned(),
+                            error["keyword"].as_str().unwrap().to_owned(),
+                        )
                     })
                     .collect()
             };
             let (expected_errors, actual_errors) = (set(&expected["errors"]), set(&actual["errors"]));
             if expected_errors != actual_errors {
-                problems.push(format!("errors differ:\n  expected {expected_errors:?}\n  actual   {actual_errors:?}"));
+                problems.push(format!(
+                    "errors differ:\n  expected {expected_errors:?}\n  actual   {actual_errors:?}"
+                ));
             }
             if actual["errors"].as_array().is_some_and(|errors| errors.len() != actual_errors.len()) {
                 problems.push(format!("duplicate (instance_path, keyword) entries: {}", actual["errors"]));
@@ -91,11 +105,13 @@ fn compare(payload: &Path, raw: &[u8], checked: &Checked, expected: &Value) -> V
             if let Some(coercions) = expected.get("coercions")
                 && *coercions != actual["coercions"]
             {
-                problems.push(format!("coercions differ: expected {coercions} actual {}", actual["coercions"]));
+                problems
+                    .push(format!("coercions differ: expected {coercions} actual {}", actual["coercions"]));
             }
             for error in &rejection.errors {
                 if error.message.trim().is_empty() || error.message.len() > 400 {
-                    problems.push(format!("unhelpful message for {}: {:?}", error.instance_path, error.message));
+                    problems
+                        .push(format!("unhelpful message for {}: {:?}", error.instance_path, error.message));
                 }
             }
             // The rejection keeps the payload as sent (before coercion) whenever it parsed.
@@ -126,7 +142,8 @@ fn fixtures_walk() {
             failures.push(format!("{name}: no expectation file {}", expectation.display()));
             continue;
         };
-        let expected: Value = serde_json::from_str(&expected_text).unwrap_or_else(|err| panic!("{name}: {err}"));
+        let expected: Value =
+            serde_json::from_str(&expected_text).unwrap_or_else(|err| panic!("{name}: {err}"));
         let raw = std::fs::read(payload).unwrap();
         let checked = Contract::builtin().check(&raw);
         match checked {
@@ -142,7 +159,9 @@ fn fixtures_walk() {
     collect_all(&crate_dir().join("fixtures"), &mut all);
     for file in all.iter().filter(|file| file.to_string_lossy().ends_with(".expected.json")) {
         let stem = file.file_name().unwrap().to_string_lossy().trim_end_matches(".expected.json").to_owned();
-        if !payloads.iter().any(|payload| payload.parent() == file.parent() && payload.file_stem().unwrap().to_string_lossy() == stem) {
+        if !payloads.iter().any(|payload| {
+            payload.parent() == file.parent() && payload.file_stem().unwrap().to_string_lossy() == stem
+        }) {
             failures.push(format!("{}: expectation without a payload", file.display()));
         }
     }
@@ -168,11 +187,11 @@ fn generated_code_matches_snapshot() {
     }
     let committed = std::fs::read_to_string(&snapshot).unwrap_or_default();
     if committed != generated::SOURCE {
-        let first_difference = committed
-            .lines()
-            .zip(generated::SOURCE.lines())
-            .position(|(a, b)| a != b)
-            .map_or_else(|| "one is a prefix of the other".to_owned(), |line| format!("first difference at line {}", line + 1));
+        let first_difference =
+            committed.lines().zip(generated::SOURCE.lines()).position(|(a, b)| a != b).map_or_else(
+                || "one is a prefix of the other".to_owned(),
+                |line| format!("first difference at line {}", line + 1),
+            );
         panic!(
             "the generated code changed ({first_difference}); review it and run \
              `UPDATE_SNAPSHOTS=1 cargo test --test it contract::generated_code_matches_snapshot` to accept it"
@@ -196,7 +215,9 @@ fn builtin_registry_lists_both_families() {
 
 #[test]
 fn seed_examples_behave_as_the_issue_says() {
-    let Checked::Valid(event) = Contract::builtin().check(SEED_VALID.as_bytes()) else { panic!("seed example rejected") };
+    let Checked::Valid(event) = Contract::builtin().check(SEED_VALID.as_bytes()) else {
+        panic!("seed example rejected")
+    };
     let canonical: Value = serde_json::from_slice(&event.canonical_json).unwrap();
     assert_eq!(canonical["data"]["duration_seconds"], json!(120));
     assert_eq!(canonical["data"]["metadata"]["score"], json!(4.5));
@@ -207,7 +228,9 @@ fn seed_examples_behave_as_the_issue_says() {
     let paths: Vec<&str> = event.coercions.iter().map(|c| c.path.as_str()).collect();
     assert_eq!(paths, ["/data/customer_email", "/data/duration_seconds", "/data/metadata/score"]);
 
-    let Checked::Invalid(rejection) = Contract::builtin().check(SEED_INVALID.as_bytes()) else { panic!("accepted") };
+    let Checked::Invalid(rejection) = Contract::builtin().check(SEED_INVALID.as_bytes()) else {
+        panic!("accepted")
+    };
     assert_eq!(rejection.reason, Reason::SchemaValidation);
     assert_eq!(rejection.correlation_id.as_deref(), Some("c-2"));
     let paths: BTreeSet<&str> = rejection.errors.iter().map(|e| e.instance_path.as_str()).collect();
@@ -217,7 +240,8 @@ fn seed_examples_behave_as_the_issue_says() {
 #[test]
 fn check_value_agrees_with_check() {
     let value: Value = serde_json::from_str(SEED_VALID).unwrap();
-    let (Checked::Valid(a), Checked::Valid(b)) = (Contract::builtin().check(SEED_VALID.as_bytes()), Contract::builtin().check_value(value))
+    let (Checked::Valid(a), Checked::Valid(b)) =
+        (Contract::builtin().check(SEED_VALID.as_bytes()), Contract::builtin().check_value(value))
     else {
         panic!("seed example rejected")
     };
@@ -252,23 +276,34 @@ fn schema_evolution_at_run_time() {
                  "customer_email": "X@Example.com", "wrapup_code": "42"}
     });
     let raw = serde_json::to_vec(&payload).unwrap();
-    let Checked::Valid(event) = evolved.check(&raw) else { panic!("evolved schema rejected the new field / enum value") };
+    let Checked::Valid(event) = evolved.check(&raw) else {
+        panic!("evolved schema rejected the new field / enum value")
+    };
     assert_eq!(event.schema.version, "1.1.0");
     let canonical: Value = serde_json::from_slice(&event.canonical_json).unwrap();
     assert_eq!(canonical["data"]["wrapup_code"], json!(42), "the new field is coerced from the schema alone");
     assert_eq!(canonical["data"]["channel"], json!("social"));
     assert_eq!(canonical["data"]["customer_email"], json!("x@example.com"));
     // The binary's own schemas do not know the change yet.
-    let Checked::Invalid(old) = Contract::builtin().check(&raw) else { panic!("built-in schema accepted it") };
+    let Checked::Invalid(old) = Contract::builtin().check(&raw) else {
+        panic!("built-in schema accepted it")
+    };
     let old_errors: BTreeSet<(&str, &str)> =
         old.errors.iter().map(|e| (e.instance_path.as_str(), e.keyword.as_str())).collect();
-    assert_eq!(old_errors, BTreeSet::from([("/data/channel", "enum"), ("/data/wrapup_code", "additionalProperties")]));
+    assert_eq!(
+        old_errors,
+        BTreeSet::from([("/data/channel", "enum"), ("/data/wrapup_code", "additionalProperties")])
+    );
     // Every existing valid fixture still passes the evolved contract.
     let mut payloads = Vec::new();
     payload_files(&crate_dir().join("fixtures/interaction-completed/valid"), &mut payloads);
     assert!(!payloads.is_empty());
     for path in payloads {
-        assert!(matches!(evolved.check(&std::fs::read(&path).unwrap()), Checked::Valid(_)), "{}", path.display());
+        assert!(
+            matches!(evolved.check(&std::fs::read(&path).unwrap()), Checked::Valid(_)),
+            "{}",
+            path.display()
+        );
     }
 }
 
@@ -276,10 +311,22 @@ fn schema_evolution_at_run_time() {
 fn unusable_schema_folders_are_refused_with_the_file() {
     let cases: [(&str, &str); 5] = [
         ("broken.json", "{ not json"),
-        ("bad-ref.json", r##"{"$id":"x","x-cxone-schema-version":"1","x-cxone-events":["e"],"type":"object","required":["event","correlation_id"],"properties":{"event":{"type":"string"},"correlation_id":{"type":"string"},"a":{"$ref":"#/$defs/Nope"}}}"##),
-        ("bad-normalize.json", r#"{"$id":"x","x-cxone-schema-version":"1","x-cxone-events":["e"],"type":"object","required":["event","correlation_id"],"properties":{"event":{"type":"string"},"correlation_id":{"type":"string","x-cxone-normalize":["shout"]}}}"#),
-        ("no-envelope.json", r#"{"$id":"x","x-cxone-schema-version":"1","x-cxone-events":["e"],"type":"object"}"#),
-        ("not-a-schema.json", r#"{"$id":"x","x-cxone-schema-version":"1","x-cxone-events":["e"],"type":"object","required":["event","correlation_id"],"properties":{"event":{"type":"string"},"correlation_id":{"type":"strin"}}}"#),
+        (
+            "bad-ref.json",
+            r##"{"$id":"x","x-cxone-schema-version":"1","x-cxone-events":["e"],"type":"object","required":["event","correlation_id"],"properties":{"event":{"type":"string"},"correlation_id":{"type":"string"},"a":{"$ref":"#/$defs/Nope"}}}"##,
+        ),
+        (
+            "bad-normalize.json",
+            r#"{"$id":"x","x-cxone-schema-version":"1","x-cxone-events":["e"],"type":"object","required":["event","correlation_id"],"properties":{"event":{"type":"string"},"correlation_id":{"type":"string","x-cxone-normalize":["shout"]}}}"#,
+        ),
+        (
+            "no-envelope.json",
+            r#"{"$id":"x","x-cxone-schema-version":"1","x-cxone-events":["e"],"type":"object"}"#,
+        ),
+        (
+            "not-a-schema.json",
+            r#"{"$id":"x","x-cxone-schema-version":"1","x-cxone-events":["e"],"type":"object","required":["event","correlation_id"],"properties":{"event":{"type":"string"},"correlation_id":{"type":"strin"}}}"#,
+        ),
     ];
     for (name, text) in cases {
         let dir = tempfile::tempdir().unwrap();
@@ -336,7 +383,10 @@ fn cli_prints_the_canonical_event_and_coercions() {
     assert_eq!(code, 0);
     let verdict: Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(verdict["valid"], json!(true));
-    assert_eq!(verdict["schema"], json!("https://schemas.cxone-ingest.dev/events/interaction-completed/v1.json"));
+    assert_eq!(
+        verdict["schema"],
+        json!("https://schemas.cxone-ingest.dev/events/interaction-completed/v1.json")
+    );
     assert_eq!(verdict["event"]["data"]["duration_seconds"], json!(120));
     assert_eq!(verdict["coercions"][1], json!({"path": "/data/duration_seconds", "from": "120", "to": 120}));
 }

@@ -100,7 +100,7 @@ impl TokenServer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_concurrent_callers_make_one_token_request() {
     // The answer is slow so that all callers arrive while the one request is in flight.
-    let server = TokenServer::start(|n, _| Reply::token(n, 3600).after(Duration::from_millis(300))).await;
+    let server = TokenServer::start(|n, _| Reply::token(n, 3600).after(Duration::from_millis(500))).await;
     let manager = Arc::new(TokenManager::new(&server.config()).unwrap());
 
     let callers: Vec<_> = (0..100)
@@ -157,7 +157,7 @@ async fn rejected_credentials_give_a_clear_error_with_cxone_text_and_no_secret()
                 "s3cr3t-client-secret%2F%2B%3D"
             ),
         )
-        .after(Duration::from_millis(200))
+        .after(Duration::from_millis(500))
     })
     .await;
     let manager = Arc::new(TokenManager::new(&server.config()).unwrap());
@@ -197,6 +197,31 @@ async fn server_errors_are_retried_until_a_token_comes() {
     let token = manager.token().await.unwrap();
     assert_eq!(token.secret(), "token-3");
     assert_eq!(server.requests(), 3);
+}
+
+#[test]
+fn token_requests_are_counted_by_outcome() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    // A local recorder is per thread, so the whole exchange runs on this thread.
+    metrics::with_local_recorder(&recorder, || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let server = TokenServer::start(|n, _| match n {
+                1 => Reply::status(500, "upstream down"),
+                n => Reply::token(n, 3600),
+            })
+            .await;
+            TokenManager::new(&server.config()).unwrap().token().await.unwrap();
+        });
+    });
+    let rendered = handle.render();
+    assert!(
+        rendered.contains(r#"cxone_ingest_cxone_token_requests_total{outcome="server_error"} 1"#),
+        "{rendered}"
+    );
+    assert!(rendered.contains(r#"cxone_ingest_cxone_token_requests_total{outcome="ok"} 1"#), "{rendered}");
+    assert!(rendered.contains("cxone_ingest_cxone_token_request_duration_seconds"), "{rendered}");
 }
 
 #[tokio::test]

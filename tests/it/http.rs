@@ -36,6 +36,8 @@ enum Mode {
     Ok,
     /// Reports the sink unavailable.
     Fail,
+    /// Reports the sink's bounded queue full.
+    Full,
     /// Ignores the deadline and takes this long.
     Slow(Duration),
     /// Waits for a permit on the gate (tests release it), then confirms.
@@ -64,7 +66,10 @@ impl TestSink {
     }
 
     fn not_ready(why: &str) -> Arc<TestSink> {
-        Arc::new(TestSink { ready: Readiness::NotReady(why.to_owned()), ..Arc::into_inner(TestSink::new(Mode::Ok)).unwrap() })
+        Arc::new(TestSink {
+            ready: Readiness::NotReady(why.to_owned()),
+            ..Arc::into_inner(TestSink::new(Mode::Ok)).unwrap()
+        })
     }
 
     fn calls(&self) -> usize {
@@ -75,6 +80,7 @@ impl TestSink {
         match &self.mode {
             Mode::Ok => Ok(ok),
             Mode::Fail => Err(SinkError::Unavailable { sink: "test", detail: "down for the test".into() }),
+            Mode::Full => Err(SinkError::Overloaded { sink: "test" }),
             Mode::Slow(delay) => {
                 tokio::time::sleep(*delay).await;
                 Ok(ok)
@@ -107,7 +113,8 @@ impl DeadLetterSink for TestSink {
     async fn store(&self, letter: DeadLetter, _deadline: Instant) -> Result<Stored, SinkError> {
         self.stored.fetch_add(1, Ordering::SeqCst);
         *self.last_headers.lock().unwrap() = letter.headers.clone();
-        let stored = Stored { bucket: "test-bucket".into(), key: format!("errors/{}.json", letter.request_id) };
+        let stored =
+            Stored { bucket: "test-bucket".into(), key: format!("errors/{}.json", letter.request_id) };
         self.answer(stored).await
     }
 
@@ -128,7 +135,12 @@ fn limits(config: &Config) -> Limits {
     Limits::from_config(&config.server)
 }
 
-fn state_with(config: &Config, limits: Limits, events: Arc<TestSink>, dead_letters: Arc<TestSink>) -> Arc<AppState> {
+fn state_with(
+    config: &Config,
+    limits: Limits,
+    events: Arc<TestSink>,
+    dead_letters: Arc<TestSink>,
+) -> Arc<AppState> {
     let pipeline = Pipeline::new(Contract::builtin(), events, dead_letters, limits);
     Arc::new(AppState::new(config, pipeline, Some(cxone_ingest::metrics::install())).unwrap())
 }
@@ -152,11 +164,18 @@ fn signed_post(body: &str) -> warp::test::RequestBuilder {
 }
 
 fn json(response: &Response<Bytes>) -> Value {
-    serde_json::from_slice(response.body()).unwrap_or_else(|err| panic!("not JSON ({err}): {:?}", response.body()))
+    serde_json::from_slice(response.body())
+        .unwrap_or_else(|err| panic!("not JSON ({err}): {:?}", response.body()))
 }
 
 fn request_id(response: &Response<Bytes>) -> String {
-    response.headers().get("x-request-id").expect("X-Request-Id on every response").to_str().unwrap().to_owned()
+    response
+        .headers()
+        .get("x-request-id")
+        .expect("X-Request-Id on every response")
+        .to_str()
+        .unwrap()
+        .to_owned()
 }
 
 fn assert_error(response: &Response<Bytes>, status: u16, error: &str) {
@@ -246,7 +265,7 @@ async fn cxone_form_content_type_is_accepted_other_types_are_415() {
 }
 
 #[tokio::test]
-async fn sink_failure_is_503_with_retry_after_for_both_sinks() {
+async fn sink_failure_or_full_queue_is_503_with_retry_after() {
     for (events, dead, body) in [
         (TestSink::new(Mode::Fail), TestSink::new(Mode::Ok), VALID),
         (TestSink::new(Mode::Ok), TestSink::new(Mode::Fail), INVALID),
@@ -261,6 +280,13 @@ async fn sink_failure_is_503_with_retry_after_for_both_sinks() {
         assert_eq!(answer["request_id"], request_id(&response));
         assert_eq!(events.calls() + dead.calls(), 1);
     }
+
+    let events = TestSink::new(Mode::Full);
+    let routes = http::routes(state(events.clone(), TestSink::new(Mode::Ok)));
+    let response = signed_post(VALID).reply(&routes).await;
+    assert_eq!(response.status(), 503, "{:?}", response.body());
+    assert!(response.headers().contains_key("retry-after"));
+    assert_eq!(json(&response)["reason"], "overloaded");
 }
 
 #[tokio::test]
@@ -330,7 +356,8 @@ async fn every_malformed_or_forged_signature_is_401_and_touches_nothing() {
         ("signature of another body", Some(sign(&config(), 0, b"{}", None))),
     ];
     for (case, header) in cases {
-        let mut request = warp::test::request().method("POST").path(PATH).header("content-type", "application/json");
+        let mut request =
+            warp::test::request().method("POST").path(PATH).header("content-type", "application/json");
         if let Some(header) = header {
             request = request.header("x-cxone-signature", header);
         }
@@ -458,7 +485,8 @@ async fn wrong_method_is_405_and_unknown_path_is_404_both_json() {
     assert_error(&post_health, 405, "method_not_allowed");
     let unknown = warp::test::request().method("POST").path("/webhooks/other").reply(&routes).await;
     assert_error(&unknown, 404, "not_found");
-    let with_id = warp::test::request().path("/nope").header("x-request-id", "trace.me-1").reply(&routes).await;
+    let with_id =
+        warp::test::request().path("/nope").header("x-request-id", "trace.me-1").reply(&routes).await;
     assert_eq!(request_id(&with_id), "trace.me-1");
     let insane = warp::test::request().path("/nope").header("x-request-id", "a b").reply(&routes).await;
     assert_ne!(request_id(&insane), "a b");

@@ -142,26 +142,30 @@ async fn an_aborted_batch_fails_every_waiter_and_stays_invisible() {
     let sink = Arc::new(KafkaSink::start(&cfg).unwrap());
     wait_ready(&sink).await;
 
-    let publish_all = |prefix: &'static str, n: usize| {
+    // `delivery` names the sender's delivery: a retry repeats correlation id and body.
+    let publish_all = |prefix: &'static str, delivery: &'static str, n: usize| {
         let sink = Arc::clone(&sink);
         async move {
             join_all((0..n).map(|i| {
-                let record =
-                    kafka_event_record(&format!("{prefix}-{i}"), &format!("corr-{i}"), &format!("body-{i}"));
+                let record = kafka_event_record(
+                    &format!("{prefix}-{i}"),
+                    &format!("corr-{delivery}-{i}"),
+                    &format!("body-{delivery}-{i}"),
+                );
                 let sink = Arc::clone(&sink);
                 async move { sink.publish(record, deadline()).await }
             }))
             .await
         }
     };
-    let before = publish_all("before", 3).await;
+    let before = publish_all("before", "b", 3).await;
     assert!(before.iter().all(Result::is_ok), "{before:?}");
 
     // Every Produce request fails until cleared: non-retriable, so the deliveries fail and the
     // transaction must abort.
     let refuse = [RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE; 64];
     mock.request_errors(RDKafkaApiKey::Produce, &refuse);
-    let failed = publish_all("failed", 10).await;
+    let failed = publish_all("failed", "f", 10).await;
     for r in &failed {
         assert!(
             matches!(r, Err(SinkError::Unavailable { .. })),
@@ -174,7 +178,7 @@ async fn an_aborted_batch_fails_every_waiter_and_stays_invisible() {
     let retried = poll_until(Duration::from_secs(20), || {
         let publish_all = &publish_all;
         async move {
-            let r = publish_all("retried", 10).await;
+            let r = publish_all("retried", "f", 10).await;
             r.iter().all(Result::is_ok).then_some(r)
         }
     })
@@ -190,6 +194,8 @@ async fn an_aborted_batch_fails_every_waiter_and_stays_invisible() {
         assert_eq!(by_id.get(&format!("retried-{i}")).map(Vec::len), Some(1), "retried-{i} once: {ids:?}");
     }
     assert_eq!(read.len(), 13, "{ids:?}");
+    let stats = sink.stats();
+    assert!(stats.aborted >= 1 && stats.rebuilds == 0, "aborted, not rebuilt: {stats:?}");
     sink.close().await;
 }
 
@@ -262,6 +268,7 @@ async fn a_fenced_producer_is_rebuilt_and_nothing_is_acknowledged_twice() {
     }
     assert!(saw_failure, "the fenced producer's transaction must fail");
     assert!(recovered, "the sink recovers with a new producer: {:?}", sink.readiness());
+    assert!(sink.stats().rebuilds >= 1, "{:?}", sink.stats());
     drop(intruder);
 
     // Every acknowledged event exactly once. (Failed ones are not checked for absence: tansu
@@ -372,4 +379,81 @@ async fn measure_throughput() {
         );
         sink.close().await;
     }
+}
+
+/// A request that gave up at its deadline (503) while its event still committed: the sender's
+/// retry is answered with the original commit, and the topic holds the event once. Also: a full
+/// queue answers `Overloaded` at once. (Mock cluster with a slow broker, to make a transaction
+/// outlive a deadline deterministically.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retry_after_a_deadline_is_deduplicated_and_a_full_queue_sheds_load() {
+    let mock = MockCluster::new(1).unwrap();
+    let topic = unique("kafka-it-deadline");
+    mock.create_topic(&topic, 1, 1).unwrap();
+    let brokers = mock.bootstrap_servers();
+    let cfg = KafkaConfig { queue_capacity: 2, batch_max_events: 1, ..kafka_sink_config(&brokers, &topic) };
+    let sink = Arc::new(KafkaSink::start(&cfg).unwrap());
+    wait_ready(&sink).await;
+    mock.broker_round_trip_time(1, Duration::from_millis(300)).unwrap();
+
+    let first = kafka_event_record("late-1", "corr-late", "body-late");
+    let gave_up = sink.publish(first, Instant::now() + Duration::from_millis(50)).await;
+    assert!(matches!(gave_up, Err(SinkError::DeadlineExceeded { .. })), "{gave_up:?}");
+    let retry =
+        sink.publish(kafka_event_record("late-2", "corr-late", "body-late"), deadline()).await.unwrap();
+    assert_eq!(
+        retry.duplicate_of.as_deref(),
+        Some("late-1"),
+        "the retry is answered from the first delivery"
+    );
+
+    // One transaction at a time takes >= 300 ms; a burst overflows the two-slot queue.
+    let burst = join_all((0..20).map(|i| {
+        let sink = Arc::clone(&sink);
+        async move {
+            sink.publish(kafka_event_record(&format!("burst-{i}"), &format!("b-{i}"), "x"), deadline()).await
+        }
+    }))
+    .await;
+    let shed = burst.iter().filter(|r| matches!(r, Err(SinkError::Overloaded { .. }))).count();
+    let ok = burst.iter().filter(|r| r.is_ok()).count();
+    assert!(shed >= 1, "a full queue sheds load: {burst:?}");
+    assert!(burst.iter().all(|r| r.is_ok() || matches!(r, Err(SinkError::Overloaded { .. }))), "{burst:?}");
+    mock.broker_round_trip_time(1, Duration::ZERO).unwrap();
+
+    let read = read_back(&brokers, &topic, 1, 1 + ok).await;
+    let by_id = kafka_by_request_id(&read);
+    assert_eq!(by_id.get("late-1").map(Vec::len), Some(1), "the late commit is in the topic once");
+    assert!(!by_id.contains_key("late-2"), "the retry was not written");
+    assert_eq!(read.len(), 1 + ok);
+    sink.close().await;
+}
+
+/// Routing per event type, with `auto_create_topics` creating the routed topic on first contact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_event_types_and_creates_missing_topics_when_asked() {
+    let brokers = stack_kafka_brokers();
+    let default_topic = unique("kafka-it-default");
+    let routed_topic = unique("kafka-it-routed");
+    stack_create_topic(&brokers, &default_topic, 1).await;
+    let mut cfg = KafkaConfig {
+        auto_create_topics: true,
+        auto_create_partitions: 1,
+        ..kafka_sink_config(&brokers, &default_topic)
+    };
+    cfg.topics.insert("survey.scored".to_owned(), routed_topic.clone());
+    let sink = KafkaSink::start(&cfg).unwrap();
+    wait_ready(&sink).await;
+
+    let mut survey = kafka_event_record("route-1", "corr-route-1", "s");
+    survey.event.event_type = "survey.scored".to_owned();
+    let routed = sink.publish(survey, deadline()).await.unwrap();
+    assert_eq!(routed.topic, routed_topic);
+    let other = sink.publish(kafka_event_record("route-2", "corr-route-2", "i"), deadline()).await.unwrap();
+    assert_eq!(other.topic, default_topic);
+
+    let read = read_back(&brokers, &routed_topic, 1, 1).await;
+    assert_eq!(read.iter().map(KafkaRecord::request_id).collect::<Vec<_>>(), vec!["route-1"]);
+    assert_eq!(read[0].headers["event_type"], "survey.scored");
+    sink.close().await;
 }

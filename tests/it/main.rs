@@ -2,6 +2,7 @@
 
 mod support;
 
+mod bad_input;
 mod contract;
 mod cxone;
 mod dead_letter;

@@ -35,14 +35,19 @@ async fn kafka_transaction_commits_and_reads_back_with_read_committed() {
 
     let records: Vec<(i32, String, Vec<u8>)> =
         (0..3).map(|p| (p, format!("key-{p}"), format!("value-{p}-{}", unique("v")).into_bytes())).collect();
-    let refs: Vec<(i32, &str, &[u8])> = records.iter().map(|(p, k, v)| (*p, k.as_str(), v.as_slice())).collect();
+    let refs: Vec<(i32, &str, &[u8])> =
+        records.iter().map(|(p, k, v)| (*p, k.as_str(), v.as_slice())).collect();
     stack_produce_committed(&brokers, &topic, &refs).await;
 
     let (b, t) = (brokers.clone(), topic.clone());
-    let got = tokio::task::spawn_blocking(move || stack_read_committed(&b, &t, 3, 3, READ_TIMEOUT)).await.unwrap();
+    let got =
+        tokio::task::spawn_blocking(move || stack_read_committed(&b, &t, 3, 3, READ_TIMEOUT)).await.unwrap();
     assert_eq!(got.len(), 3, "exactly the three committed records, got {got:?}");
     for (p, k, v) in &records {
-        let r = got.iter().find(|r| r.partition == *p).unwrap_or_else(|| panic!("nothing read from partition {p}"));
+        let r = got
+            .iter()
+            .find(|r| r.partition == *p)
+            .unwrap_or_else(|| panic!("nothing read from partition {p}"));
         assert_eq!(r.key.as_deref(), Some(k.as_bytes()));
         assert_eq!(&r.value, v);
     }
@@ -68,12 +73,16 @@ async fn kafka_open_transaction_is_invisible_until_commit() {
     // Delivered (in the log) but not committed: a read_committed reader that
     // reaches the end of the partition must have seen nothing.
     let (b, t) = (brokers.clone(), topic.clone());
-    let before = tokio::task::spawn_blocking(move || stack_read_committed(&b, &t, 1, 0, Duration::from_secs(5))).await.unwrap();
+    let before =
+        tokio::task::spawn_blocking(move || stack_read_committed(&b, &t, 1, 0, Duration::from_secs(5)))
+            .await
+            .unwrap();
     assert!(before.is_empty(), "an open transaction's record was visible to read_committed: {before:?}");
 
     producer.commit_transaction(Duration::from_secs(30)).expect("commit_transaction");
     let (b, t) = (brokers.clone(), topic.clone());
-    let after = tokio::task::spawn_blocking(move || stack_read_committed(&b, &t, 1, 1, READ_TIMEOUT)).await.unwrap();
+    let after =
+        tokio::task::spawn_blocking(move || stack_read_committed(&b, &t, 1, 1, READ_TIMEOUT)).await.unwrap();
     assert_eq!(values(&after), vec![b"pending".to_vec()]);
 }
 
@@ -99,7 +108,13 @@ async fn s3_put_get_list_path_style() {
     let bytes = got.body.collect().await.expect("body").into_bytes();
     assert_eq!(bytes.as_ref(), body.as_bytes());
 
-    let listed = s3.list_objects_v2().bucket(&bucket).prefix(format!("{prefix}/")).send().await.expect("ListObjectsV2");
+    let listed = s3
+        .list_objects_v2()
+        .bucket(&bucket)
+        .prefix(format!("{prefix}/"))
+        .send()
+        .await
+        .expect("ListObjectsV2");
     let keys: Vec<_> = listed.contents().iter().filter_map(|o| o.key()).collect();
     assert_eq!(keys, vec![key.as_str()]);
 
@@ -135,7 +150,13 @@ async fn s3_wrong_secret_is_refused() {
     let head = good.head_object().bucket(&bucket).key(&key).send().await;
     assert!(head.is_err(), "the refused PutObject stored an object");
     // And the right secret works on the same bucket (the refusal was about the secret).
-    good.put_object().bucket(&bucket).key(&key).body(ByteStream::from_static(b"x")).send().await.expect("PutObject with the right secret");
+    good.put_object()
+        .bucket(&bucket)
+        .key(&key)
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .expect("PutObject with the right secret");
 }
 
 /// Committed Kafka records (durable broker, s3 storage in garage) and S3
@@ -152,9 +173,18 @@ async fn restart_durable_broker_and_s3_keep_committed_data() {
     let s3 = stack_s3_client();
     let bucket = stack_s3_bucket();
     let key = format!("{}/kept.json", unique("stack-restart"));
-    s3.put_object().bucket(&bucket).key(&key).body(ByteStream::from_static(b"{\"kept\":true}")).send().await.expect("PutObject");
+    s3.put_object()
+        .bucket(&bucket)
+        .key(&key)
+        .body(ByteStream::from_static(b"{\"kept\":true}"))
+        .send()
+        .await
+        .expect("PutObject");
 
     // Down: broker first (it stores in garage), then garage. Both ports closed.
+    // (Dropping our client first closes its keep-alive connection; garage
+    // otherwise waits 10 s for open connections before it exits.)
+    drop(s3);
     tokio::task::spawn_blocking(|| {
         stack_ctl("stop", "kafka-durable");
         stack_ctl("stop", "garage");
@@ -177,13 +207,19 @@ async fn restart_durable_broker_and_s3_keep_committed_data() {
     assert_eq!(got.body.collect().await.unwrap().into_bytes().as_ref(), b"{\"kept\":true}");
 
     let (b, t) = (brokers.clone(), topic.clone());
-    let got = tokio::task::spawn_blocking(move || stack_read_committed(&b, &t, 2, 2, READ_TIMEOUT)).await.unwrap();
-    assert_eq!(values(&got), vec![b"before-0".to_vec(), b"before-1".to_vec()], "records committed before the restart");
+    let got =
+        tokio::task::spawn_blocking(move || stack_read_committed(&b, &t, 2, 2, READ_TIMEOUT)).await.unwrap();
+    assert_eq!(
+        values(&got),
+        vec![b"before-0".to_vec(), b"before-1".to_vec()],
+        "records committed before the restart"
+    );
 
     // And the restarted broker takes new transactions on the same topic.
     stack_produce_committed(&brokers, &topic, &[(0, "c", b"after-0")]).await;
     let (b, t) = (brokers.clone(), topic.clone());
-    let got = tokio::task::spawn_blocking(move || stack_read_committed(&b, &t, 2, 3, READ_TIMEOUT)).await.unwrap();
+    let got =
+        tokio::task::spawn_blocking(move || stack_read_committed(&b, &t, 2, 3, READ_TIMEOUT)).await.unwrap();
     assert_eq!(values(&got), vec![b"after-0".to_vec(), b"before-0".to_vec(), b"before-1".to_vec()]);
 }
 
@@ -202,6 +238,7 @@ async fn restart_durable_broker_after_kill_keeps_committed_data() {
     tokio::task::spawn_blocking(|| stack_ctl("start", "kafka-durable")).await.unwrap();
 
     let (b, t) = (brokers.clone(), topic.clone());
-    let got = tokio::task::spawn_blocking(move || stack_read_committed(&b, &t, 1, 1, READ_TIMEOUT)).await.unwrap();
+    let got =
+        tokio::task::spawn_blocking(move || stack_read_committed(&b, &t, 1, 1, READ_TIMEOUT)).await.unwrap();
     assert_eq!(values(&got), vec![b"committed-before-crash".to_vec()]);
 }

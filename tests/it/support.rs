@@ -47,7 +47,8 @@ mod stack_infra {
         std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_string())
     }
 
-    /// The fast broker (tansu, memory storage): `CXONE_INGEST_KAFKA_BROKERS`.
+    /// The broker the service and most tests use: `CXONE_INGEST_KAFKA_BROKERS`
+    /// (the fast memory-storage tansu unless `CXONE_STACK_KAFKA_STORAGE=s3`).
     pub fn stack_kafka_brokers() -> String {
         stack_var("CXONE_INGEST_KAFKA_BROKERS", "127.0.0.1:19092")
     }
@@ -70,7 +71,10 @@ mod stack_infra {
     pub fn stack_s3_credentials() -> (String, String) {
         (
             stack_var("AWS_ACCESS_KEY_ID", "GK11aa22bb33cc44dd55ee66ff"),
-            stack_var("AWS_SECRET_ACCESS_KEY", "23e1cd09cf28c0750a5d18cd18174727f277c1fbab419f19373c5ba227e72cd8"),
+            stack_var(
+                "AWS_SECRET_ACCESS_KEY",
+                "23e1cd09cf28c0750a5d18cd18174727f277c1fbab419f19373c5ba227e72cd8",
+            ),
         )
     }
 
@@ -111,8 +115,8 @@ mod stack_infra {
     /// kafka-durable; action: stop | start | restart | kill | pause | resume) and
     /// panics with its output if it fails. `start` returns once the component
     /// answers again. Blocking: call it from a multi-threaded runtime or
-    /// `spawn_blocking`. Only `#[ignore]`d restart tests may call it (scripts/test
-    /// runs those alone, serially).
+    /// `spawn_blocking`. Only tests marked `#[ignore = "restart: ..."]` may call
+    /// it: scripts/test runs exactly those alone, serially, after the rest.
     pub fn stack_ctl(action: &str, component: &str) {
         let ctl = stack_var("CXONE_STACK_CTL", concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/stack-ctl"));
         let out = std::process::Command::new("bash")
@@ -133,10 +137,8 @@ mod stack_infra {
     /// Creates `topic` with `partitions` partitions through the admin API
     /// (CreateTopics), waiting until the broker's metadata shows all of them.
     pub async fn stack_create_topic(brokers: &str, topic: &str, partitions: i32) {
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .create()
-            .expect("admin client");
+        let admin: AdminClient<DefaultClientContext> =
+            ClientConfig::new().set("bootstrap.servers", brokers).create().expect("admin client");
         let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
         let results = admin
             .create_topics(&[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))], &opts)
@@ -178,7 +180,10 @@ mod stack_infra {
         producer.begin_transaction().expect("begin_transaction");
         for (partition, key, value) in records {
             producer
-                .send(FutureRecord::to(topic).partition(*partition).key(*key).payload(*value), Duration::from_secs(10))
+                .send(
+                    FutureRecord::to(topic).partition(*partition).key(*key).payload(*value),
+                    Duration::from_secs(10),
+                )
                 .await
                 .unwrap_or_else(|(e, _)| panic!("send to {topic}/{partition}: {e}"));
         }
@@ -199,7 +204,13 @@ mod stack_infra {
     /// slow on tansu). Returns once at least `want` records were read AND every
     /// partition reached its end, so extra records are returned too; or at the
     /// deadline with what it has. Blocking.
-    pub fn stack_read_committed(brokers: &str, topic: &str, partitions: i32, want: usize, timeout: Duration) -> Vec<StackRecord> {
+    pub fn stack_read_committed(
+        brokers: &str,
+        topic: &str,
+        partitions: i32,
+        want: usize,
+        timeout: Duration,
+    ) -> Vec<StackRecord> {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .set("group.id", unique("stack-test-reader")) // required by librdkafka; never joined

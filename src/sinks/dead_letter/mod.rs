@@ -102,28 +102,33 @@ impl DeadLetterSink for S3DeadLetterSink {
                 Ok(Stored { bucket, key })
             }
             Err(err) => {
-                let (cause, error) = match err {
+                let (cause, last_error) = match &err {
+                    PutError::Permanent { detail } => ("permanent", Some(detail.clone())),
+                    PutError::Deadline { last, attempts } => {
+                        ("deadline", last.as_ref().map(|last| format!("{last} (after {attempts} attempts)")))
+                    }
+                    PutError::Overloaded => ("overloaded", None),
+                };
+                let error = match err {
+                    // Fails at once and marks the sink not ready; the next scheduled probe (or a
+                    // successful write) clears it. Not re-probed at once: HeadBucket may succeed
+                    // where PutObject is refused (a read-only key), which would hide the cause.
                     PutError::Permanent { detail } => {
                         let detail = format!("bucket {bucket}: {detail}");
                         self.shared.set_readiness(Readiness::NotReady(detail.clone()));
-                        ("permanent", SinkError::Unavailable { sink: SINK, detail })
+                        SinkError::Unavailable { sink: SINK, detail }
                     }
-                    PutError::Deadline { last, attempts } => {
-                        if let Some(last) = &last {
-                            self.shared.set_readiness(Readiness::NotReady(format!(
-                                "bucket {bucket}: {last} (gave up after {attempts} attempts)"
-                            )));
-                        }
-                        ("deadline", SinkError::DeadlineExceeded { sink: SINK })
+                    // Retryable failures until the deadline: the probe, woken now, judges whether
+                    // the bucket is reachable at all (throttling alone is no readiness failure).
+                    PutError::Deadline { .. } => {
+                        self.shared.wake.notify_one();
+                        SinkError::DeadlineExceeded { sink: SINK }
                     }
-                    PutError::Overloaded => ("overloaded", SinkError::Overloaded { sink: SINK }),
+                    PutError::Overloaded => SinkError::Overloaded { sink: SINK },
                 };
                 metrics::counter!("cxone_ingest_dead_letter_failures_total", "cause" => cause).increment(1);
                 tracing::warn!(request_id = %letter.request_id, reason, bucket = %bucket, key = %key, cause,
-                    error = %error, "dead letter NOT stored");
-                if cause != "overloaded" {
-                    self.shared.wake.notify_one();
-                }
+                    error = %error, last_error = last_error.as_deref().unwrap_or(""), "dead letter NOT stored");
                 Err(error)
             }
         }

@@ -348,6 +348,7 @@ impl GroupCommitter {
             TxnOutcome::Aborted(why) => {
                 metrics::counter!("cxone_ingest_kafka_transactions_total", "outcome" => "aborted")
                     .increment(1);
+                self.shared.aborted.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(events = live.len(), reason = %why, "kafka transaction aborted");
                 let why = format!("transaction aborted: {why}");
                 live.into_iter().for_each(|p| unavailable(p, &why));
@@ -357,6 +358,7 @@ impl GroupCommitter {
                     .increment(1);
                 metrics::counter!("cxone_ingest_kafka_producer_rebuilds_total", "reason" => "fatal")
                     .increment(1);
+                self.shared.rebuilds.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(events = live.len(), reason = %why, "kafka producer unusable; rebuilding it");
                 self.not_ready(format!("rebuilding the Kafka producer after: {why}"));
                 self.producer = ProducerState::Absent;

@@ -49,7 +49,7 @@ pub struct KafkaConfig {
     pub queue_capacity: usize,
     /// How long a committed delivery is remembered to recognise the sender's retry of it.
     pub dedupe_window_secs: u64,
-    /// Most remembered deliveries (oldest evicted first); memory is about 250 bytes each.
+    /// Most remembered deliveries (oldest evicted first); memory is about 400 bytes each.
     pub dedupe_max_entries: usize,
     /// Extra librdkafka properties, passed through as-is (`security.protocol`, `sasl.mechanism`,
     /// `sasl.username`, `sasl.password`, `ssl.ca.location`, ...). Values of secret properties are
@@ -137,7 +137,7 @@ pub fn default_dedupe_window_secs() -> u64 {
     600
 }
 
-/// 100k deliveries, about 25 MB per replica.
+/// 100k deliveries, about 40 MB per replica.
 pub fn default_dedupe_max_entries() -> usize {
     100_000
 }

@@ -67,13 +67,18 @@ impl KafkaSink {
         let shared = Shared::new(Readiness::NotReady(format!("connecting to Kafka at {}", cfg.brokers)));
         let (tx, rx) = mpsc::channel(cfg.queue_capacity);
         let committer = GroupCommitter::new(cfg.clone(), rx, Arc::clone(&shared), first);
+        let committer_shared = Arc::clone(&shared);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
             .map_err(|e| KafkaSinkError::Thread(e.to_string()))?;
         let handle = std::thread::Builder::new()
             .name("kafka-committer".to_owned())
-            .spawn(move || runtime.block_on(committer.run()))
+            .spawn(move || {
+                // Should the committer panic, the sink must stop saying ready.
+                let _not_ready_on_exit = NotReadyOnExit(committer_shared);
+                runtime.block_on(committer.run());
+            })
             .map_err(|e| KafkaSinkError::Thread(e.to_string()))?;
         tracing::info!(
             brokers = %cfg.brokers,
@@ -177,6 +182,18 @@ impl EventSink for KafkaSink {
             if !matches!(joined, Ok(Ok(()))) {
                 tracing::error!("kafka committer thread panicked");
             }
+        }
+    }
+}
+
+/// Marks the sink not ready when the committer thread panics (a normal end says "closed").
+struct NotReadyOnExit(Arc<Shared>);
+
+impl Drop for NotReadyOnExit {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            tracing::error!("kafka committer thread panicked");
+            self.0.set(Readiness::NotReady("kafka committer thread panicked".to_owned()));
         }
     }
 }

@@ -681,7 +681,7 @@ async fn replay_publishes_each_now_valid_dead_letter_exactly_once() {
     let b = brokers.clone();
     let t = topic.clone();
     let records =
-        tokio::task::spawn_blocking(move || kafka_read_committed(&b, &t, 1, 3, Duration::from_secs(10)))
+        tokio::task::spawn_blocking(move || kafka_read_committed(&b, &t, 1, 2, Duration::from_secs(10)))
             .await
             .unwrap();
     let mut replayed: Vec<&str> =

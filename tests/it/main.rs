@@ -3,9 +3,11 @@
 mod support;
 
 mod bad_input;
+mod chaos;
 mod contract;
 mod cxone;
 mod dead_letter;
+mod e2e;
 mod http;
 mod kafka;
 mod stack;

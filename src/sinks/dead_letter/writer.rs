@@ -361,6 +361,7 @@ impl S3Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aws_sdk_s3::operation::put_object::PutObjectError;
 
     #[test]
     fn backoff_ceiling_doubles_up_to_max_and_jitter_stays_below() {
@@ -375,6 +376,45 @@ mod tests {
         let waits: Vec<Duration> = (0..200).map(|_| backoff.wait(6)).collect();
         assert!(waits.iter().any(|w| *w < Duration::from_millis(400)));
         assert!(waits.iter().any(|w| *w > Duration::from_millis(1_200)));
+    }
+
+    fn service_error(status: u16, code: Option<&str>) -> SdkError<PutObjectError, HttpResponse> {
+        let mut meta = aws_sdk_s3::error::ErrorMetadata::builder().message("because");
+        if let Some(code) = code {
+            meta = meta.code(code);
+        }
+        let raw = HttpResponse::new(status.try_into().unwrap(), aws_sdk_s3::primitives::SdkBody::empty());
+        SdkError::service_error(PutObjectError::generic(meta.build()), raw)
+    }
+
+    #[test]
+    fn errors_are_classified_in_one_place() {
+        let retry = |status, code| match classify(&service_error(status, code)) {
+            Failure::Retryable { cause, .. } => Some(cause),
+            Failure::Permanent { .. } => None,
+        };
+        assert_eq!(retry(503, Some("SlowDown")), Some(RetryCause::Throttled));
+        assert_eq!(retry(429, None), Some(RetryCause::Throttled));
+        assert_eq!(retry(500, Some("InternalError")), Some(RetryCause::ServerError));
+        assert_eq!(retry(502, None), Some(RetryCause::ServerError));
+        assert_eq!(retry(400, Some("RequestTimeout")), Some(RetryCause::ServerError));
+        for (status, code) in [
+            (404, Some("NoSuchBucket")),
+            (403, Some("AccessDenied")),
+            (403, Some("InvalidAccessKeyId")),
+            (403, Some("SignatureDoesNotMatch")),
+            (404, None),
+        ] {
+            assert_eq!(retry(status, code), None, "{status} {code:?} is permanent");
+        }
+        match classify(&service_error(404, None)) {
+            Failure::Permanent { detail } => {
+                assert!(detail.starts_with("NoSuchBucket (HTTP 404)"), "{detail}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let timeout: SdkError<PutObjectError, HttpResponse> = SdkError::timeout_error("slow");
+        assert!(matches!(classify(&timeout), Failure::Retryable { cause: RetryCause::Timeout, .. }));
     }
 
     #[tokio::test]

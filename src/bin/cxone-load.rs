@@ -698,8 +698,8 @@ fn render_table(r: &serde_json::Value) -> String {
         let _ = writeln!(
             out,
             "  data check    topic {}: {} records, acknowledged {}, found once {}, missing {}, duplicated ids {}, \
-             refused-but-published {}, unanswered-but-published {}, foreign {}, request_id mismatch {}, body hash mismatch {}, \
-             value mismatch {}, with request_id header {} -> {}",
+             refused-but-published {}, unanswered-but-published {}, foreign {}, request_id mismatch {} (of {} with the header), \
+             body hash mismatch {} (of {} compared), value mismatch {} -> {}",
             str_of(&v["topic"]),
             v["records_read"],
             v["acknowledged"],
@@ -710,9 +710,10 @@ fn render_table(r: &serde_json::Value) -> String {
             v["published_unanswered"],
             v["foreign"],
             v["request_id_mismatch"],
-            v["body_hash_mismatch"],
-            v["value_mismatch"],
             v["with_request_id_header"],
+            v["body_hash_mismatch"],
+            v["body_hash_checked"],
+            v["value_mismatch"],
             if v["passed"] == true { "PASSED" } else { "FAILED" }
         );
         if let Some(examples) = v["examples"].as_array().filter(|e| !e.is_empty()) {

@@ -25,7 +25,7 @@ use warp::http::{HeaderMap, HeaderName, Method, Response, StatusCode};
 
 use crate::config::Config;
 use crate::metrics as m;
-use crate::pipeline::{Delivery, Outcome, Pipeline};
+use crate::pipeline::{Delivery, Outcome, Pipeline, RetryReason};
 use crate::sinks::Readiness;
 
 pub use signature::{SignatureError, Verified, Verifier};
@@ -121,6 +121,8 @@ struct Answer {
     allow: Option<&'static str>,
     /// Close the connection after answering (the rest of an oversized body is never read).
     close: bool,
+    /// Why a write was not acknowledged (503 from a sink), for the request's log line only.
+    detail: Option<String>,
 }
 
 impl Answer {
@@ -134,6 +136,7 @@ impl Answer {
             retry_after: None,
             allow: None,
             close: false,
+            detail: None,
         }
     }
 
@@ -196,13 +199,25 @@ where
     let elapsed = started.elapsed();
     m::record_request(answer.route, answer.outcome, elapsed);
     if answer.route == "webhook" {
-        tracing::info!(
-            request_id = %request_id,
-            status = answer.status.as_u16(),
-            outcome = answer.outcome,
-            latency_us = elapsed.as_micros() as u64,
-            "webhook"
-        );
+        // One line per request; 5xx (nothing acknowledged, the sender must retry) at warn.
+        if answer.status.is_server_error() {
+            tracing::warn!(
+                request_id = %request_id,
+                status = answer.status.as_u16(),
+                outcome = answer.outcome,
+                latency_us = elapsed.as_micros() as u64,
+                detail = answer.detail.as_deref().unwrap_or(""),
+                "webhook"
+            );
+        } else {
+            tracing::info!(
+                request_id = %request_id,
+                status = answer.status.as_u16(),
+                outcome = answer.outcome,
+                latency_us = elapsed.as_micros() as u64,
+                "webhook"
+            );
+        }
     } else {
         tracing::debug!(
             request_id = %request_id,
@@ -329,8 +344,8 @@ where
         outcome.response_json(request_id),
     );
     answer.retry_after = outcome.retry_after().map(|after| after.as_secs().max(1));
-    if let Outcome::Retry { reason, .. } = &outcome {
-        tracing::warn!(request_id = %request_id, reason = ?reason, "not acknowledged: sender must retry");
+    if let Outcome::Retry { reason: RetryReason::SinkUnavailable { detail, .. }, .. } = outcome {
+        answer.detail = Some(detail);
     }
     answer
 }
@@ -474,6 +489,7 @@ fn metrics_page(state: &AppState, request_id: &str) -> Answer {
             retry_after: None,
             allow: None,
             close: false,
+            detail: None,
         },
         None => Answer::error(
             "metrics",

@@ -325,7 +325,10 @@ mod kafka_support {
                         .map(|hs| {
                             hs.iter()
                                 .map(|h| {
-                                    (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())
+                                    (
+                                        h.key.to_owned(),
+                                        String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                                    )
                                 })
                                 .collect()
                         })
@@ -414,7 +417,8 @@ mod kafka_support {
     impl PrivateTansu {
         /// Picks a free loopback port; the broker is not started yet.
         pub fn on_free_port() -> PrivateTansu {
-            let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+            let port =
+                std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
             PrivateTansu { port, child: None }
         }
 

@@ -74,6 +74,8 @@ pub struct Verdict {
     pub request_id_mismatch: u64,
     /// `body_sha256` header differs from the SHA-256 of the body sent.
     pub body_hash_mismatch: u64,
+    /// Records whose `body_sha256` header was compared with the body sent.
+    pub body_hash_checked: u64,
     /// Value's `correlation_id` differs from the key.
     pub value_mismatch: u64,
     /// Records that carried a `request_id` header (0 for the seed, which sends none).
@@ -257,9 +259,12 @@ pub fn judge(
             v.request_id_mismatch += 1;
             note(&mut v, "request_id header names no published answer", key);
         }
-        if matches!((&r.body_sha256, &a.body_sha256), (Some(got), Some(sent)) if !got.eq_ignore_ascii_case(sent)) {
-            v.body_hash_mismatch += 1;
-            note(&mut v, "body_sha256 differs from the body sent", key);
+        if let (Some(got), Some(sent)) = (&r.body_sha256, &a.body_sha256) {
+            v.body_hash_checked += 1;
+            if !got.eq_ignore_ascii_case(sent) {
+                v.body_hash_mismatch += 1;
+                note(&mut v, "body_sha256 differs from the body sent", key);
+            }
         }
         if r.value_correlation_id.is_some() && r.value_correlation_id.as_deref() != r.key.as_deref() {
             v.value_mismatch += 1;

@@ -7,7 +7,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use cxone_ingest::contract::{Checked, Contract};
+use cxone_ingest::contract::{Checked, Contract, coerce, generated};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -35,6 +35,29 @@ fn contract(c: &mut Criterion) {
     group.bench_function("stage/parse_only", |b| {
         b.iter(|| serde_json::from_slice::<serde_json::Value>(black_box(SEED_PAYLOAD)))
     });
+
+    // The stages after parsing, on their own (same schema bytes, same validator options).
+    let builtin = &generated::BUILTIN_SCHEMAS[0];
+    let schema: serde_json::Value = serde_json::from_str(builtin.text).unwrap();
+    let plan = coerce::compile(&schema).unwrap();
+    let validator = jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft202012)
+        .should_validate_formats(true)
+        .with_email_options(jsonschema::EmailOptions::default().with_minimum_sub_domains(2))
+        .build(&schema)
+        .unwrap();
+    let parsed: serde_json::Value = serde_json::from_slice(SEED_PAYLOAD).unwrap();
+    let mut coerced = parsed.clone();
+    plan.apply(&mut coerced, &mut Vec::new());
+    group.bench_function("stage/coerce", |b| {
+        b.iter_batched_ref(
+            || (parsed.clone(), Vec::new()),
+            |(value, coercions)| plan.apply(value, coercions),
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("stage/is_valid", |b| b.iter(|| validator.is_valid(black_box(&coerced))));
+    group.bench_function("stage/canonicalize", |b| b.iter(|| (builtin.canonicalize)(black_box(&coerced))));
     group.finish();
 }
 

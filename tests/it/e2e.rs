@@ -86,15 +86,10 @@ async fn signed_valid_invalid_and_forged_requests_end_in_kafka_s3_or_nowhere() {
     assert!(want_paths.contains(&"/data/channel".to_owned()), "{want_paths:?}");
     let invalid_id = unique("req-invalid");
     let before = chrono::Utc::now();
-    let answer = e2e_post(
-        &client,
-        &service.webhook_url(),
-        &invalid,
-        &e2e_sign(invalid.as_bytes()),
-        Some(&invalid_id),
-    )
-    .await
-    .unwrap();
+    let answer =
+        e2e_post(&client, &service.webhook_url(), &invalid, &e2e_sign(invalid.as_bytes()), Some(&invalid_id))
+            .await
+            .unwrap();
     let after = chrono::Utc::now();
     assert_eq!(answer.status, 200, "{:?}", answer.body);
     assert_eq!(answer.body["status"], "dead_lettered");
@@ -122,9 +117,19 @@ async fn signed_valid_invalid_and_forged_requests_end_in_kafka_s3_or_nowhere() {
     let keys = e2e_s3_keys(&options.s3_prefix).await;
     assert_eq!(keys.len(), 1, "exactly one dead letter under {}: {keys:?}", options.s3_prefix);
     let key_for = |at: chrono::DateTime<chrono::Utc>| {
-        format!("{}/dt={}/hour={}/{invalid_id}.json", options.s3_prefix, at.format("%Y-%m-%d"), at.format("%H"))
+        format!(
+            "{}/dt={}/hour={}/{invalid_id}.json",
+            options.s3_prefix,
+            at.format("%Y-%m-%d"),
+            at.format("%H")
+        )
     };
-    assert!(keys[0] == key_for(before) || keys[0] == key_for(after), "key {} (expected {})", keys[0], key_for(before));
+    assert!(
+        keys[0] == key_for(before) || keys[0] == key_for(after),
+        "key {} (expected {})",
+        keys[0],
+        key_for(before)
+    );
     let record = e2e_s3_json(&keys[0]).await;
     assert_eq!(record["request_id"], invalid_id.as_str());
     assert_eq!(record["reason"], rejection.reason.as_str());
@@ -138,6 +143,9 @@ async fn signed_valid_invalid_and_forged_requests_end_in_kafka_s3_or_nowhere() {
     let headers = record["headers"].as_object().expect("headers");
     assert!(!headers.keys().any(|h| h.contains("signature")), "no signature kept: {headers:?}");
 }
+
+/// A delivery answered 200 (correlation id, body), which a later request may repeat.
+type Answered = (String, Arc<str>);
 
 /// One request of the accounting run.
 #[derive(Debug, Clone)]
@@ -168,7 +176,7 @@ async fn accounting_every_acknowledged_request_is_in_the_topic_exactly_once() {
     let url = service.webhook_url();
 
     // Bodies already answered (any worker may resend one of them) and the next request number.
-    let answered: Arc<Mutex<Vec<(String, Arc<str>)>>> = Arc::new(Mutex::new(Vec::new()));
+    let answered: Arc<Mutex<Vec<Answered>>> = Arc::new(Mutex::new(Vec::new()));
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();
     let mut workers = Vec::new();
@@ -255,8 +263,10 @@ async fn accounting_every_acknowledged_request_is_in_the_topic_exactly_once() {
         .iter()
         .filter(|s| s.status == 200 && s.answer.get("duplicate_of").is_none_or(Value::is_null))
         .collect();
-    let duplicates: Vec<&Sent> =
-        sent.iter().filter(|s| s.status == 200 && s.answer.get("duplicate_of").is_some_and(|d| !d.is_null())).collect();
+    let duplicates: Vec<&Sent> = sent
+        .iter()
+        .filter(|s| s.status == 200 && s.answer.get("duplicate_of").is_some_and(|d| !d.is_null()))
+        .collect();
     for s in &sent {
         if s.status == 200 {
             assert_eq!(s.answer["status"], "published", "{}: {}", s.request_id, s.answer);
@@ -279,13 +289,36 @@ async fn accounting_every_acknowledged_request_is_in_the_topic_exactly_once() {
             None => missing.push(s.request_id.clone()),
         }
     }
-    assert!(missing.is_empty(), "{} acknowledged requests missing from the topic: {:?}", missing.len(), &missing[..missing.len().min(10)]);
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged requests missing from the topic: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
     let foreign: Vec<&str> = by_request
         .keys()
         .map(String::as_str)
-        .filter(|id| sent_by_id.get(id).is_none_or(|s| s.status != 200 || s.answer.get("duplicate_of").is_some_and(|d| !d.is_null())))
+        .filter(|id| {
+            sent_by_id
+                .get(id)
+                .is_none_or(|s| s.status != 200 || s.answer.get("duplicate_of").is_some_and(|d| !d.is_null()))
+        })
         .collect();
-    assert!(foreign.is_empty(), "records not acknowledged as published: {foreign:?}");
+    let detail: Vec<String> = foreign
+        .iter()
+        .take(5)
+        .map(|id| {
+            let r = &by_request[*id][0];
+            format!(
+                "{id}: record key {:?} at {}/{}, answer {:?}",
+                r.key,
+                r.partition,
+                r.offset,
+                sent_by_id.get(id).map(|s| (s.status, s.correlation_id.clone(), s.answer.to_string()))
+            )
+        })
+        .collect();
+    assert!(foreign.is_empty(), "records not acknowledged as published: {foreign:?}; e.g. {detail:#?}");
     assert_eq!(records.len(), published.len(), "nothing else in the topic");
 
     // Repeats: answered with the original's commit, and each correlation id written once.
@@ -298,7 +331,12 @@ async fn accounting_every_acknowledged_request_is_in_the_topic_exactly_once() {
     for s in &duplicates {
         let original = s.answer["duplicate_of"].as_str().unwrap();
         let record = &by_request[original][0];
-        assert_eq!(record.key.as_deref(), Some(s.correlation_id.as_str()), "{} points at {original}", s.request_id);
+        assert_eq!(
+            record.key.as_deref(),
+            Some(s.correlation_id.as_str()),
+            "{} points at {original}",
+            s.request_id
+        );
         assert_eq!(s.answer["offset"], record.offset);
     }
     assert_eq!(duplicates.len(), repeats, "every acknowledged repeat was answered from its original");
@@ -352,14 +390,17 @@ async fn broker_on_a_closed_port_means_not_ready_and_503_with_retry_after() {
     let margin = Duration::from_secs(3);
     for _ in 0..3 {
         let body = e2e_valid_body(&unique("corr"));
-        let answer = e2e_post(&client, &service.webhook_url(), &body, &e2e_sign(body.as_bytes()), None).await.unwrap();
+        let answer =
+            e2e_post(&client, &service.webhook_url(), &body, &e2e_sign(body.as_bytes()), None).await.unwrap();
         assert_eq!(answer.status, 503, "{:?}", answer.body);
         assert_eq!(answer.retry_after.as_deref(), Some("2"), "Retry-After");
         assert!(answer.latency < Duration::from_secs(2) + margin, "answered after {:?}", answer.latency);
         assert_eq!(answer.body["status"], "retry", "{}", answer.body);
     }
     let invalid = e2e_invalid_body(&unique("corr"));
-    let answer = e2e_post(&client, &service.webhook_url(), &invalid, &e2e_sign(invalid.as_bytes()), None).await.unwrap();
+    let answer = e2e_post(&client, &service.webhook_url(), &invalid, &e2e_sign(invalid.as_bytes()), None)
+        .await
+        .unwrap();
     assert_eq!(answer.status, 200, "dead letters do not need Kafka: {:?}", answer.body);
     assert_eq!(answer.body["status"], "dead_lettered");
 }
@@ -378,7 +419,12 @@ async fn post_valid_until(service: &Service, status: u16, within: Duration) -> O
 
 /// Issue 4, broker down and back: stopping the durable broker turns posts into 503s (with
 /// Retry-After, within the deadline); starting it again brings 200s back without a service restart.
-#[ignore = "restart: stops and starts kafka-durable"]
+/// NOT in the CI set: tansu's durable storage sometimes loses the record it acknowledged just
+/// before the stop and gives the next write the same offset (failed 2 of 7 runs, the service's
+/// answers right each time; docs/reliability.md). Run by hand:
+/// `cargo test --test it -- --ignored --exact --nocapture --test-threads=1
+/// e2e::durable_broker_stop_gives_503_and_the_service_recovers_without_restart`.
+#[ignore = "tansu-durable: flaky on the durable broker's lost acknowledged records; run by hand"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn durable_broker_stop_gives_503_and_the_service_recovers_without_restart() {
     let brokers = stack_durable_kafka_brokers();
@@ -445,7 +491,9 @@ async fn garage_stop_gives_503_for_invalid_payloads_and_the_service_recovers() {
 
     e2e_stack_ctl("stop", "kafka-durable").await;
     e2e_stack_ctl("stop", "garage").await;
-    let down = poll_until(Duration::from_secs(30), || async { post_invalid().await.filter(|a| a.status == 503) }).await;
+    let down =
+        poll_until(Duration::from_secs(30), || async { post_invalid().await.filter(|a| a.status == 503) })
+            .await;
     let valid_while_down = post_valid_until(&service, 200, Duration::from_secs(10)).await;
     let readyz_down = service.readyz().await;
     e2e_stack_ctl("start", "garage").await;
@@ -458,9 +506,10 @@ async fn garage_stop_gives_503_for_invalid_payloads_and_the_service_recovers() {
     let (code, body) = readyz_down.expect("readyz answered");
     assert_eq!(code, 503, "{body}");
 
-    let back = poll_until(Duration::from_secs(60), || async { post_invalid().await.filter(|a| a.status == 200) })
-        .await
-        .unwrap_or_else(|| panic!("no dead letter after garage came back\n{}", service.log_tail(6000)));
+    let back =
+        poll_until(Duration::from_secs(60), || async { post_invalid().await.filter(|a| a.status == 200) })
+            .await
+            .unwrap_or_else(|| panic!("no dead letter after garage came back\n{}", service.log_tail(6000)));
     assert_eq!(back.body["status"], "dead_lettered");
     assert!(service.is_running(), "the service exited");
     let keys = e2e_s3_keys(&options.s3_prefix).await;

@@ -634,10 +634,9 @@ mod e2e_support {
 
         /// Polls `/readyz` until it answers 200; panics with the log when it does not in time.
         pub async fn wait_ready(&self, timeout: Duration) {
-            let ready = poll_until(timeout, || async {
-                matches!(self.readyz().await, Some((200, _))).then_some(())
-            })
-            .await;
+            let ready =
+                poll_until(timeout, || async { matches!(self.readyz().await, Some((200, _))).then_some(()) })
+                    .await;
             if ready.is_none() {
                 panic!(
                     "service on {} not ready within {timeout:?}: {:?}\n--- log ---\n{}",
@@ -751,9 +750,8 @@ mod e2e_support {
         }
         let response = request.send().await?;
         let status = response.status().as_u16();
-        let header = |name: &str| {
-            response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
-        };
+        let header =
+            |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let retry_after = header("retry-after");
         let request_id = header("x-request-id").unwrap_or_default();
         let bytes = response.bytes().await?;
@@ -783,7 +781,8 @@ mod e2e_support {
                 let all = labels.iter().all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\"")));
                 if all { value.parse::<f64>().ok() } else { None }
             })
-            .sum()
+            // Starts at +0.0: an empty f64 sum is -0.0, which prints as "-0".
+            .fold(0.0, |total, value| total + value)
     }
 
     /// Every key under `prefix/` in the dead-letter bucket.

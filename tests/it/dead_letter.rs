@@ -764,3 +764,31 @@ async fn replay_leaves_unpublished_dead_letters_unmarked_for_the_next_run() {
         assert_eq!(record["data"]["channel"], "chat");
     }
 }
+
+/// Guards against a sender-chosen `X-Request-Id` reused for two different invalid bodies: each
+/// body keeps its own record (nothing answered 200 is overwritten), while a repeated delivery of
+/// the same body lands on the same object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_sender_request_id_does_not_overwrite_an_earlier_dead_letter() {
+    let prefix = unique("dl-reused-id");
+    let sink = S3DeadLetterSink::new(&sink_config(&prefix, None)).await.expect("sink");
+    let received_at = Utc::now();
+    let with_sender_id = |raw: &[u8]| {
+        let mut letter = dead_letter(raw, received_at);
+        letter.request_id = "sender-chosen-42".to_owned();
+        letter.headers.push(("x-request-id".to_owned(), "sender-chosen-42".to_owned()));
+        letter
+    };
+    let first = with_sender_id(br#"{"event":"interaction.completed","data":{"channel":"fax"}}"#);
+    let second = with_sender_id(br#"{"event":"interaction.completed","data":{"channel":"pigeon"}}"#);
+    let repeat = with_sender_id(br#"{"event":"interaction.completed","data":{"channel":"fax"}}"#);
+    assert_ne!(sink.key_for(&first), sink.key_for(&second));
+    assert_eq!(sink.key_for(&first), sink.key_for(&repeat));
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for letter in [first, second, repeat] {
+        sink.store(letter, deadline).await.expect("stored");
+    }
+    let keys = list_keys(&prefix).await;
+    assert_eq!(keys.len(), 2, "one object per distinct body: {keys:?}");
+}

@@ -73,8 +73,22 @@ impl S3DeadLetterSink {
     }
 
     /// The object key a dead letter goes to.
+    ///
+    /// A request id the service generated is unique, so it names the object alone. A sender-chosen
+    /// `X-Request-Id` is not trusted to be: two different bodies under one id would overwrite each
+    /// other's record, already answered 200. Such names get the body hash's first 12 hex digits, so
+    /// a repeated delivery (same id, same body) still lands on the same object and a different body
+    /// on its own.
     pub fn key_for(&self, letter: &DeadLetter) -> String {
-        key::object_key(&self.prefix, letter.received_at, &letter.request_id)
+        let sender_chosen = letter.headers.iter().any(|(name, value)| {
+            name.eq_ignore_ascii_case(crate::http::REQUEST_ID_HEADER) && *value == letter.request_id
+        });
+        if sender_chosen {
+            let name = format!("{}-{}", letter.request_id, hex::encode(&letter.body_sha256[..6]));
+            key::object_key(&self.prefix, letter.received_at, &name)
+        } else {
+            key::object_key(&self.prefix, letter.received_at, &letter.request_id)
+        }
     }
 }
 

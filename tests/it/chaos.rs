@@ -1,8 +1,8 @@
 //! Chaos and overload tests of the real `cxone-ingest serve` binary: the broker and the object
 //! store killed, stopped and paused under a steady stream of retried deliveries, and offered load
-//! far above capacity. The CI ones run alone (`#[ignore = "restart: ..."]`, see scripts/test);
-//! the durable-broker chaos test is `#[ignore = "tansu-durable: ..."]`, run by hand only. The
-//! numbers they print and what they can and cannot prove are in docs/reliability.md.
+//! far above capacity. The CI ones are ignored with a "restart:" reason, so scripts/test runs
+//! them alone after the suite; the durable-broker chaos test's reason starts "tansu-durable:"
+//! (run by hand only). What they print and can and cannot prove: docs/reliability.md.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -266,10 +266,13 @@ async fn run_chaos(brokers: String, phases: &[Phase]) {
     let records = e2e_read_topic(&brokers, &options.topic, published_acks).await;
     let by_request = kafka_by_request_id(&records);
     let keys = e2e_s3_keys(&options.s3_prefix).await;
+    // Sender-chosen request ids: objects are named `<request id>-<body hash>` (see support).
+    let mut objects_by_name: HashMap<&str, usize> = HashMap::new();
     let mut objects_by_request: HashMap<String, usize> = HashMap::new();
     for key in &keys {
-        let name = key.rsplit('/').next().unwrap_or("").trim_end_matches(".json");
-        *objects_by_request.entry(name.to_owned()).or_default() += 1;
+        let name = e2e_dead_letter_name(key);
+        *objects_by_name.entry(name).or_default() += 1;
+        *objects_by_request.entry(e2e_dead_letter_request_id(name).to_owned()).or_default() += 1;
     }
 
     let mut unacknowledged = Vec::new();
@@ -319,12 +322,13 @@ async fn run_chaos(brokers: String, phases: &[Phase]) {
                     wrong.push(format!("{}: {}", ack.request_id, ack.answer));
                     continue;
                 }
-                match objects_by_request.get(&ack.request_id) {
+                let name = e2e_sender_dead_letter_name(&ack.request_id, delivery.event.body.as_bytes());
+                match objects_by_name.get(name.as_str()) {
                     Some(1) => found_s3 += 1,
                     Some(k) => duplicated.push(format!("{} x{k} in S3", ack.request_id)),
                     None => {
                         missing_by_phase[delivery.acked_in_phase] += 1;
-                        missing.push(format!("{n}: {} not in S3", ack.request_id));
+                        missing.push(format!("{n}: {} not in S3 (as {name})", ack.request_id));
                     }
                 }
             }

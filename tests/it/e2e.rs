@@ -113,16 +113,13 @@ async fn signed_valid_invalid_and_forged_requests_end_in_kafka_s3_or_nowhere() {
     assert_eq!(records.len(), 1, "exactly one record in {}: {records:?}", options.topic);
     assert_record_is(&records[0], &valid, &valid_id);
 
-    // S3: exactly the invalid payload's dead letter, at <prefix>/dt=YYYY-MM-DD/hour=HH/<request id>.json.
+    // S3: exactly the invalid payload's dead letter, at <prefix>/dt=YYYY-MM-DD/hour=HH/<name>.json,
+    // name = <request id>-<body hash> (the sender chose the request id).
     let keys = e2e_s3_keys(&options.s3_prefix).await;
     assert_eq!(keys.len(), 1, "exactly one dead letter under {}: {keys:?}", options.s3_prefix);
+    let name = e2e_sender_dead_letter_name(&invalid_id, invalid.as_bytes());
     let key_for = |at: chrono::DateTime<chrono::Utc>| {
-        format!(
-            "{}/dt={}/hour={}/{invalid_id}.json",
-            options.s3_prefix,
-            at.format("%Y-%m-%d"),
-            at.format("%H")
-        )
+        format!("{}/dt={}/hour={}/{name}.json", options.s3_prefix, at.format("%Y-%m-%d"), at.format("%H"))
     };
     assert!(
         keys[0] == key_for(before) || keys[0] == key_for(after),

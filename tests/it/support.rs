@@ -840,6 +840,28 @@ mod e2e_support {
         sorted[rank.min(sorted.len() - 1)]
     }
 
+    /// The object name (key without the path and `.json`) of the dead letter of a request whose
+    /// `X-Request-Id` the sender chose: `<request id>-<first 12 hex digits of sha256(body)>`
+    /// (service-made request ids name the object alone).
+    pub fn e2e_sender_dead_letter_name(request_id: &str, body: &[u8]) -> String {
+        use sha2::Digest;
+        format!("{request_id}-{}", hex::encode(&sha2::Sha256::digest(body)[..6]))
+    }
+
+    /// The object name of a dead-letter key: its last path segment without `.json`.
+    pub fn e2e_dead_letter_name(key: &str) -> &str {
+        key.rsplit('/').next().unwrap_or("").trim_end_matches(".json")
+    }
+
+    /// The sender-chosen request id in a dead letter's object name (the name minus its
+    /// `-<12 hex digits>` body-hash suffix); the whole name when it has no such suffix.
+    pub fn e2e_dead_letter_request_id(name: &str) -> &str {
+        match name.rsplit_once('-') {
+            Some((id, hash)) if hash.len() == 12 && hash.bytes().all(|b| b.is_ascii_hexdigit()) => id,
+            _ => name,
+        }
+    }
+
     /// Runs `scripts/stack-ctl action component` off the async runtime.
     pub async fn e2e_stack_ctl(action: &'static str, component: &'static str) {
         tokio::task::spawn_blocking(move || stack_ctl(action, component)).await.expect("stack-ctl thread");

@@ -215,12 +215,20 @@ impl Pipeline {
         &self.limits
     }
 
-    /// Checks and stores one delivery; see the module docs for what each [`Outcome`] promises.
-    pub async fn ingest(&self, delivery: Delivery) -> Outcome {
-        let Ok(_permit) = self.in_flight.try_acquire() else {
-            return Outcome::Overloaded { retry_after: self.limits.retry_after };
-        };
-        let _gauge = InFlightGauge::enter();
+    /// Takes one of the bounded in-flight slots, or answers `Overloaded` at once (no queue).
+    ///
+    /// The HTTP layer calls this before it reads the body, so the memory held by bodies being
+    /// read or processed is bounded by `max_in_flight × body limit`, whoever sends them.
+    pub fn admit(&self) -> Result<Admission<'_>, Outcome> {
+        match self.in_flight.try_acquire() {
+            Ok(permit) => Ok(Admission { _permit: permit, _gauge: InFlightGauge::enter() }),
+            Err(_) => Err(Outcome::Overloaded { retry_after: self.limits.retry_after }),
+        }
+    }
+
+    /// Checks and stores one admitted delivery; see the module docs for what each [`Outcome`] promises.
+    pub async fn ingest(&self, admission: Admission<'_>, delivery: Delivery) -> Outcome {
+        let _admission = admission;
         let deadline = delivery.started + self.limits.deadline;
         let body_sha256: [u8; 32] = Sha256::digest(&delivery.body).into();
         match self.contract.check(&delivery.body) {
@@ -297,6 +305,14 @@ impl Pipeline {
 }
 
 /// Keeps `cxone_ingest_in_flight_requests` right even when a request is cancelled mid-way.
+/// One in-flight slot, held from before the body is read until the answer is decided.
+pub struct Admission<'p> {
+    /// The slot itself; released on drop.
+    _permit: tokio::sync::SemaphorePermit<'p>,
+    /// Keeps `cxone_ingest_in_flight_requests` in step with the slots held.
+    _gauge: InFlightGauge,
+}
+
 struct InFlightGauge;
 
 impl InFlightGauge {

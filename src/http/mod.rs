@@ -264,6 +264,11 @@ where
     let limits = state.pipeline.limits();
     let deadline = started + limits.deadline;
 
+    // An in-flight slot before a byte of body is read: bounds the memory bodies can hold.
+    let admission = match state.pipeline.admit() {
+        Ok(admission) => admission,
+        Err(overloaded) => return outcome_answer(overloaded, request_id),
+    };
     let declared_length =
         headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
     let read = read_capped(body, declared_length, state.body_limit);
@@ -336,9 +341,14 @@ where
         body: raw,
         headers: kept_headers(headers, &state.kept_headers),
     };
-    let outcome = state.pipeline.ingest(delivery).await;
+    let outcome = state.pipeline.ingest(admission, delivery).await;
+    outcome_answer(outcome, request_id)
+}
+
+/// The webhook's answer for a pipeline outcome.
+fn outcome_answer(outcome: Outcome, request_id: &str) -> Answer {
     let mut answer = Answer::json(
-        ROUTE,
+        "webhook",
         outcome.label(),
         StatusCode::from_u16(outcome.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         outcome.response_json(request_id),

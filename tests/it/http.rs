@@ -327,6 +327,19 @@ async fn overload_is_503_at_once_and_the_held_request_still_completes() {
     assert_eq!(json(&refused)["reason"], "overloaded");
     assert_eq!(events.published.load(Ordering::SeqCst), 1, "the refused request touched no sink");
 
+    // The slot is taken before the body is read: while every slot is busy, even an unsigned
+    // request is turned away without its body being buffered (memory stays bounded by
+    // max_in_flight × body limit, whoever sends the bodies).
+    let unsigned = warp::test::request()
+        .method("POST")
+        .path("/webhooks/cxone-data-actions")
+        .header("content-type", "application/json")
+        .body(VALID)
+        .reply(&routes)
+        .await;
+    assert_eq!(unsigned.status(), 503, "{:?}", unsigned.body());
+    assert_eq!(json(&unsigned)["reason"], "overloaded");
+
     gate.add_permits(1);
     let first = held.await.unwrap();
     assert_eq!(first.status(), 200, "{:?}", first.body());

@@ -219,11 +219,16 @@ impl Pipeline {
     ///
     /// The HTTP layer calls this before it reads the body, so the memory held by bodies being
     /// read or processed is bounded by `max_in_flight × body limit`, whoever sends them.
-    pub fn admit(&self) -> Result<Admission<'_>, Outcome> {
+    pub fn admit(&self) -> Result<Admission<'_>, Overloaded> {
         match self.in_flight.try_acquire() {
             Ok(permit) => Ok(Admission { _permit: permit, _gauge: InFlightGauge::enter() }),
-            Err(_) => Err(Outcome::Overloaded { retry_after: self.limits.retry_after }),
+            Err(_) => Err(Overloaded),
         }
+    }
+
+    /// The answer to a delivery that found no free slot.
+    pub fn overloaded(&self) -> Outcome {
+        Outcome::Overloaded { retry_after: self.limits.retry_after }
     }
 
     /// Checks and stores one admitted delivery; see the module docs for what each [`Outcome`] promises.
@@ -305,6 +310,10 @@ impl Pipeline {
 }
 
 /// Keeps `cxone_ingest_in_flight_requests` right even when a request is cancelled mid-way.
+/// Every in-flight slot is taken: answer with [`Pipeline::overloaded`].
+#[derive(Debug)]
+pub struct Overloaded;
+
 /// One in-flight slot, held from before the body is read until the answer is decided.
 pub struct Admission<'p> {
     /// The slot itself; released on drop.

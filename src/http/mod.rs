@@ -267,7 +267,7 @@ where
     // An in-flight slot before a byte of body is read: bounds the memory bodies can hold.
     let admission = match state.pipeline.admit() {
         Ok(admission) => admission,
-        Err(overloaded) => return outcome_answer(overloaded, request_id),
+        Err(_) => return outcome_answer(state.pipeline.overloaded(), request_id),
     };
     let declared_length =
         headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());

@@ -232,7 +232,8 @@ async fn send_once(
     }
     let (c, _) = match conn {
         Some(c) => c,
-        None => conn.insert((Connection::connect(target.addr).await.map_err(|_| Failure::Connect)?, Instant::now())),
+        None => conn
+            .insert((Connection::connect(target.addr).await.map_err(|_| Failure::Connect)?, Instant::now())),
     };
     c.post(target, headers, body).await.map_err(|_| Failure::Io)
 }
@@ -289,7 +290,8 @@ async fn worker(shared: Arc<Shared>) -> Vec<Sample> {
         let request_id = format!("{}-r{n}", shared.factory.run_id);
         let headers = [("X-CXone-Signature", signature.as_str()), ("X-Request-Id", request_id.as_str())];
         let sent_at = Instant::now();
-        let result = tokio::time::timeout(shared.timeout, send_once(&mut conn, &shared.target, &headers, &body)).await;
+        let result =
+            tokio::time::timeout(shared.timeout, send_once(&mut conn, &shared.target, &headers, &body)).await;
         let done = Instant::now();
         let mut sample = Sample {
             kind,
@@ -434,7 +436,8 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let mut sample_body = Vec::new();
     factory.body(Kind::Valid, 0, &mut sample_body);
     let valid_body_bytes = sample_body.len();
-    let mut watched: Vec<Watched> = args.cpu_pids.iter().map(|s| Watched::parse(s)).collect::<anyhow::Result<_>>()?;
+    let mut watched: Vec<Watched> =
+        args.cpu_pids.iter().map(|s| Watched::parse(s)).collect::<anyhow::Result<_>>()?;
     watched.insert(0, Watched::own());
 
     let check = match &args.verify_kafka {
@@ -456,7 +459,11 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         deadline: duration.map(|d| start + Duration::from_secs_f64(d)),
         max_requests: args.requests,
         pacer: args.rate.map(|rate| {
-            Arc::new(Pacer { rate, released: tokio::sync::Semaphore::new(0), limit: AtomicU64::new(u64::MAX) })
+            Arc::new(Pacer {
+                rate,
+                released: tokio::sync::Semaphore::new(0),
+                limit: AtomicU64::new(u64::MAX),
+            })
         }),
         timeout: Duration::from_secs_f64(args.timeout.max(0.001)),
         hash_bodies: check.is_some(),
@@ -506,7 +513,8 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         None => None,
     };
 
-    let report = build_report(&args, &shared, &samples, elapsed, valid_body_bytes, &watched, verdict.as_ref());
+    let report =
+        build_report(&args, &shared, &samples, elapsed, valid_body_bytes, &watched, verdict.as_ref());
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -642,7 +650,13 @@ fn render_table(r: &serde_json::Value) -> String {
             v["p50"], v["p90"], v["p99"], v["p999"], v["max"], v["mean"]
         )
     };
-    let _ = writeln!(out, "cxone-load [{}] run {} -> {}", str_of(&r["label"]), str_of(&r["run_id"]), str_of(&r["url"]));
+    let _ = writeln!(
+        out,
+        "cxone-load [{}] run {} -> {}",
+        str_of(&r["label"]),
+        str_of(&r["run_id"]),
+        str_of(&r["url"])
+    );
     let mode = match r["target_rate"].as_f64() {
         Some(rate) => format!("open loop at {rate} req/s over {} connections", r["concurrency"]),
         None => format!("closed loop, {} connections", r["concurrency"]),
@@ -656,7 +670,11 @@ fn render_table(r: &serde_json::Value) -> String {
     );
     let _ = writeln!(out, "  latency ms    {}", lat(&r["latency_ms"]));
     if r["mode"] == "open" {
-        let _ = writeln!(out, "  late starts   {} requests left >10 ms after their due time", r["late_starts_over_10ms"]);
+        let _ = writeln!(
+            out,
+            "  late starts   {} requests left >10 ms after their due time",
+            r["late_starts_over_10ms"]
+        );
     }
     let join = |m: &serde_json::Value| {
         m.as_object()
@@ -666,7 +684,11 @@ fn render_table(r: &serde_json::Value) -> String {
     let _ = writeln!(out, "  by status     {}", join(&r["by_status"]));
     let _ = writeln!(out, "  by outcome    {}", join(&r["by_outcome"]));
     let _ = writeln!(out, "  failures      {}", join(&r["failures"]));
-    let _ = writeln!(out, "  by kind       {:<10} {:>9}  {:>9} {:>9}  answers", "kind", "count", "p50 ms", "p99 ms");
+    let _ = writeln!(
+        out,
+        "  by kind       {:<10} {:>9}  {:>9} {:>9}  answers",
+        "kind", "count", "p50 ms", "p99 ms"
+    );
     if let Some(kinds) = r["by_kind"].as_object() {
         for (name, k) in kinds {
             let _ = writeln!(

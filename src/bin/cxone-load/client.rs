@@ -90,7 +90,12 @@ impl Connection {
     }
 
     /// Sends one POST and reads its full response. `headers` are extra `Name: value` pairs.
-    pub async fn post(&mut self, target: &Target, headers: &[(&str, &str)], body: &[u8]) -> io::Result<Response> {
+    pub async fn post(
+        &mut self,
+        target: &Target,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> io::Result<Response> {
         use std::io::Write as _;
         self.write_buf.clear();
         write!(
@@ -191,10 +196,8 @@ fn parse_head(head: &[u8]) -> io::Result<Head> {
     if !version.starts_with("HTTP/1.") {
         return Err(invalid("not an HTTP/1.x response"));
     }
-    let status = parts
-        .next()
-        .and_then(|s| s.parse::<u16>().ok())
-        .ok_or_else(|| invalid("bad status line"))?;
+    let status =
+        parts.next().and_then(|s| s.parse::<u16>().ok()).ok_or_else(|| invalid("bad status line"))?;
     let mut framing = Framing::UntilClose;
     let mut close = version == "HTTP/1.0";
     for line in lines {
@@ -267,8 +270,10 @@ mod tests {
 
     #[test]
     fn parses_chunked_and_close() {
-        let head = parse_head(b"HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
-            .unwrap();
+        let head = parse_head(
+            b"HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
         assert_eq!(head.status, 503);
         assert!(matches!(head.framing, Framing::Chunked));
         assert!(head.close);
@@ -276,7 +281,10 @@ mod tests {
 
     #[test]
     fn decodes_chunked_bodies_only_when_complete() {
-        assert_eq!(decode_chunked(b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n").unwrap().unwrap(), b"hello world");
+        assert_eq!(
+            decode_chunked(b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n").unwrap().unwrap(),
+            b"hello world"
+        );
         assert!(decode_chunked(b"5\r\nhello\r\n6\r\n wor").unwrap().is_none());
         assert!(decode_chunked(b"5\r\nhello\r\n0\r\n").unwrap().is_none());
     }

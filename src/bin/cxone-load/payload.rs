@@ -19,7 +19,8 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [Kind::Valid, Kind::Invalid, Kind::Malformed, Kind::BadSignature, Kind::Repeat];
+    pub const ALL: [Kind; 5] =
+        [Kind::Valid, Kind::Invalid, Kind::Malformed, Kind::BadSignature, Kind::Repeat];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -50,10 +51,9 @@ impl Mix {
             let (name, weight) = part
                 .split_once('=')
                 .ok_or_else(|| anyhow::anyhow!("--mix entry '{part}' is not NAME=WEIGHT"))?;
-            let kind = Kind::ALL
-                .into_iter()
-                .find(|k| k.name() == name.trim())
-                .ok_or_else(|| anyhow::anyhow!("--mix: unknown kind '{name}' (valid, invalid, malformed, badsig, repeat)"))?;
+            let kind = Kind::ALL.into_iter().find(|k| k.name() == name.trim()).ok_or_else(|| {
+                anyhow::anyhow!("--mix: unknown kind '{name}' (valid, invalid, malformed, badsig, repeat)")
+            })?;
             weights[kind.index()] = weight
                 .trim()
                 .parse()
@@ -99,9 +99,13 @@ pub fn splitmix64(x: u64) -> u64 {
 /// Parses a size like `300`, `4k`, `64KiB`, `1m` into bytes.
 pub fn parse_size(text: &str) -> anyhow::Result<usize> {
     let t = text.trim().to_ascii_lowercase();
-    let (num, mult) = if let Some(n) = t.strip_suffix("kib").or_else(|| t.strip_suffix("kb")).or_else(|| t.strip_suffix('k')) {
+    let (num, mult) = if let Some(n) =
+        t.strip_suffix("kib").or_else(|| t.strip_suffix("kb")).or_else(|| t.strip_suffix('k'))
+    {
         (n, 1024)
-    } else if let Some(n) = t.strip_suffix("mib").or_else(|| t.strip_suffix("mb")).or_else(|| t.strip_suffix('m')) {
+    } else if let Some(n) =
+        t.strip_suffix("mib").or_else(|| t.strip_suffix("mb")).or_else(|| t.strip_suffix('m'))
+    {
         (n, 1024 * 1024)
     } else {
         (t.strip_suffix('b').unwrap_or(&t), 1)
@@ -128,9 +132,10 @@ const SEQ_DIGITS: usize = 10;
 
 impl PayloadFactory {
     pub fn new(run_id: String, target_size: usize, secret: &[u8]) -> anyhow::Result<PayloadFactory> {
-        let mac = Hmac::<Sha256>::new_from_slice(secret).map_err(|e| anyhow::anyhow!("webhook secret: {e}"))?;
-        let wrong_mac =
-            Hmac::<Sha256>::new_from_slice(b"not-the-webhook-secret").map_err(|e| anyhow::anyhow!("wrong secret: {e}"))?;
+        let mac =
+            Hmac::<Sha256>::new_from_slice(secret).map_err(|e| anyhow::anyhow!("webhook secret: {e}"))?;
+        let wrong_mac = Hmac::<Sha256>::new_from_slice(b"not-the-webhook-secret")
+            .map_err(|e| anyhow::anyhow!("wrong secret: {e}"))?;
         Ok(PayloadFactory { run_id, target_size, mac, wrong_mac })
     }
 
@@ -205,7 +210,10 @@ mod tests {
         assert!(serde_json::from_slice::<serde_json::Value>(&body).is_err());
         let small = PayloadFactory::new("t".into(), 0, b"s").unwrap();
         small.body(Kind::Valid, 1, &mut body);
-        assert!(serde_json::from_slice::<serde_json::Value>(&body).unwrap()["data"]["metadata"]["padding"].is_null());
+        assert!(
+            serde_json::from_slice::<serde_json::Value>(&body).unwrap()["data"]["metadata"]["padding"]
+                .is_null()
+        );
     }
 
     #[test]

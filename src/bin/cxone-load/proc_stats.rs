@@ -43,12 +43,21 @@ pub struct Watched {
 
 impl Watched {
     pub fn parse(spec: &str) -> anyhow::Result<Watched> {
-        let (label, pid) = spec.split_once('=').ok_or_else(|| anyhow::anyhow!("--cpu-pid wants LABEL=PID, got {spec}"))?;
-        let pid: u32 = pid.trim().parse().map_err(|_| anyhow::anyhow!("--cpu-pid {spec}: PID is not a number"))?;
+        let (label, pid) =
+            spec.split_once('=').ok_or_else(|| anyhow::anyhow!("--cpu-pid wants LABEL=PID, got {spec}"))?;
+        let pid: u32 =
+            pid.trim().parse().map_err(|_| anyhow::anyhow!("--cpu-pid {spec}: PID is not a number"))?;
         if cpu_time(pid).is_none() {
             anyhow::bail!("--cpu-pid {spec}: no such process");
         }
-        Ok(Watched { label: label.trim().to_string(), pid, cpu_start: None, cpu_end: None, peak_rss: 0, end_rss: 0 })
+        Ok(Watched {
+            label: label.trim().to_string(),
+            pid,
+            cpu_start: None,
+            cpu_end: None,
+            peak_rss: 0,
+            end_rss: 0,
+        })
     }
 
     pub fn own() -> Watched {

@@ -130,7 +130,11 @@ fn watermarks(consumer: &BaseConsumer, topic: &str, deadline: Instant) -> anyhow
 
 impl KafkaCheck {
     /// Creates the topic if asked (already existing is fine) and records where the run's records will start.
-    pub async fn prepare(brokers: &str, topic: &str, create_partitions: Option<i32>) -> anyhow::Result<KafkaCheck> {
+    pub async fn prepare(
+        brokers: &str,
+        topic: &str,
+        create_partitions: Option<i32>,
+    ) -> anyhow::Result<KafkaCheck> {
         if let Some(partitions) = create_partitions {
             let admin: AdminClient<DefaultClientContext> =
                 ClientConfig::new().set("bootstrap.servers", brokers).create()?;
@@ -320,7 +324,11 @@ mod tests {
 
     #[test]
     fn passes_when_every_acknowledged_id_is_there_once() {
-        let answers = HashMap::from([(1, published("r1")), (2, published("r2")), (3, Answers { refused: true, ..Default::default() })]);
+        let answers = HashMap::from([
+            (1, published("r1")),
+            (2, published("r2")),
+            (3, Answers { refused: true, ..Default::default() }),
+        ]);
         let v = judge("t".into(), &[rec("1"), rec("2")], &answers, |k| k.parse().ok());
         assert!(v.passed, "{v:?}");
         assert_eq!((v.acknowledged, v.found_once), (2, 2));
@@ -328,7 +336,11 @@ mod tests {
 
     #[test]
     fn fails_on_loss_duplicates_lies_and_foreign_records() {
-        let answers = HashMap::from([(1, published("r1")), (2, published("r2")), (3, Answers { refused: true, ..Default::default() })]);
+        let answers = HashMap::from([
+            (1, published("r1")),
+            (2, published("r2")),
+            (3, Answers { refused: true, ..Default::default() }),
+        ]);
         let v = judge("t".into(), &[rec("1"), rec("1"), rec("3"), rec("x")], &answers, |k| k.parse().ok());
         assert!(!v.passed);
         assert_eq!((v.missing, v.duplicated_ids, v.published_but_refused, v.foreign), (1, 1, 1, 1));

@@ -3,6 +3,9 @@
 //! Group `contract`: parse + route + coerce + validate + typed decode + canonical JSON of the seed's
 //! example payload (`Contract::check`), plus the stages on their own for orientation.
 //! Run: `cargo bench --bench pipeline -- contract`; compare with `scripts/bench-seed-validation.py`.
+//!
+//! Group `signature`: HMAC-SHA256 verification of the seed's payload (hex header, one secret).
+//! Group `dead_letter`: building a dead-letter record from a rejection and serializing it.
 
 use std::hint::black_box;
 
@@ -85,5 +88,48 @@ fn best_of_rounds_ns(mut f: impl FnMut()) -> f64 {
     best
 }
 
-criterion_group!(benches, contract);
+fn signature(c: &mut Criterion) {
+    use cxone_ingest::config::{Secret, SignatureConfig};
+    use cxone_ingest::http::signature::{Verifier, now_unix, sign};
+
+    let config = SignatureConfig { secrets: vec![Secret::new("bench-secret")], ..SignatureConfig::default() };
+    let verifier = Verifier::new(&config).expect("verifier");
+    let value = sign(&config, 0, SEED_PAYLOAD, None).expect("signature");
+    let mut headers = warp::http::HeaderMap::new();
+    headers.insert(verifier.signature_header().clone(), value.parse().expect("header value"));
+    assert!(verifier.verify(&headers, SEED_PAYLOAD, now_unix()).is_ok(), "the signature must verify");
+
+    let mut group = c.benchmark_group("signature");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("verify/seed_payload", |b| {
+        b.iter(|| verifier.verify(black_box(&headers), black_box(SEED_PAYLOAD), 0))
+    });
+    group.finish();
+}
+
+fn dead_letter(c: &mut Criterion) {
+    use cxone_ingest::sinks::DeadLetter;
+    use cxone_ingest::sinks::dead_letter::DeadLetterRecord;
+    use sha2::{Digest, Sha256};
+
+    let Checked::Invalid(rejection) = Contract::builtin().check(INVALID_PAYLOAD) else {
+        panic!("the invalid payload must be rejected");
+    };
+    let letter = DeadLetter {
+        request_id: "01a22261-fa80-705f-9f64-f652a47157f2".to_owned(),
+        received_at: chrono::Utc::now(),
+        raw_body: bytes::Bytes::from_static(INVALID_PAYLOAD),
+        body_sha256: Sha256::digest(INVALID_PAYLOAD).into(),
+        headers: vec![("content-type".to_owned(), "application/json".to_owned())],
+        rejection: *rejection,
+    };
+    let mut group = c.benchmark_group("dead_letter");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("record/build_and_serialize", |b| {
+        b.iter(|| DeadLetterRecord::build(black_box(&letter), chrono::Utc::now()).to_json())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, contract, signature, dead_letter);
 criterion_main!(benches);

@@ -38,10 +38,8 @@ mod stack_infra {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
     use rdkafka::config::ClientConfig;
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+    use rdkafka::error::RDKafkaErrorCode;
     use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-    use rdkafka::{Message, Offset, TopicPartitionList};
 
     fn stack_var(name: &str, default: &str) -> String {
         std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_string())
@@ -201,9 +199,7 @@ mod stack_infra {
 
     /// Reads `topic` (partitions `0..partitions`) from the beginning with
     /// `isolation.level=read_committed`, by partition ASSIGNMENT (no group join:
-    /// slow on tansu). Returns once at least `want` records were read AND every
-    /// partition reached its end, so extra records are returned too; or at the
-    /// deadline with what it has. Blocking.
+    /// slow on tansu): [`kafka_read_committed`] without the headers. Blocking.
     pub fn stack_read_committed(
         brokers: &str,
         topic: &str,
@@ -211,44 +207,15 @@ mod stack_infra {
         want: usize,
         timeout: Duration,
     ) -> Vec<StackRecord> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .set("group.id", unique("stack-test-reader")) // required by librdkafka; never joined
-            .set("enable.auto.commit", "false")
-            .set("isolation.level", "read_committed")
-            .set("enable.partition.eof", "true")
-            .create()
-            .expect("consumer");
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..partitions {
-            tpl.add_partition_offset(topic, p, Offset::Beginning).expect("partition offset");
-        }
-        consumer.assign(&tpl).expect("assign");
-        let deadline = Instant::now() + timeout;
-        let mut at_end = std::collections::HashSet::new();
-        let mut out = Vec::new();
-        while Instant::now() < deadline {
-            match consumer.poll(Duration::from_millis(100)) {
-                None => {}
-                Some(Ok(m)) => {
-                    at_end.remove(&m.partition());
-                    out.push(StackRecord {
-                        partition: m.partition(),
-                        offset: m.offset(),
-                        key: m.key().map(<[u8]>::to_vec),
-                        value: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-                    });
-                }
-                Some(Err(KafkaError::PartitionEOF(p))) => {
-                    at_end.insert(p);
-                }
-                Some(Err(e)) => panic!("consuming {topic} from {brokers}: {e}"),
-            }
-            if out.len() >= want && at_end.len() == partitions as usize {
-                break;
-            }
-        }
-        out
+        kafka_read_committed(brokers, topic, partitions, want, timeout)
+            .into_iter()
+            .map(|record| StackRecord {
+                partition: record.partition,
+                offset: record.offset,
+                key: record.key.map(String::into_bytes),
+                value: record.value,
+            })
+            .collect()
     }
 }
 

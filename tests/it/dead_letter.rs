@@ -401,11 +401,10 @@ async fn endless_throttling_ends_at_the_deadline_with_nothing_stored() {
     assert!(list_keys(&prefix).await.is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn missing_bucket_and_bad_credentials_fail_fast_naming_bucket_and_cause() {
-    let prefix = unique("it-dl-perm");
-    let missing = DeadLetterConfig { bucket: unique("no-such-bucket"), ..sink_config(&prefix, None) };
-    let sink = S3DeadLetterSink::new(&missing).await.unwrap();
+/// Stores one dead letter through a sink built from `config`, expecting a permanent failure well
+/// before the (long) deadline; returns the sink and the failure's detail.
+async fn store_fails_fast(config: &DeadLetterConfig) -> (S3DeadLetterSink, String) {
+    let sink = S3DeadLetterSink::new(config).await.unwrap();
     let result = tokio::time::timeout(
         Duration::from_secs(5),
         sink.store(dead_letter(b"x", Utc::now()), Instant::now() + Duration::from_secs(30)),
@@ -413,12 +412,18 @@ async fn missing_bucket_and_bad_credentials_fail_fast_naming_bucket_and_cause() 
     .await
     .expect("a permanent error does not wait for the deadline");
     match result {
-        Err(SinkError::Unavailable { detail, .. }) => {
-            assert!(detail.contains(&missing.bucket), "{detail}");
-            assert!(detail.contains("NoSuchBucket"), "{detail}");
-        }
+        Err(SinkError::Unavailable { detail, .. }) => (sink, detail),
         other => panic!("expected Unavailable, got {other:?}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_bucket_and_bad_credentials_fail_fast_naming_bucket_and_cause() {
+    let prefix = unique("it-dl-perm");
+    let missing = DeadLetterConfig { bucket: unique("no-such-bucket"), ..sink_config(&prefix, None) };
+    let (sink, detail) = store_fails_fast(&missing).await;
+    assert!(detail.contains(&missing.bucket), "{detail}");
+    assert!(detail.contains("NoSuchBucket"), "{detail}");
     let why = poll_until(Duration::from_secs(5), || async {
         match sink.readiness() {
             Readiness::NotReady(why) if why.contains(&missing.bucket) && !why.contains("not probed") => {
@@ -432,25 +437,14 @@ async fn missing_bucket_and_bad_credentials_fail_fast_naming_bucket_and_cause() 
 
     let wrong_secret =
         DeadLetterConfig { secret_access_key: Some("0".repeat(64)), ..sink_config(&prefix, None) };
-    let sink = S3DeadLetterSink::new(&wrong_secret).await.unwrap();
-    let result = tokio::time::timeout(
-        Duration::from_secs(5),
-        sink.store(dead_letter(b"x", Utc::now()), Instant::now() + Duration::from_secs(30)),
-    )
-    .await
-    .expect("a permanent error does not wait for the deadline");
-    match result {
-        Err(SinkError::Unavailable { detail, .. }) => {
-            assert!(detail.contains(&wrong_secret.bucket), "{detail}");
-            assert!(
-                ["AccessDenied", "SignatureDoesNotMatch", "InvalidAccessKeyId", "Forbidden"]
-                    .iter()
-                    .any(|code| detail.contains(code)),
-                "{detail}"
-            );
-        }
-        other => panic!("expected Unavailable, got {other:?}"),
-    }
+    let (_sink, detail) = store_fails_fast(&wrong_secret).await;
+    assert!(detail.contains(&wrong_secret.bucket), "{detail}");
+    assert!(
+        ["AccessDenied", "SignatureDoesNotMatch", "InvalidAccessKeyId", "Forbidden"]
+            .iter()
+            .any(|code| detail.contains(code)),
+        "{detail}"
+    );
     assert!(list_keys(&prefix).await.is_empty());
 }
 

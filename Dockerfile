@@ -13,7 +13,10 @@ COPY --from=build /src/target/release/cxone-ingest /usr/local/bin/cxone-ingest
 COPY config/example.toml /etc/cxone-ingest/config.toml
 USER cxone
 # Listen on all interfaces inside the container; secrets come from the environment or mounted files.
-ENV CXONE_INGEST_LISTEN=0.0.0.0:8080 CXONE_INGEST_CONFIG=/etc/cxone-ingest/config.toml CXONE_INGEST_LOG_FORMAT=json
-EXPOSE 8080
+# 8080 is the webhook port (route it through the load balancer); 9464 is the admin listener
+# (/metrics, detailed /readyz): for the Prometheus scraper and probes only, never the load balancer.
+ENV CXONE_INGEST_LISTEN=0.0.0.0:8080 CXONE_INGEST_ADMIN_LISTEN=0.0.0.0:9464 \
+    CXONE_INGEST_CONFIG=/etc/cxone-ingest/config.toml CXONE_INGEST_LOG_FORMAT=json
+EXPOSE 8080 9464
 ENTRYPOINT ["cxone-ingest"]
 CMD ["serve"]

@@ -45,9 +45,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Replay never verifies webhook signatures, but `Config::load` insists on a secret for `serve`:
     // supply a placeholder when none is configured so that only the sections replay uses must be set.
     let env = |name: &str| {
-        std::env::var(name)
-            .ok()
-            .or_else(|| (name == ENV_WEBHOOK_SECRET).then(|| "unused-by-replay".to_owned()))
+        std::env::var(name).ok().or_else(|| {
+            (name == ENV_WEBHOOK_SECRET).then(|| "replay-verifies-no-signatures-placeholder".to_owned())
+        })
     };
     let config = Config::load(&args.config, env)?;
     let client = build_client(&config.dead_letter, SdkRetries::Standard).await?;

@@ -1,4 +1,4 @@
-//! `cxone-ingest serve`: config -> sinks -> pipeline -> warp server, until SIGTERM/ctrl-c.
+//! `cxone-ingest serve`: config -> sinks -> pipeline -> public and admin listeners, until SIGTERM/ctrl-c.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -35,9 +35,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let pipeline =
         Pipeline::new(Contract::builtin(), events, dead_letters, Limits::from_config(&config.server));
     let state = Arc::new(AppState::new(&config, pipeline, Some(prometheus)).map_err(anyhow::Error::msg)?);
-    let server = http::server::start(Arc::clone(&state), config.server.listen).await?;
+    let server = http::server::start(Arc::clone(&state), &config.server).await?;
     tracing::info!(
         listen = %server.local_addr(),
+        admin_listen = %server.admin_addr(),
         path = %config.server.path,
         version = env!("CARGO_PKG_VERSION"),
         "cxone-ingest serving"

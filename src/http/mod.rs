@@ -1,5 +1,7 @@
-//! The HTTP face: [`routes`] (webhook, `/healthz`, `/readyz`, `/metrics`), the capped raw body,
-//! signature check before anything else, request ids, and every error as a small JSON body.
+//! The HTTP face: [`routes`] for the public listener (webhook, `/healthz`, status-only `/readyz`)
+//! and [`admin_routes`] for the admin listener (`/metrics`, `/healthz`, `/readyz` with sink detail);
+//! the capped raw body, signature check before anything else, request ids, and every error as a
+//! small JSON body.
 //!
 //! Routing is one exact match on the path (cheaper than a chain of warp path filters, and it
 //! lets 404 and 405 answers carry the request id); one `recover` turns whatever warp itself
@@ -89,9 +91,33 @@ impl AppState {
     }
 }
 
-/// The whole HTTP surface as one warp filter (tests drive it with `warp::test::request()`).
+/// Which listener a request came in on: it decides which endpoints exist and how much they say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Surface {
+    /// Reachable by CXone (through the load balancer): webhook, `/healthz`, status-only `/readyz`.
+    Public,
+    /// For operators and scrapers only: `/metrics`, `/healthz`, `/readyz` with each sink's state.
+    Admin,
+}
+
+/// The public listener's surface as one warp filter (tests drive it with `warp::test::request()`):
+/// the webhook, `/healthz` and `/readyz` (status only; load balancers probe the service port).
 pub fn routes(
     state: Arc<AppState>,
+) -> impl Filter<Extract = (Response<Bytes>,), Error = Infallible> + Clone + Send + Sync + 'static {
+    surface(state, Surface::Public)
+}
+
+/// The admin listener's surface: `/metrics`, `/healthz`, and `/readyz` naming each sink's state.
+pub fn admin_routes(
+    state: Arc<AppState>,
+) -> impl Filter<Extract = (Response<Bytes>,), Error = Infallible> + Clone + Send + Sync + 'static {
+    surface(state, Surface::Admin)
+}
+
+fn surface(
+    state: Arc<AppState>,
+    surface: Surface,
 ) -> impl Filter<Extract = (Response<Bytes>,), Error = Infallible> + Clone + Send + Sync + 'static {
     warp::any()
         .map(move || state.clone())
@@ -99,9 +125,15 @@ pub fn routes(
         .and(warp::path::full())
         .and(warp::header::headers_cloned())
         .and(warp::body::stream())
-        .then(|state: Arc<AppState>, method: Method, path: warp::path::FullPath, headers: HeaderMap, body| async move {
-            handle(&state, &method, path.as_str(), &headers, body).await
-        })
+        .then(
+            move |state: Arc<AppState>,
+                  method: Method,
+                  path: warp::path::FullPath,
+                  headers: HeaderMap,
+                  body| async move {
+                handle(&state, surface, &method, path.as_str(), &headers, body).await
+            },
+        )
         .recover(recover)
         .unify()
 }
@@ -167,6 +199,7 @@ fn error_json(request_id: &str, error: &str, message: &str) -> Vec<u8> {
 
 async fn handle<S, B>(
     state: &AppState,
+    surface: Surface,
     method: &Method,
     path: &str,
     headers: &HeaderMap,
@@ -178,23 +211,24 @@ where
 {
     let started = Instant::now();
     let request_id = request_id(headers);
-    let answer = if path == &*state.webhook_path {
-        if method == Method::POST {
-            webhook(state, headers, body, &request_id, started).await
-        } else {
-            method_not_allowed("webhook", "POST", &request_id)
-        }
-    } else {
-        match path {
-            "/healthz" => probe(method, "healthz", &request_id, || {
-                Answer::json("healthz", "ok", StatusCode::OK, br#"{"status":"ok"}"#.to_vec())
-            }),
-            "/readyz" => probe(method, "readyz", &request_id, || readiness(state)),
-            "/metrics" => probe(method, "metrics", &request_id, || metrics_page(state, &request_id)),
-            _ => {
-                Answer::error("unknown", StatusCode::NOT_FOUND, "not_found", "no such endpoint", &request_id)
+    let answer = match (surface, path) {
+        (Surface::Public, path) if path == &*state.webhook_path => {
+            if method == Method::POST {
+                webhook(state, headers, body, &request_id, started).await
+            } else {
+                method_not_allowed("webhook", "POST", &request_id)
             }
         }
+        (_, "/healthz") => probe(method, "healthz", &request_id, || {
+            Answer::json("healthz", "ok", StatusCode::OK, br#"{"status":"ok"}"#.to_vec())
+        }),
+        (_, "/readyz") => {
+            probe(method, "readyz", &request_id, || readiness(state, surface == Surface::Admin))
+        }
+        (Surface::Admin, "/metrics") => {
+            probe(method, "metrics", &request_id, || metrics_page(state, &request_id))
+        }
+        _ => Answer::error("unknown", StatusCode::NOT_FOUND, "not_found", "no such endpoint", &request_id),
     };
     let elapsed = started.elapsed();
     m::record_request(answer.route, answer.outcome, elapsed);
@@ -314,13 +348,18 @@ where
         }
         Err(err) => {
             metrics::counter!(m::SIGNATURE_FAILURES, "reason" => err.as_str()).increment(1);
-            return Answer::error(
-                ROUTE,
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "missing or invalid signature",
-                request_id,
-            );
+            // An ambiguous request is told why (it says nothing about the secret); every other
+            // failure gets the same message, its reason only in metrics.
+            let repeated = match err {
+                SignatureError::Repeated => Some(state.verifier.signature_header()),
+                SignatureError::TimestampRepeated => state.verifier.timestamp_header(),
+                _ => None,
+            };
+            let message = match repeated {
+                Some(header) => format!("the {header} header was sent more than once: send it exactly once"),
+                None => "missing or invalid signature".to_owned(),
+            };
+            return Answer::error(ROUTE, StatusCode::UNAUTHORIZED, "unauthorized", &message, request_id);
         }
     }
 
@@ -457,7 +496,12 @@ fn key_label(index: usize) -> &'static str {
     LABELS.get(index).copied().unwrap_or("8+")
 }
 
-fn readiness(state: &AppState) -> Answer {
+/// Longest sink detail `/readyz` shows; SDK error chains run to several hundred characters.
+const MAX_READINESS_DETAIL: usize = 160;
+
+/// `/readyz`: the status alone on the public listener; each sink's state (why it is not ready,
+/// shortened, e-mail addresses redacted) with `detail`, on the admin listener.
+fn readiness(state: &AppState, detail: bool) -> Answer {
     if state.draining.load(Ordering::Acquire) {
         let body = serde_json::json!({ "status": "shutting_down" });
         return Answer::json(
@@ -474,7 +518,10 @@ fn readiness(state: &AppState) -> Answer {
             Readiness::Ready => "ready".to_owned(),
             Readiness::NotReady(why) => {
                 all_ready = false;
-                format!("not ready: {}", crate::telemetry::redact_emails(&why))
+                if !detail {
+                    continue;
+                }
+                format!("not ready: {}", crate::telemetry::redact_emails(&concise_detail(&why)))
             }
         };
         sinks.insert(name.to_owned(), serde_json::Value::String(text));
@@ -484,8 +531,44 @@ fn readiness(state: &AppState) -> Answer {
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not_ready", "not_ready")
     };
-    let body = serde_json::json!({ "status": label, "sinks": sinks });
+    let body = if detail {
+        serde_json::json!({ "status": label, "sinks": sinks })
+    } else {
+        serde_json::json!({ "status": label })
+    };
     Answer::json("readyz", outcome, status, body.to_string().into_bytes())
+}
+
+/// A sink's not-ready reason, short enough to read at a glance: the `Debug` dump the AWS SDK's
+/// `DisplayErrorContext` appends (` (DispatchFailure(DispatchFailure { source: ... }))`) is
+/// dropped, error-chain segments (`a: b: c`) that repeat an earlier one are dropped, and the rest
+/// is cut at [`MAX_READINESS_DETAIL`] characters.
+fn concise_detail(why: &str) -> String {
+    let mut kept: Vec<&str> = Vec::new();
+    for segment in without_debug_dump(why).split(": ").map(str::trim) {
+        if !segment.is_empty() && !kept.contains(&segment) {
+            kept.push(segment);
+        }
+    }
+    let joined = kept.join(": ");
+    match joined.char_indices().nth(MAX_READINESS_DETAIL) {
+        Some((cut, _)) => format!("{}…", &joined[..cut]),
+        None => joined,
+    }
+}
+
+/// `text` up to a ` (Name(` or ` (Name {` that starts a Rust `Debug` dump, if any.
+fn without_debug_dump(text: &str) -> &str {
+    for (at, _) in text.match_indices(" (") {
+        let rest = &text[at + 2..];
+        let name_len = rest.bytes().take_while(u8::is_ascii_alphanumeric).count();
+        let starts_upper = rest.bytes().next().is_some_and(|b| b.is_ascii_uppercase());
+        let after = &rest[name_len..];
+        if starts_upper && (after.starts_with('(') || after.starts_with(" {")) {
+            return &text[..at];
+        }
+    }
+    text
 }
 
 fn metrics_page(state: &AppState, request_id: &str) -> Answer {
@@ -583,6 +666,31 @@ mod tests {
             assert!(!acceptable_content_type(&with("content-type", bad)), "{bad}");
         }
         assert!(acceptable_content_type(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn readiness_detail_is_deduplicated_and_cut() {
+        // As the dead-letter sink reports an unreachable endpoint (DisplayErrorContext), 552 bytes.
+        let sdk = "bucket b: dispatch failure: io error: client error (Connect): tcp connect error: \
+                   Connection refused (os error 111) (DispatchFailure(DispatchFailure { source: \
+                   ConnectorError { kind: Io, source: hyper_util::client::legacy::Error(Connect, \
+                   ConnectError(\"tcp connect error\", 127.0.0.1:1, Os { code: 111, kind: ConnectionRefused, \
+                   message: \"Connection refused\" })), connection: Unknown } }))";
+        assert_eq!(
+            concise_detail(sdk),
+            "bucket b: dispatch failure: io error: client error (Connect): tcp connect error: \
+             Connection refused (os error 111)"
+        );
+        let repeated = "dispatch failure: io error: tcp connect error: io error: tcp connect error";
+        assert_eq!(concise_detail(repeated), "dispatch failure: io error: tcp connect error");
+        let long = format!("bucket b: {}", "é".repeat(300));
+        let short = concise_detail(&long);
+        assert_eq!(short.chars().count(), MAX_READINESS_DETAIL + 1);
+        assert!(short.ends_with('…'));
+        assert_eq!(
+            concise_detail("connecting to Kafka at 127.0.0.1:1"),
+            "connecting to Kafka at 127.0.0.1:1"
+        );
     }
 
     #[tokio::test]

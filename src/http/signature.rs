@@ -8,7 +8,7 @@
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use warp::http::{HeaderMap, HeaderName};
+use warp::http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::config::{SignatureConfig, SignatureEncoding, SignedPayload};
 
@@ -24,12 +24,16 @@ const MAX_SIGNATURE_LEN: usize = 128;
 pub enum SignatureError {
     #[error("signature header missing")]
     Missing,
+    #[error("signature header sent more than once")]
+    Repeated,
     #[error("signature header malformed")]
     Malformed,
     #[error("signature does not match any active secret")]
     Mismatch,
     #[error("timestamp header missing")]
     TimestampMissing,
+    #[error("timestamp header sent more than once")]
+    TimestampRepeated,
     #[error("timestamp header malformed")]
     TimestampMalformed,
     #[error("timestamp older than the tolerance window")]
@@ -43,9 +47,11 @@ impl SignatureError {
     pub fn as_str(self) -> &'static str {
         match self {
             SignatureError::Missing => "missing",
+            SignatureError::Repeated => "repeated",
             SignatureError::Malformed => "malformed",
             SignatureError::Mismatch => "mismatch",
             SignatureError::TimestampMissing => "timestamp_missing",
+            SignatureError::TimestampRepeated => "timestamp_repeated",
             SignatureError::TimestampMalformed => "timestamp_malformed",
             SignatureError::TimestampStale => "timestamp_stale",
             SignatureError::TimestampFuture => "timestamp_future",
@@ -143,19 +149,35 @@ impl Verifier {
     }
 
     /// Checks the request's signature over `body`; `now_unix` is the server clock in Unix seconds.
+    ///
+    /// A request carrying the signature header (or, when the scheme signs a timestamp, the
+    /// timestamp header) more than once is refused before any of them is looked at: which copy
+    /// a proxy or a later reader would pick is ambiguous, so none is trusted.
     pub fn verify(
         &self,
         headers: &HeaderMap,
         body: &[u8],
         now_unix: i64,
     ) -> Result<Verified, SignatureError> {
-        let signature = headers.get(&self.header).ok_or(SignatureError::Missing)?;
-        let mut tag = [0u8; TAG_LEN + 16];
-        let tag = self.decode(signature.as_bytes(), &mut tag)?;
+        let signature = single(headers, &self.header, SignatureError::Missing, SignatureError::Repeated)?;
         let timestamp = match &self.timestamp {
             None => None,
-            Some(rule) => {
-                let value = headers.get(&rule.header).ok_or(SignatureError::TimestampMissing)?.as_bytes();
+            Some(rule) => Some((
+                rule,
+                single(
+                    headers,
+                    &rule.header,
+                    SignatureError::TimestampMissing,
+                    SignatureError::TimestampRepeated,
+                )?,
+            )),
+        };
+        let mut tag = [0u8; TAG_LEN + 16];
+        let tag = self.decode(signature.as_bytes(), &mut tag)?;
+        let timestamp = match timestamp {
+            None => None,
+            Some((rule, value)) => {
+                let value = value.as_bytes();
                 let sent = parse_unix_seconds(value).ok_or(SignatureError::TimestampMalformed)?;
                 if now_unix.saturating_sub(sent) > rule.tolerance_secs {
                     return Err(SignatureError::TimestampStale);
@@ -207,6 +229,21 @@ impl Verifier {
         }
         Ok(&out[..TAG_LEN])
     }
+}
+
+/// The one value of header `name`: `missing` when absent, `repeated` when sent more than once.
+fn single<'a>(
+    headers: &'a HeaderMap,
+    name: &HeaderName,
+    missing: SignatureError,
+    repeated: SignatureError,
+) -> Result<&'a HeaderValue, SignatureError> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next().ok_or(missing)?;
+    if values.next().is_some() {
+        return Err(repeated);
+    }
+    Ok(first)
 }
 
 /// Parses a header value of ASCII digits (optionally with a leading '-') as Unix seconds.
@@ -305,6 +342,35 @@ mod tests {
             assert_eq!(result, Err(SignatureError::Malformed), "{value:?}");
         }
         assert_eq!(verifier.verify(&HeaderMap::new(), BODY, NOW), Err(SignatureError::Missing));
+    }
+
+    #[test]
+    fn repeated_signature_or_timestamp_headers_are_refused_whatever_their_order() {
+        let cfg = config(&["secret"]);
+        let verifier = Verifier::new(&cfg).unwrap();
+        let good = sign(&cfg, 0, BODY, None).unwrap();
+        let forged = "0".repeat(64);
+        for (first, second) in [(&good, &forged), (&forged, &good), (&good, &good)] {
+            let mut map = headers(&[("x-cxone-signature", first)]);
+            map.append("x-cxone-signature", second.parse().unwrap());
+            assert_eq!(verifier.verify(&map, BODY, NOW), Err(SignatureError::Repeated));
+        }
+
+        let cfg = SignatureConfig { signed: SignedPayload::TimestampDotBody, ..config(&["secret"]) };
+        let verifier = Verifier::new(&cfg).unwrap();
+        let sig = sign(&cfg, 0, BODY, Some(NOW)).unwrap();
+        let mut map = headers(&[("x-cxone-signature", &sig), ("x-cxone-timestamp", &NOW.to_string())]);
+        assert!(verifier.verify(&map, BODY, NOW).is_ok());
+        map.append("x-cxone-timestamp", (NOW - 1).to_string().parse().unwrap());
+        assert_eq!(verifier.verify(&map, BODY, NOW), Err(SignatureError::TimestampRepeated));
+
+        // Without a signed timestamp the timestamp header is not read, repeated or not.
+        let cfg = config(&["secret"]);
+        let verifier = Verifier::new(&cfg).unwrap();
+        let sig = sign(&cfg, 0, BODY, None).unwrap();
+        let mut map = headers(&[("x-cxone-signature", &sig), ("x-cxone-timestamp", "1")]);
+        map.append("x-cxone-timestamp", "2".parse().unwrap());
+        assert!(verifier.verify(&map, BODY, NOW).is_ok());
     }
 
     #[test]

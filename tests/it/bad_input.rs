@@ -3,7 +3,8 @@
 //! valid request answered 200 right after it (the server stays healthy).
 //!
 //! Bodies and most headers go through `http::routes` (no socket); what only exists on the wire
-//! (repeated and oversized headers, slow and dropped bodies, half-sent headers) uses a real listener.
+//! (repeated and oversized headers, slow and dropped bodies, half-sent and trickled headers) uses
+//! a real listener.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,7 +26,7 @@ use warp::http::Response;
 use crate::support::poll_until;
 
 const PATH: &str = "/webhooks/cxone-data-actions";
-const SECRET: &str = "bad-input-secret";
+const SECRET: &str = "bad-input-secret-0123456789abcdef";
 /// The default body cap (`server.body_limit_bytes`).
 const CAP: usize = 1024 * 1024;
 const VALID: &str = r#"{"event":"interaction.completed","timestamp":"2026-11-28T10:00:00Z","correlation_id":"c-1","data":{"channel":"voice","duration_seconds":"120","agent_id":"a-7","customer_email":"Jane.Doe@Example.com","metadata":{"priority":"high","score":"4.5"}}}"#;
@@ -347,10 +348,13 @@ async fn hostile_request_ids_are_replaced_not_echoed() {
 
 // --- on a real listener ---
 
-/// A server on a free loopback port with `config`.
+/// A server with `config` on free loopback ports.
 async fn listen(config: &Config) -> (http::server::RunningServer, Arc<CountingSink>) {
     let (state, sink) = state_with(config);
-    let server = http::server::start(state, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let mut server = config.server.clone();
+    server.listen = "127.0.0.1:0".parse().unwrap();
+    server.admin_listen = "127.0.0.1:0".parse().unwrap();
+    let server = http::server::start(state, &server).await.unwrap();
     (server, sink)
 }
 
@@ -433,7 +437,7 @@ async fn exchange(addr: std::net::SocketAddr, request: &[u8]) -> RawAnswer {
 }
 
 #[tokio::test]
-async fn repeated_signature_headers_only_the_first_counts() {
+async fn repeated_signature_or_timestamp_headers_are_401_whatever_their_order() {
     let (server, sink) = listen(&config()).await;
     let addr = server.local_addr();
     let good = sign(VALID.as_bytes());
@@ -442,17 +446,46 @@ async fn repeated_signature_headers_only_the_first_counts() {
         let headers = format!("X-CXone-Signature: {first}\r\nX-CXone-Signature: {second}\r\n");
         [request_head(&headers, VALID.len()).as_bytes(), VALID.as_bytes()].concat()
     };
-
-    let forged_first = exchange(addr, &request(&forged, &good)).await;
-    assert_eq!(forged_first.status, 401, "{forged_first:?}");
-    assert_eq!(forged_first.json()["error"], "unauthorized");
-    assert_eq!(sink.counts(), (0, 0), "a valid second signature does not rescue a forged first one");
-
-    let good_first = exchange(addr, &request(&good, &forged)).await;
-    assert_eq!(good_first.status, 200, "{good_first:?}");
-    assert_eq!(good_first.json()["status"], "published");
-    assert_eq!(sink.counts(), (1, 0));
+    // Which copy counts would be up to whoever reads the request: none does.
+    for (case, first, second) in
+        [("forged first", &forged, &good), ("good first", &good, &forged), ("good twice", &good, &good)]
+    {
+        let answer = exchange(addr, &request(first, second)).await;
+        assert_eq!(answer.status, 401, "{case}: {answer:?}");
+        let body = answer.json();
+        assert_eq!(body["error"], "unauthorized", "{case}");
+        assert_eq!(
+            body["message"], "the x-cxone-signature header was sent more than once: send it exactly once",
+            "{case}: the reason is clear"
+        );
+    }
+    assert_eq!(sink.counts(), (0, 0), "no ambiguous request reached a sink");
     assert_healthy_on(addr, &sink, "repeated signature headers").await;
+    server.shutdown(Duration::from_secs(5)).await;
+
+    // With a signed timestamp, a repeated timestamp header is refused the same way.
+    let mut timestamped = config();
+    timestamped.signature.signed = cxone_ingest::config::SignedPayload::TimestampDotBody;
+    let (server, sink) = listen(&timestamped).await;
+    let now = signature::now_unix();
+    let signed = signature::sign(&timestamped.signature, 0, VALID.as_bytes(), Some(now)).unwrap();
+    let headers = |timestamps: &[i64]| {
+        let mut headers = format!("X-CXone-Signature: {signed}\r\n");
+        for timestamp in timestamps {
+            headers.push_str(&format!("X-CXone-Timestamp: {timestamp}\r\n"));
+        }
+        [request_head(&headers, VALID.len()).as_bytes(), VALID.as_bytes()].concat()
+    };
+    let twice = exchange(server.local_addr(), &headers(&[now, now + 1])).await;
+    assert_eq!(twice.status, 401, "{twice:?}");
+    assert_eq!(
+        twice.json()["message"],
+        "the x-cxone-timestamp header was sent more than once: send it exactly once"
+    );
+    assert_eq!(sink.counts(), (0, 0));
+    let once = exchange(server.local_addr(), &headers(&[now])).await;
+    assert_eq!(once.status, 200, "{once:?}");
+    assert_eq!(sink.counts(), (1, 0));
     server.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -557,7 +590,7 @@ async fn half_sent_headers_do_not_stop_the_server_serving_others() {
         stalled.push(stream);
     }
     assert_healthy_on(addr, &sink, "half-sent headers in progress").await;
-    // Finishing one of them late still works: there is no header read timeout (docs/security.md).
+    // Finishing one of them within the header timeout (10 s by default) still works.
     let mut late = stalled.pop().unwrap();
     let body = valid_body("late-header");
     let rest = format!(
@@ -572,6 +605,75 @@ async fn half_sent_headers_do_not_stop_the_server_serving_others() {
     drop(stalled);
     assert_healthy_on(addr, &sink, "half-sent headers").await;
     // The dropped connections are gone, so shutdown drains at once.
+    assert_eq!(server.shutdown(Duration::from_secs(5)).await, cxone_ingest::shutdown::Drained::Complete);
+}
+
+/// True when the server closes `stream` (EOF or reset) within `limit`.
+async fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
+    let mut chunk = [0u8; 1024];
+    tokio::time::timeout(limit, async {
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_slow_loris_connections_are_closed_at_the_header_timeout() {
+    let mut config = config();
+    config.server.header_read_timeout_ms = 300;
+    let (server, sink) = listen(&config).await;
+    let addr = server.local_addr();
+
+    // Half a header line, then nothing; and connections that never send a byte.
+    let mut stalled = Vec::new();
+    for i in 0..20 {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(format!("POST {PATH} HTTP/1.1\r\nHost: test\r\nX-Slow-{i}: ha").as_bytes())
+            .await
+            .unwrap();
+        stalled.push(stream);
+    }
+    for _ in 0..5 {
+        stalled.push(TcpStream::connect(addr).await.unwrap());
+    }
+    // A trickler: one byte of the head every 50 ms, which no per-read timeout would catch.
+    let trickler = tokio::spawn(async move {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(format!("POST {PATH} HTTP/1.1\r\nHost: test\r\nX-Trickle: ").as_bytes())
+            .await
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        let mut chunk = [0u8; 64];
+        while tokio::time::Instant::now() < deadline {
+            if stream.write_all(b"a").await.is_err() {
+                return true;
+            }
+            match tokio::time::timeout(Duration::from_millis(50), stream.read(&mut chunk)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                _ => {}
+            }
+        }
+        false
+    });
+    assert_healthy_on(addr, &sink, "header slow-loris in progress").await;
+
+    for (i, mut stream) in stalled.into_iter().enumerate() {
+        assert!(
+            closed_within(&mut stream, Duration::from_secs(10)).await,
+            "stalled connection {i} still open"
+        );
+    }
+    assert!(trickler.await.unwrap(), "the trickling connection was never closed");
+    assert_eq!(sink.counts(), (1, 0), "only the well-behaved delivery reached a sink");
+    assert_healthy_on(addr, &sink, "header slow-loris").await;
     assert_eq!(server.shutdown(Duration::from_secs(5)).await, cxone_ingest::shutdown::Drained::Complete);
 }
 

@@ -1,5 +1,6 @@
 //! Integration tests: the HTTP surface and the response contract, driven through `http::routes`
-//! (no socket) and, where the wire matters (chunked bodies, draining), a real listener.
+//! (no socket) and, where the wire matters (chunked bodies, draining, connection limits and
+//! timeouts, the admin listener), real listeners.
 //! Sinks are in-test doubles implementing the sink traits: counting, failing, slow, gated.
 
 use std::sync::Arc;
@@ -23,7 +24,7 @@ use warp::http::Response;
 use crate::support::poll_until;
 
 const PATH: &str = "/webhooks/cxone-data-actions";
-const SECRET: &str = "test-webhook-secret";
+const SECRET: &str = "test-webhook-secret-of-32-bytes-or-more";
 const VALID: &str = r#"{"event":"interaction.completed","timestamp":"2026-11-28T10:00:00Z","correlation_id":"c-1","data":{"channel":"voice","duration_seconds":"120","agent_id":"a-7","customer_email":"Jane.Doe@Example.com","metadata":{"priority":"high","score":"4.5"}}}"#;
 const INVALID: &str = r#"{"event":"interaction.completed","timestamp":"2026-11-28T10:00:00Z","correlation_id":"c-2","data":{"channel":"fax","duration_seconds":"120","agent_id":"a-7","customer_email":"jane@example.com"}}"#;
 
@@ -125,9 +126,12 @@ impl DeadLetterSink for TestSink {
 
 // --- set-up ---
 
+/// The defaults with the test secret, both listeners on free loopback ports.
 fn config() -> Config {
     let mut config = Config::default();
     config.signature.secrets = vec![Secret::new(SECRET)];
+    config.server.listen = "127.0.0.1:0".parse().unwrap();
+    config.server.admin_listen = "127.0.0.1:0".parse().unwrap();
     config
 }
 
@@ -353,7 +357,7 @@ async fn every_malformed_or_forged_signature_is_401_and_touches_nothing() {
     let routes = http::routes(state(events.clone(), dead.clone()));
     let good = sign(&config(), 0, VALID.as_bytes(), None);
     let mut wrong_secret = config();
-    wrong_secret.signature.secrets = vec![Secret::new("not-the-secret")];
+    wrong_secret.signature.secrets = vec![Secret::new("not-the-secret-0123456789abcdef0123")];
     let forged = sign(&wrong_secret, 0, VALID.as_bytes(), None);
     let mut base64 = config();
     base64.signature.encoding = SignatureEncoding::Base64;
@@ -384,7 +388,10 @@ async fn every_malformed_or_forged_signature_is_401_and_touches_nothing() {
 #[tokio::test]
 async fn any_active_secret_passes_during_rotation() {
     let mut cfg = config();
-    cfg.signature.secrets = vec![Secret::new("old-secret"), Secret::new("new-secret")];
+    cfg.signature.secrets = vec![
+        Secret::new("old-secret-0123456789abcdef0123456789"),
+        Secret::new("new-secret-0123456789abcdef0123456789"),
+    ];
     let events = TestSink::new(Mode::Ok);
     let routes = http::routes(state_with(&cfg, limits(&cfg), events.clone(), TestSink::new(Mode::Ok)));
     for key_index in [0, 1] {
@@ -508,16 +515,23 @@ async fn wrong_method_is_405_and_unknown_path_is_404_both_json() {
 // --- operations ---
 
 #[tokio::test]
-async fn health_readiness_and_metrics() {
-    let routes = http::routes(state(TestSink::new(Mode::Ok), TestSink::new(Mode::Ok)));
-    let health = warp::test::request().path("/healthz").reply(&routes).await;
-    assert_eq!(health.status(), 200);
-    let ready = warp::test::request().path("/readyz").reply(&routes).await;
+async fn public_routes_have_health_and_status_only_readiness_admin_routes_have_metrics_and_detail() {
+    let state = state(TestSink::new(Mode::Ok), TestSink::new(Mode::Ok));
+    let (public, admin) = (http::routes(state.clone()), http::admin_routes(state));
+    assert_eq!(warp::test::request().path("/healthz").reply(&public).await.status(), 200);
+    assert_eq!(warp::test::request().path("/healthz").reply(&admin).await.status(), 200);
+    let ready = warp::test::request().path("/readyz").reply(&public).await;
     assert_eq!(ready.status(), 200, "{:?}", ready.body());
+    assert_eq!(
+        json(&ready),
+        serde_json::json!({"status": "ready"}),
+        "the public /readyz is the status alone"
+    );
+    let ready = warp::test::request().path("/readyz").reply(&admin).await;
     assert_eq!(json(&ready)["sinks"]["kafka"], "ready");
 
-    let _ = warp::test::request().method("POST").path(PATH).body("{}").reply(&routes).await;
-    let metrics = warp::test::request().path("/metrics").reply(&routes).await;
+    let _ = warp::test::request().method("POST").path(PATH).body("{}").reply(&public).await;
+    let metrics = warp::test::request().path("/metrics").reply(&admin).await;
     assert_eq!(metrics.status(), 200);
     let text = String::from_utf8(metrics.body().to_vec()).unwrap();
     for name in [
@@ -527,18 +541,34 @@ async fn health_readiness_and_metrics() {
     ] {
         assert!(text.contains(name), "{name} missing from /metrics:\n{text}");
     }
+    // Metrics are not on the public listener, and the webhook is not on the admin one.
+    assert_error(&warp::test::request().path("/metrics").reply(&public).await, 404, "not_found");
+    let signed_on_admin = signed_post(VALID).reply(&admin).await;
+    assert_error(&signed_on_admin, 404, "not_found");
 
-    let state = state(TestSink::new(Mode::Ok), TestSink::not_ready("bucket unreachable"));
-    let routes = http::routes(state.clone());
-    let not_ready = warp::test::request().path("/readyz").reply(&routes).await;
+    let why = "bucket unreachable: dispatch failure: io error: dispatch failure: ops@example.com";
+    let state = state_with(&config(), limits(&config()), TestSink::new(Mode::Ok), TestSink::not_ready(why));
+    let (public, admin) = (http::routes(state.clone()), http::admin_routes(state.clone()));
+    let not_ready = warp::test::request().path("/readyz").reply(&public).await;
     assert_eq!(not_ready.status(), 503);
-    let body = json(&not_ready);
+    assert_eq!(json(&not_ready), serde_json::json!({"status": "not_ready"}), "no internal error text");
+    let detailed = warp::test::request().path("/readyz").reply(&admin).await;
+    assert_eq!(detailed.status(), 503);
+    let body = json(&detailed);
     assert_eq!(body["sinks"]["kafka"], "ready");
-    assert!(body["sinks"]["dead_letter"].as_str().unwrap().contains("bucket unreachable"), "{body}");
+    assert_eq!(
+        body["sinks"]["dead_letter"], "not ready: bucket unreachable: dispatch failure: io error: <email>",
+        "repeated segments dropped, e-mail redacted"
+    );
     state.start_draining();
-    let draining = warp::test::request().path("/readyz").reply(&routes).await;
-    assert_eq!(draining.status(), 503);
-    assert_eq!(json(&draining)["status"], "shutting_down");
+    let draining = [
+        warp::test::request().path("/readyz").reply(&public).await,
+        warp::test::request().path("/readyz").reply(&admin).await,
+    ];
+    for draining in draining {
+        assert_eq!(draining.status(), 503);
+        assert_eq!(json(&draining)["status"], "shutting_down");
+    }
 }
 
 // --- on a real listener ---
@@ -579,7 +609,7 @@ async fn chunked_body_over_the_cap_is_413_without_reading_the_rest() {
     cfg.server.body_limit_bytes = 64 * 1024;
     let (events, dead) = (TestSink::new(Mode::Ok), TestSink::new(Mode::Ok));
     let state = state_with(&cfg, limits(&cfg), events.clone(), dead.clone());
-    let server = http::server::start(state, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let server = http::server::start(state, &cfg.server).await.unwrap();
     let addr = server.local_addr();
 
     // Chunked, no Content-Length: 80 KiB sent, and the final chunk never comes.
@@ -611,7 +641,7 @@ async fn shutdown_drains_an_in_flight_request_and_refuses_new_connections() {
     let gate = Arc::new(Semaphore::new(0));
     let events = TestSink::new(Mode::Gated(gate.clone()));
     let state = state(events.clone(), TestSink::new(Mode::Ok));
-    let server = http::server::start(state, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let server = http::server::start(state, &config().server).await.unwrap();
     let addr = server.local_addr();
     let url = format!("http://{addr}{PATH}");
 
@@ -650,4 +680,171 @@ async fn shutdown_drains_an_in_flight_request_and_refuses_new_connections() {
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"published\""), "{body}");
     assert_eq!(shutdown.await.unwrap(), Drained::Complete);
+}
+
+// --- connection limits, timeouts and the admin listener (real listeners) ---
+
+/// A signed keep-alive POST of a valid event under `correlation_id`, as raw bytes.
+fn raw_signed_post(correlation_id: &str) -> Vec<u8> {
+    let body = VALID.replace("\"c-1\"", &format!("{correlation_id:?}"));
+    let signature = sign(&config(), 0, body.as_bytes(), None);
+    format!(
+        "POST {PATH} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n\
+         X-CXone-Signature: {signature}\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Reads one answer (head + `Content-Length` body) and returns its status; `None` when the
+/// connection closes first.
+async fn read_status(stream: &mut tokio::net::TcpStream) -> Option<u16> {
+    let mut buffer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+            if buffer.len() >= end + 4 + length {
+                return head.split(' ').nth(1).and_then(|s| s.parse().ok());
+            }
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// True when the server closes `stream` (EOF or reset) within `limit`; bytes read meanwhile are dropped.
+async fn closed_within(stream: &mut tokio::net::TcpStream, limit: Duration) -> bool {
+    let mut chunk = [0u8; 4096];
+    tokio::time::timeout(limit, async {
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+/// One signed request on `stream`, answered in time.
+async fn exchange_on(stream: &mut tokio::net::TcpStream, correlation_id: &str) -> Option<u16> {
+    stream.write_all(&raw_signed_post(correlation_id)).await.ok()?;
+    tokio::time::timeout(Duration::from_secs(10), read_status(stream)).await.ok()?
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_cap_wait_until_one_closes() {
+    let mut cfg = config();
+    cfg.server.max_connections = 2;
+    let events = TestSink::new(Mode::Ok);
+    let server = http::server::start(
+        state_with(&cfg, limits(&cfg), events.clone(), TestSink::new(Mode::Ok)),
+        &cfg.server,
+    )
+    .await
+    .unwrap();
+    let addr = server.local_addr();
+
+    // Two keep-alive connections, each served once and then held open.
+    let mut first = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert_eq!(exchange_on(&mut first, "cap-1").await, Some(200));
+    let mut second = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert_eq!(exchange_on(&mut second, "cap-2").await, Some(200));
+
+    // A third connects (the kernel's backlog completes the handshake) but is not taken while
+    // the other two are open: its request waits unanswered.
+    let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+    third.write_all(&raw_signed_post("cap-3")).await.unwrap();
+    let early = tokio::time::timeout(Duration::from_millis(500), read_status(&mut third)).await;
+    assert!(early.is_err(), "a connection over the cap was served: {early:?}");
+    assert_eq!(events.published.load(Ordering::SeqCst), 2);
+
+    // One closes: the waiting connection is taken and its request answered.
+    drop(first);
+    let late = tokio::time::timeout(Duration::from_secs(10), read_status(&mut third)).await;
+    assert_eq!(late.ok().flatten(), Some(200), "the waiting connection was never served");
+    assert_eq!(events.published.load(Ordering::SeqCst), 3);
+    assert_eq!(exchange_on(&mut second, "cap-2-again").await, Some(200), "keep-alive still works");
+    assert_eq!(server.shutdown(Duration::from_secs(10)).await, Drained::Complete);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_outlives_the_header_timeout_and_closes_at_the_keep_alive_timeout() {
+    // The header timeout is short, the keep-alive timeout long: an idle connection is not cut
+    // by the header timeout (the load balancer reuses it).
+    let mut cfg = config();
+    cfg.server.header_read_timeout_ms = 200;
+    cfg.server.keep_alive_timeout_ms = 60_000;
+    let events = TestSink::new(Mode::Ok);
+    let state = state_with(&cfg, limits(&cfg), events.clone(), TestSink::new(Mode::Ok));
+    let server = http::server::start(state, &cfg.server).await.unwrap();
+    let mut stream = tokio::net::TcpStream::connect(server.local_addr()).await.unwrap();
+    assert_eq!(exchange_on(&mut stream, "idle-1").await, Some(200));
+    // Deliberately idle for five header timeouts: what is tested is that nothing happens.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(exchange_on(&mut stream, "idle-2").await, Some(200), "the idle connection was closed");
+    assert_eq!(server.shutdown(Duration::from_secs(10)).await, Drained::Complete);
+
+    // A short keep-alive timeout closes the idle connection after its answer.
+    let mut cfg = config();
+    cfg.server.keep_alive_timeout_ms = 300;
+    let state = state_with(&cfg, limits(&cfg), events.clone(), TestSink::new(Mode::Ok));
+    let server = http::server::start(state, &cfg.server).await.unwrap();
+    let mut stream = tokio::net::TcpStream::connect(server.local_addr()).await.unwrap();
+    assert_eq!(exchange_on(&mut stream, "idle-3").await, Some(200));
+    assert!(closed_within(&mut stream, Duration::from_secs(10)).await, "idle connection never closed");
+    assert_eq!(events.published.load(Ordering::SeqCst), 3);
+    assert_eq!(server.shutdown(Duration::from_secs(10)).await, Drained::Complete);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_idle_keep_alive_connections_at_once() {
+    // With the default 75 s keep-alive timeout, only the shutdown can close this connection
+    // within the drain limit.
+    let events = TestSink::new(Mode::Ok);
+    let server =
+        http::server::start(state(events.clone(), TestSink::new(Mode::Ok)), &config().server).await.unwrap();
+    let mut idle = tokio::net::TcpStream::connect(server.local_addr()).await.unwrap();
+    assert_eq!(exchange_on(&mut idle, "idle-at-shutdown").await, Some(200));
+    assert_eq!(server.shutdown(Duration::from_secs(20)).await, Drained::Complete);
+    assert!(closed_within(&mut idle, Duration::from_secs(5)).await, "the idle connection is still open");
+}
+
+#[tokio::test]
+async fn the_admin_listener_serves_metrics_and_detail_the_public_one_does_not() {
+    let state = state(TestSink::new(Mode::Ok), TestSink::not_ready("bucket unreachable"));
+    let server = http::server::start(state, &config().server).await.unwrap();
+    let (public, admin) = (server.local_addr(), server.admin_addr());
+    assert_ne!(public.port(), admin.port());
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let get = |addr: std::net::SocketAddr, path: &'static str| {
+        let client = client.clone();
+        async move {
+            let response = client.get(format!("http://{addr}{path}")).send().await.unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    };
+
+    let (status, page) = get(admin, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("cxone_ingest_open_connections"), "{page}");
+    assert_eq!(get(public, "/metrics").await.0, 404);
+
+    let (status, body) = get(public, "/readyz").await;
+    assert_eq!((status, body.as_str()), (503, r#"{"status":"not_ready"}"#));
+    let (status, body) = get(admin, "/readyz").await;
+    assert_eq!(status, 503);
+    assert!(body.contains("bucket unreachable"), "{body}");
+    assert_eq!(get(public, "/healthz").await.0, 200);
+    assert_eq!(get(admin, "/healthz").await.0, 200);
+    assert_eq!(server.shutdown(Duration::from_secs(10)).await, Drained::Complete);
 }

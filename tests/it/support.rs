@@ -51,7 +51,7 @@ mod stack_infra {
         stack_var("CXONE_INGEST_KAFKA_BROKERS", "127.0.0.1:19092")
     }
 
-    /// The durable broker (tansu, s3 storage in garage; survives restarts).
+    /// The durable broker (tansu, s3 storage in the kafka-store; survives broker restarts).
     pub fn stack_durable_kafka_brokers() -> String {
         stack_var("CXONE_STACK_DURABLE_KAFKA_BROKERS", "127.0.0.1:19093")
     }
@@ -444,8 +444,8 @@ mod e2e_support {
     use hmac::{Hmac, Mac};
     use serde_json::Value;
 
-    /// The webhook secret every e2e service is started with.
-    pub const E2E_SECRET: &str = "e2e-webhook-secret";
+    /// The webhook secret every e2e service is started with (at least 32 bytes, the service's minimum).
+    pub const E2E_SECRET: &str = "e2e-webhook-secret-0123456789abcdef";
     /// The default webhook path.
     pub const E2E_WEBHOOK_PATH: &str = "/webhooks/cxone-data-actions";
 
@@ -488,6 +488,8 @@ mod e2e_support {
     pub struct Service {
         child: Child,
         pub addr: SocketAddr,
+        /// The admin listener (`/metrics`, `/readyz` with sink detail).
+        pub admin_addr: SocketAddr,
         pub options: ServiceOptions,
         /// The `transactional.id` instance part, unique per service.
         pub instance_id: String,
@@ -509,8 +511,11 @@ mod e2e_support {
             let dir = tempfile::tempdir().expect("tempdir");
             let instance_id = unique("e2e");
             let config_path = dir.path().join("cxone-ingest.toml");
+            let admin_addr: SocketAddr =
+                format!("127.0.0.1:{}", free_loopback_port()).parse().expect("admin addr");
             let config = format!(
-                "[server]\nrequest_deadline_ms = {}\nmax_in_flight = {}\nretry_after_secs = {}\n\
+                "[server]\nadmin_listen = \"{admin_addr}\"\nrequest_deadline_ms = {}\nmax_in_flight = {}\n\
+                 retry_after_secs = {}\n\
                  [kafka]\ninstance_id = \"{}\"\ncall_timeout_ms = {}\n\
                  [dead_letter]\nprobe_interval_ms = {}\n",
                 options.request_deadline_ms,
@@ -548,7 +553,7 @@ mod e2e_support {
                 .stderr(log)
                 .spawn()
                 .expect("start cxone-ingest serve");
-            Service { child, addr, options, instance_id, log_path, _dir: dir }
+            Service { child, addr, admin_addr, options, instance_id, log_path, _dir: dir }
         }
 
         /// Starts the service and waits (up to 60 s) until `/readyz` answers 200.
@@ -592,9 +597,15 @@ mod e2e_support {
             text
         }
 
-        /// `/readyz`: status code and JSON body (`None` when the server did not answer).
+        /// A URL on the admin listener.
+        pub fn admin_url(&self, path: &str) -> String {
+            format!("http://{}{path}", self.admin_addr)
+        }
+
+        /// The admin `/readyz` (with each sink's state): status code and JSON body (`None` when
+        /// the server did not answer).
         pub async fn readyz(&self) -> Option<(u16, Value)> {
-            let response = e2e_client().get(self.url("/readyz")).send().await.ok()?;
+            let response = e2e_client().get(self.admin_url("/readyz")).send().await.ok()?;
             let status = response.status().as_u16();
             Some((status, response.json().await.unwrap_or(Value::Null)))
         }
@@ -614,9 +625,9 @@ mod e2e_support {
             }
         }
 
-        /// The `/metrics` page.
+        /// The `/metrics` page (admin listener).
         pub async fn metrics(&self) -> String {
-            let response = e2e_client().get(self.url("/metrics")).send().await.expect("GET /metrics");
+            let response = e2e_client().get(self.admin_url("/metrics")).send().await.expect("GET /metrics");
             assert_eq!(response.status(), 200, "/metrics");
             response.text().await.expect("metrics text")
         }

@@ -9,7 +9,7 @@
 
 use std::hint::black_box;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use cxone_ingest::contract::{Checked, Contract, coerce, generated};
 
 #[global_allocator]
@@ -132,4 +132,20 @@ fn dead_letter(c: &mut Criterion) {
 }
 
 criterion_group!(benches, contract, signature, dead_letter);
-criterion_main!(benches);
+
+/// `CONTRACT_PROFILE_CALLS=N` runs `Contract::check` on the seed payload N times and nothing else,
+/// for instruction counts that stay put on a busy machine:
+/// `CONTRACT_PROFILE_CALLS=2000 valgrind --tool=callgrind <bench binary> --bench`
+/// (callgrind_annotate --inclusive=yes shows the stages: `Doc::parse`, `Plan::apply_doc`,
+/// `Validator::is_valid`, `canonicalize_doc`).
+fn main() {
+    if let Some(calls) = std::env::var("CONTRACT_PROFILE_CALLS").ok().and_then(|n| n.parse::<u64>().ok()) {
+        let contract = Contract::builtin();
+        for _ in 0..calls {
+            drop(black_box(contract.check(black_box(SEED_PAYLOAD))));
+        }
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -2,13 +2,16 @@
 //! and strings carrying `x-cxone-normalize` are trimmed / lower-cased. Every change is recorded.
 //!
 //! The schema is compiled once into a [`Plan`] (an arena of nodes; local `$ref`s are resolved at
-//! compile time and may be recursive), then each payload is walked alongside the plan, in place.
+//! compile time and may be recursive), then each payload is walked alongside the plan, in place:
+//! a `serde_json::Value` ([`Plan::apply`], the reference path) or a borrowed [`Doc`]
+//! ([`Plan::apply_doc`], the fast path), with the same rules and the same records in the same order.
 
 use std::collections::HashMap;
 
 use serde_json::{Map, Number, Value};
 
 use super::Coercion;
+use super::doc::Doc;
 
 /// Index of a node in [`Plan::nodes`].
 type NodeId = usize;
@@ -330,10 +333,89 @@ impl Plan {
     }
 }
 
+impl Plan {
+    /// Coerces a borrowed document in place exactly as [`Plan::apply`] coerces the same payload as a
+    /// `Value`: same rules, same records, in the same order (members in key order, as a `Value`'s
+    /// sorted map yields them).
+    pub fn apply_doc(&self, doc: &mut Doc<'_>, coercions: &mut Vec<Coercion>) {
+        let mut path = String::new();
+        self.walk_doc(0, doc, &mut path, coercions);
+    }
+
+    fn walk_doc(&self, node: NodeId, doc: &mut Doc<'_>, path: &mut String, coercions: &mut Vec<Coercion>) {
+        match (self.resolve(node), doc) {
+            (Node::Any, _) => {}
+            (Node::Numeric { integer }, doc @ Doc::String(_)) => {
+                let Doc::String(text) = &*doc else { return };
+                if let Some(number) = parse_number(text, *integer) {
+                    let from = Value::String(text.to_string());
+                    *doc = Doc::Number(number.clone());
+                    coercions.push(Coercion { path: path.clone(), from, to: Value::Number(number) });
+                }
+            }
+            (Node::Numeric { integer: true }, doc @ Doc::Number(_)) => {
+                let Doc::Number(number) = &*doc else { return };
+                if let Some(whole) = integral_float(number) {
+                    let from = Value::Number(number.clone());
+                    *doc = Doc::Number(whole.clone());
+                    coercions.push(Coercion { path: path.clone(), from, to: Value::Number(whole) });
+                }
+            }
+            (Node::String { normalize }, doc @ Doc::String(_)) => {
+                let Doc::String(text) = &*doc else { return };
+                if let Some(normalized) = normalize_string(text, normalize) {
+                    let from = Value::String(text.to_string());
+                    let to = Value::String(normalized.clone());
+                    *doc = Doc::String(normalized.into());
+                    coercions.push(Coercion { path: path.clone(), from, to });
+                }
+            }
+            (Node::Object { properties, additional }, Doc::Object(members)) => {
+                // The members coercion may change, with their plan nodes.
+                let mut children: Vec<(usize, NodeId)> = Vec::new();
+                for (index, (name, _)) in members.iter().enumerate() {
+                    let child = match properties.binary_search_by(|(key, _)| key.as_str().cmp(name)) {
+                        Ok(found) => properties[found].1,
+                        Err(_) => match additional {
+                            Some(child) => *child,
+                            None => continue,
+                        },
+                    };
+                    if !matches!(self.resolve(child), Node::Any) {
+                        children.push((index, child));
+                    }
+                }
+                // Document order is not key order; records must come out as the Value walk makes them.
+                if children.len() > 1 {
+                    children.sort_unstable_by(|a, b| members[a.0].0.cmp(&members[b.0].0));
+                }
+                for (index, child) in children {
+                    let (name, member) = &mut members[index];
+                    let len = path.len();
+                    push_pointer_segment(path, name);
+                    self.walk_doc(child, member, path, coercions);
+                    path.truncate(len);
+                }
+            }
+            (Node::Array { prefix, items }, Doc::Array(elements)) => {
+                for (index, element) in elements.iter_mut().enumerate() {
+                    let Some(&child) = prefix.get(index).or(items.as_ref()) else { continue };
+                    let len = path.len();
+                    path.push('/');
+                    path.push_str(&index.to_string());
+                    self.walk_doc(child, element, path, coercions);
+                    path.truncate(len);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Appends `/segment` to a JSON pointer, escaping `~` as `~0` and `/` as `~1` (RFC 6901).
 pub fn push_pointer_segment(pointer: &mut String, segment: &str) {
     pointer.push('/');
-    if segment.contains(['~', '/']) {
+    if segment.bytes().any(|b| b == b'~' || b == b'/') {
         for c in segment.chars() {
             match c {
                 '~' => pointer.push_str("~0"),

@@ -21,5 +21,21 @@ pub struct BuiltinSchema {
 
 include!(concat!(env!("OUT_DIR"), "/contract_types.rs"));
 
+/// Decodes a validated borrowed document into a generated root type and appends that typed value,
+/// serialized, to `out`: the canonical event, byte for byte what `canonicalize` gives for the same
+/// payload as a `Value`.
+pub(crate) type DocCanonicalize =
+    fn(&super::doc::Doc<'_>, &mut ::std::vec::Vec<u8>) -> ::std::result::Result<(), ::serde_json::Error>;
+
+fn canonicalize_doc<T: ::serde::de::DeserializeOwned + ::serde::Serialize>(
+    doc: &super::doc::Doc<'_>,
+    out: &mut ::std::vec::Vec<u8>,
+) -> ::std::result::Result<(), ::serde_json::Error> {
+    let typed = T::deserialize(doc)?;
+    super::writer::write(&typed, out)
+}
+
+include!(concat!(env!("OUT_DIR"), "/contract_doc.rs"));
+
 /// The generated code as build.rs wrote it (for the snapshot test and `validate --print-generated`).
 pub const SOURCE: &str = include_str!(concat!(env!("OUT_DIR"), "/contract_types.rs"));

@@ -3,12 +3,16 @@
 //! `check` runs, in order: parse JSON -> pick the schema by the payload's `event` ->
 //! schema-driven coercion (recorded) -> validation collecting every error ->
 //! decode into the build.rs-generated type -> canonical JSON of that typed value.
+//! A body that passes takes a fast path that never builds a `serde_json::Value` (`doc`); any
+//! other body is judged by the reference path on a `Value`, which explains every error.
 
 pub mod coerce;
+mod doc;
 pub mod generated;
 mod registry;
 pub mod report;
 mod validate;
+mod writer;
 
 use serde::Serialize;
 use serde_json::Value;

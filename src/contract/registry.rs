@@ -8,7 +8,8 @@ use std::sync::OnceLock;
 use serde_json::Value;
 
 use super::coerce::{self, Plan};
-use super::generated::{BUILTIN_SCHEMAS, BuiltinSchema};
+use super::doc::{Doc, DocJson};
+use super::generated::{BUILTIN_DOC_CANONICALIZERS, BUILTIN_SCHEMAS, BuiltinSchema, DocCanonicalize};
 use super::validate;
 use super::{Checked, Coercion, ContractError, FieldError, Reason, Rejection, SchemaRef, ValidEvent};
 
@@ -20,8 +21,9 @@ pub const VERSION_ANNOTATION: &str = "x-cxone-schema-version";
 /// Turns a validated payload into the canonical event bytes.
 #[derive(Clone, Copy)]
 enum Canonicalize {
-    /// Through the build.rs-generated type (built-in schemas, and folder schemas byte-identical to one).
-    Typed(fn(&Value) -> Result<Vec<u8>, serde_json::Error>),
+    /// Through the build.rs-generated type (built-in schemas, and folder schemas byte-identical to
+    /// one): from a `Value` (reference path) or from a borrowed document (fast path).
+    Typed(fn(&Value) -> Result<Vec<u8>, serde_json::Error>, Option<DocCanonicalize>),
     /// Run-time-only schema with no generated type: the coerced value itself, keys sorted.
     Untyped,
 }
@@ -36,6 +38,9 @@ struct EventSchema {
     origin: String,
     /// The compiled schema (jsonschema), built from the same bytes as the generated type.
     validator: jsonschema::Validator,
+    /// The same schema compiled for the fast path's borrowed documents (see
+    /// [`validate::build_accepting_validator`]: it may refuse more, never less).
+    doc_validator: jsonschema::Validator<DocJson>,
     /// Compiled coercion rules.
     plan: Plan,
     /// How the canonical event is produced.
@@ -74,13 +79,9 @@ impl Contract {
     pub fn builtin() -> &'static Contract {
         static BUILTIN: OnceLock<Contract> = OnceLock::new();
         BUILTIN.get_or_init(|| {
-            let sources = BUILTIN_SCHEMAS.iter().map(|builtin| {
-                (
-                    builtin.file_name.to_owned(),
-                    builtin.text.as_bytes(),
-                    Canonicalize::Typed(builtin.canonicalize),
-                )
-            });
+            let sources = BUILTIN_SCHEMAS
+                .iter()
+                .map(|builtin| (builtin.file_name.to_owned(), builtin.text.as_bytes(), typed(builtin)));
             // The texts were checked by build.rs and by the tests; failing here is a build bug.
             Contract::from_sources(sources).unwrap_or_else(|err| panic!("built-in schema is unusable: {err}"))
         })
@@ -111,9 +112,7 @@ impl Contract {
             let typed = BUILTIN_SCHEMAS
                 .iter()
                 .find(|builtin| builtin.text.as_bytes() == bytes.as_slice())
-                .map_or(Canonicalize::Untyped, |builtin: &BuiltinSchema| {
-                    Canonicalize::Typed(builtin.canonicalize)
-                });
+                .map_or(Canonicalize::Untyped, typed);
             (path.clone(), bytes.as_slice(), typed)
         });
         Contract::from_sources(sources)
@@ -147,6 +146,7 @@ impl Contract {
                 .ok_or_else(|| fail(format!("an event schema needs a string `{VERSION_ANNOTATION}`")))?;
             check_envelope(root).map_err(fail)?;
             let validator = validate::build_validator(&schema).map_err(fail)?;
+            let doc_validator = validate::build_accepting_validator(&schema).map_err(fail)?;
             let plan = coerce::compile(&schema).map_err(fail)?;
             let index = schemas.len();
             for event in &events {
@@ -161,6 +161,7 @@ impl Contract {
                 events,
                 origin,
                 validator,
+                doc_validator,
                 plan,
                 canonicalize,
             });
@@ -182,7 +183,7 @@ impl Contract {
             schema: schema.schema_ref.clone(),
             events: schema.events.clone(),
             file_name: schema.origin.clone(),
-            typed: matches!(schema.canonicalize, Canonicalize::Typed(_)),
+            typed: matches!(schema.canonicalize, Canonicalize::Typed(..)),
         })
     }
 
@@ -193,10 +194,39 @@ impl Contract {
 
     /// Judges one raw request body.
     pub fn check(&self, raw: &[u8]) -> Checked {
+        if let Some(valid) = self.accept_fast(raw) {
+            return Checked::Valid(valid);
+        }
         match serde_json::from_slice::<Value>(raw) {
             Ok(value) => self.check_value(value),
             Err(err) => reject(Reason::MalformedJson, None, vec![malformed(raw, &err)], Vec::new(), None),
         }
+    }
+
+    /// The fast path for a body that passes: parse into a borrowed document, route, coerce,
+    /// `is_valid`, decode into the generated type, serialize. It gives the same `ValidEvent` as
+    /// the reference path ([`Contract::check_value`]) and never judges a body invalid: `None` (not
+    /// parsed, not routed, invalid, no fast decoder, decode failed) sends the body to the reference
+    /// path, which explains the verdict.
+    fn accept_fast(&self, raw: &[u8]) -> Option<ValidEvent> {
+        let mut doc = Doc::parse(raw)?;
+        let event = doc.get("event")?.as_str()?;
+        let schema = &self.schemas[*self.routes.get(event)?];
+        let Canonicalize::Typed(_, Some(canonicalize)) = schema.canonicalize else { return None };
+        let mut coercions = Vec::new();
+        schema.plan.apply_doc(&mut doc, &mut coercions);
+        if !schema.doc_validator.is_valid(&doc) {
+            return None;
+        }
+        let mut canonical_json = Vec::with_capacity(raw.len() + 64);
+        canonicalize(&doc, &mut canonical_json).ok()?;
+        Some(ValidEvent {
+            event_type: doc.get("event")?.as_str()?.to_owned(),
+            schema: schema.schema_ref.clone(),
+            correlation_id: doc.get("correlation_id")?.as_str()?.to_owned(),
+            canonical_json,
+            coercions,
+        })
     }
 
     /// Judges an already-parsed payload (replay).
@@ -225,7 +255,7 @@ impl Contract {
         }
 
         let canonical = match schema.canonicalize {
-            Canonicalize::Typed(canonicalize) => canonicalize(&value),
+            Canonicalize::Typed(canonicalize, _) => canonicalize(&value),
             Canonicalize::Untyped => serde_json::to_vec(&value),
         };
         let canonical_json = match canonical {
@@ -315,6 +345,16 @@ impl Contract {
         events.sort_unstable();
         format!("known events: {}", events.join(", "))
     }
+}
+
+/// How a built-in schema's canonical event is made: its generated type, from a `Value` and from a
+/// borrowed document.
+fn typed(builtin: &BuiltinSchema) -> Canonicalize {
+    let doc = BUILTIN_DOC_CANONICALIZERS
+        .iter()
+        .find(|(file_name, _)| *file_name == builtin.file_name)
+        .map(|&(_, canonicalize)| canonicalize);
+    Canonicalize::Typed(builtin.canonicalize, doc)
 }
 
 /// The envelope every event schema must declare: a string `event` and a string `correlation_id`,
@@ -434,5 +474,37 @@ fn count_rejection(reason: Reason, errors: &[FieldError]) {
             )
             .increment(1);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fast path really serves the valid fixtures (the integration tests show it agrees with
+    /// the reference path; this shows it is taken), and the seed example.
+    #[test]
+    fn fast_path_serves_valid_fixtures() {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+        let (mut served, mut gave_up) = (0, Vec::new());
+        for family in std::fs::read_dir(&fixtures).unwrap() {
+            let valid = family.unwrap().path().join("valid");
+            let Ok(entries) = std::fs::read_dir(&valid) else { continue };
+            for entry in entries {
+                let path = entry.unwrap().path();
+                let name = path.display().to_string();
+                if !name.ends_with(".json") || name.ends_with(".expected.json") {
+                    continue;
+                }
+                let raw = std::fs::read(&path).unwrap();
+                match Contract::builtin().accept_fast(&raw) {
+                    Some(_) => served += 1,
+                    None => gave_up.push(path.file_name().unwrap().to_string_lossy().into_owned()),
+                }
+            }
+        }
+        // Duplicate keys are left to serde_json (last one wins) by design.
+        assert_eq!(gave_up, ["duplicate-keys-last-wins.json"], "the fast path gave up on these");
+        assert!(served >= 20, "only {served} valid fixtures");
     }
 }

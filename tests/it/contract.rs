@@ -249,6 +249,106 @@ fn check_value_agrees_with_check() {
     assert_eq!(a.coercions, b.coercions);
 }
 
+/// `check` takes a fast path (borrowed document, no `Value`) for bodies that pass; it must give
+/// exactly what the reference path (`serde_json` -> `check_value`) gives, on every fixture and on
+/// variants of the valid ones (pretty-printed, keys in reverse order, strings with `\u` escapes).
+#[test]
+fn fast_path_agrees_with_reference_path() {
+    let mut payloads = Vec::new();
+    payload_files(&crate_dir().join("fixtures"), &mut payloads);
+    let mut bodies: Vec<(String, Vec<u8>)> = Vec::new();
+    for payload in &payloads {
+        let name = payload.strip_prefix(crate_dir()).unwrap().display().to_string();
+        let raw = std::fs::read(payload).unwrap();
+        if let Ok(value) = serde_json::from_slice::<Value>(&raw) {
+            bodies.push((format!("{name} (pretty)"), serde_json::to_vec_pretty(&value).unwrap()));
+            let mut reversed = String::new();
+            write_reversed(&value, &mut reversed);
+            bodies.push((format!("{name} (reversed, escaped)"), reversed.into_bytes()));
+        }
+        bodies.push((name, raw));
+    }
+    let mut fast_valid = 0;
+    for (name, raw) in &bodies {
+        let fast = Contract::builtin().check(raw);
+        let reference = match serde_json::from_slice::<Value>(raw) {
+            Ok(value) => Contract::builtin().check_value(value),
+            Err(_) => continue, // malformed: both go through serde_json's refusal
+        };
+        match (fast, reference) {
+            (Checked::Valid(a), Checked::Valid(b)) => {
+                fast_valid += 1;
+                assert_eq!(a.event_type, b.event_type, "{name}");
+                assert_eq!(a.schema, b.schema, "{name}");
+                assert_eq!(a.correlation_id, b.correlation_id, "{name}");
+                assert_eq!(
+                    String::from_utf8_lossy(&a.canonical_json),
+                    String::from_utf8_lossy(&b.canonical_json),
+                    "{name}"
+                );
+                assert_eq!(a.coercions, b.coercions, "{name}");
+            }
+            (Checked::Invalid(a), Checked::Invalid(b)) => {
+                assert_eq!(a.reason, b.reason, "{name}");
+                assert_eq!(a.errors, b.errors, "{name}");
+                assert_eq!(a.coercions, b.coercions, "{name}");
+                assert_eq!(a.payload, b.payload, "{name}");
+                assert_eq!(a.correlation_id, b.correlation_id, "{name}");
+            }
+            (a, b) => panic!("{name}: check says {a:?}, the reference path says {b:?}"),
+        }
+    }
+    assert!(fast_valid >= 20, "only {fast_valid} valid bodies compared");
+}
+
+/// JSON text of `value` with object members in reverse key order and every non-ASCII or `e`
+/// character written as a `\u` escape (so the fast parser sees document order and escapes).
+fn write_reversed(value: &Value, out: &mut String) {
+    match value {
+        Value::Object(members) => {
+            out.push('{');
+            for (index, (key, member)) in members.iter().rev().enumerate() {
+                if index > 0 {
+                    out.push(',');
+                }
+                write_escaped(key, out);
+                out.push(':');
+                write_reversed(member, out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (index, item) in items.iter().enumerate() {
+                if index > 0 {
+                    out.push(',');
+                }
+                write_reversed(item, out);
+            }
+            out.push(']');
+        }
+        Value::String(text) => write_escaped(text, out),
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+fn write_escaped(text: &str, out: &mut String) {
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            'e' | '"' | '\\' | '\u{0}'..='\u{1f}' => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c if c.is_ascii() => out.push(c),
+            c => {
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    out.push_str(&format!("\\u{unit:04x}"));
+                }
+            }
+        }
+    }
+    out.push('"');
+}
+
 /// Item 8: the schema folder is the contract; a new field and a new enum value need no Rust change.
 #[test]
 fn schema_evolution_at_run_time() {

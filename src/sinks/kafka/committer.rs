@@ -1,14 +1,18 @@
-//! The group committer: gathers waiting events into batches, runs one transaction per batch and
-//! answers every waiter from that transaction's result. It owns the producer and its lifecycle
-//! (connect, check topics, rebuild after fatal errors) and runs on its own OS thread with a
-//! single-threaded runtime, so librdkafka's blocking calls never stall the server's workers.
+//! The group committers: each gathers waiting events into a batch, runs one transaction per batch
+//! and answers every waiter from that transaction's result. Each owns its own transactional
+//! producer and that producer's lifecycle (connect, check topics, rebuild after fatal errors) and
+//! runs on its own OS thread with a single-threaded runtime, so librdkafka's blocking calls never
+//! stall the server's workers.
 //!
-//! While one batch commits, the next gathers in the bounded channel.
+//! The committers take turns at the one bounded queue ([`Intake`]): one gathers while the others
+//! send or commit, so commits overlap instead of queueing behind each other. Every event is taken
+//! by exactly one committer, so exactly-once holds per committer and hence per event.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::sync::Mutex as AsyncMutex;
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot};
 
@@ -16,7 +20,7 @@ use super::KafkaSinkStats;
 use super::config::KafkaConfig;
 use super::dedupe::DedupeClaim;
 use super::error::{ErrorClass, classify, describe};
-use super::producer::{self, OutRecord, TxProducer, TxnOutcome};
+use super::producer::{self, OutRecord, TRANSACTION_STAGE_SECONDS, TxProducer, TxnOutcome};
 use crate::sinks::{Committed, EventRecord, Readiness, SinkError};
 
 const SINK: &str = "kafka";
@@ -66,26 +70,28 @@ impl Drop for Completion {
     }
 }
 
-/// What the sink and the committer share: whether a producer is usable, and running totals.
+/// What the sink and the committers share: whether a producer is usable, and running totals.
 pub(crate) struct Shared {
-    readiness: Mutex<Readiness>,
+    /// Each committer's readiness; the sink is ready while any committer is.
+    readiness: Mutex<Vec<Readiness>>,
     /// Totals for `KafkaSink::stats` (tests and benchmarks read them without a metrics recorder).
-    transactions: AtomicU64,
-    events: AtomicU64,
-    aborted: AtomicU64,
-    rebuilds: AtomicU64,
+    pub(crate) transactions: AtomicU64,
+    pub(crate) events: AtomicU64,
+    pub(crate) aborted: AtomicU64,
+    pub(crate) rebuilds: AtomicU64,
 }
 
 impl Shared {
-    pub fn new(initial: Readiness) -> Arc<Shared> {
+    /// Shared state of `committers` committers, each starting `initial`.
+    pub fn new(committers: usize, initial: Readiness) -> Arc<Shared> {
         let shared = Arc::new(Shared {
-            readiness: Mutex::new(Readiness::Ready),
+            readiness: Mutex::new(vec![initial.clone(); committers.max(1)]),
             transactions: AtomicU64::new(0),
             events: AtomicU64::new(0),
             aborted: AtomicU64::new(0),
             rebuilds: AtomicU64::new(0),
         });
-        shared.set(initial);
+        shared.set(0, initial);
         shared
     }
 
@@ -98,24 +104,65 @@ impl Shared {
         }
     }
 
+    /// Ready while any committer is; otherwise the first committer's reason.
     pub fn readiness(&self) -> Readiness {
-        self.readiness.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        Self::overall(&self.readiness.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    pub fn set(&self, readiness: Readiness) {
-        metrics::gauge!("cxone_ingest_kafka_ready").set(if readiness == Readiness::Ready {
-            1.0
-        } else {
-            0.0
-        });
-        let mut current = self.readiness.lock().unwrap_or_else(|p| p.into_inner());
-        if *current != readiness {
-            match &readiness {
+    fn overall(each: &[Readiness]) -> Readiness {
+        if each.contains(&Readiness::Ready) {
+            return Readiness::Ready;
+        }
+        each.first().cloned().unwrap_or_else(|| Readiness::NotReady("no kafka committer".to_owned()))
+    }
+
+    /// Sets committer `index`'s readiness (logging when the sink's overall readiness changes).
+    pub fn set(&self, index: usize, readiness: Readiness) {
+        let mut each = self.readiness.lock().unwrap_or_else(|p| p.into_inner());
+        let before = Self::overall(&each);
+        if let Some(slot) = each.get_mut(index) {
+            *slot = readiness;
+        }
+        let after = Self::overall(&each);
+        metrics::gauge!("cxone_ingest_kafka_ready").set(if after == Readiness::Ready { 1.0 } else { 0.0 });
+        if before != after {
+            match &after {
                 Readiness::Ready => tracing::info!("kafka sink ready"),
                 Readiness::NotReady(why) => tracing::warn!(reason = %why, "kafka sink not ready"),
             }
         }
-        *current = readiness;
+    }
+}
+
+/// The queue of waiting events, taken in turns by the committers (the holder gathers a batch).
+pub(crate) struct Intake {
+    rx: mpsc::Receiver<Pending>,
+    /// An event that did not fit the previous batch's byte limit: first of the next one.
+    carry: Option<Pending>,
+}
+
+impl Intake {
+    pub fn new(rx: mpsc::Receiver<Pending>) -> Arc<AsyncMutex<Intake>> {
+        Arc::new(AsyncMutex::new(Intake { rx, carry: None }))
+    }
+
+    /// Answers every queued event "unavailable". False when the sink has closed and nothing is left.
+    fn reject_all(&mut self, why: &str) -> bool {
+        if let Some(p) = self.carry.take() {
+            unavailable(p, why);
+        }
+        loop {
+            match self.rx.try_recv() {
+                Ok(p) => unavailable(p, why),
+                Err(TryRecvError::Empty) => return true,
+                Err(TryRecvError::Disconnected) => return false,
+            }
+        }
+    }
+
+    /// The sink has closed and every queued event has been taken.
+    fn finished(&self) -> bool {
+        self.carry.is_none() && self.rx.is_closed() && self.rx.is_empty()
     }
 }
 
@@ -133,24 +180,34 @@ enum ProducerState {
 
 pub(crate) struct GroupCommitter {
     cfg: KafkaConfig,
-    rx: mpsc::Receiver<Pending>,
+    /// Which committer this is (`transactional_id` and readiness slot).
+    index: usize,
+    transactional_id: String,
+    intake: Arc<AsyncMutex<Intake>>,
     shared: Arc<Shared>,
     producer: ProducerState,
-    /// An event that did not fit the previous batch's byte limit: first of the next one.
-    carry: Option<Pending>,
 }
 
 impl GroupCommitter {
     pub fn new(
         cfg: KafkaConfig,
-        rx: mpsc::Receiver<Pending>,
+        index: usize,
+        transactional_id: String,
+        intake: Arc<AsyncMutex<Intake>>,
         shared: Arc<Shared>,
         first: TxProducer,
     ) -> Self {
-        GroupCommitter { cfg, rx, shared, producer: ProducerState::Created(first), carry: None }
+        GroupCommitter {
+            cfg,
+            index,
+            transactional_id,
+            intake,
+            shared,
+            producer: ProducerState::Created(first),
+        }
     }
 
-    /// Runs until the sink closes the channel and every queued event has been answered.
+    /// Runs until the sink closes the queue and every queued event has been answered.
     pub async fn run(mut self) {
         loop {
             if !self.ensure_usable().await {
@@ -159,12 +216,13 @@ impl GroupCommitter {
             let Some(batch) = self.gather().await else { break };
             self.commit(batch).await;
         }
-        self.shared.set(Readiness::NotReady("kafka sink closed".to_owned()));
+        self.shared.set(self.index, Readiness::NotReady("kafka sink closed".to_owned()));
         // Dropping the producer here (not on a runtime worker) is fine: this thread is ours.
         self.producer = ProducerState::Absent;
     }
 
-    /// Brings the producer to `Usable`, answering queued events "unavailable" meanwhile.
+    /// Brings the producer to `Usable`. Meanwhile queued events are answered "unavailable" when
+    /// no other committer is usable either (otherwise they are left to the usable ones).
     /// Returns false when the sink closed before that happened.
     async fn ensure_usable(&mut self) -> bool {
         let mut backoff = Duration::from_millis(100);
@@ -175,7 +233,7 @@ impl GroupCommitter {
                     self.producer = ProducerState::Usable(p);
                     return true;
                 }
-                ProducerState::Absent => match TxProducer::new(&self.cfg) {
+                ProducerState::Absent => match TxProducer::new(&self.cfg, &self.transactional_id) {
                     Ok(p) => (ProducerState::Created(p), true),
                     Err(e) => {
                         self.not_ready(format!("creating the Kafka producer: {e}"));
@@ -199,7 +257,7 @@ impl GroupCommitter {
                 },
                 ProducerState::Initialised(p) => match self.check_topics(&p).await {
                     Ok(()) => {
-                        self.shared.set(Readiness::Ready);
+                        self.shared.set(self.index, Readiness::Ready);
                         (ProducerState::Usable(p), true)
                     }
                     Err(why) => {
@@ -246,40 +304,38 @@ impl GroupCommitter {
     }
 
     fn not_ready(&self, why: String) {
-        self.shared.set(Readiness::NotReady(why));
+        self.shared.set(self.index, Readiness::NotReady(why));
     }
 
-    /// Answers every queued event "unavailable". False when the channel is closed and empty.
+    /// While this committer cannot commit: answers every queued event "unavailable" if no
+    /// committer can (publish refuses new events then anyway). False when the sink has closed
+    /// and nothing is left to answer.
     fn reject_queued(&mut self) -> bool {
-        let why = match self.shared.readiness() {
-            Readiness::NotReady(why) => why,
-            Readiness::Ready => "kafka producer not ready".to_owned(),
-        };
-        if let Some(p) = self.carry.take() {
-            unavailable(p, &why);
-        }
-        loop {
-            match self.rx.try_recv() {
-                Ok(p) => unavailable(p, &why),
-                Err(TryRecvError::Empty) => return true,
-                Err(TryRecvError::Disconnected) => return false,
-            }
+        // Another committer holding the intake is gathering: it sees the close itself.
+        let Ok(mut intake) = self.intake.try_lock() else { return true };
+        match self.shared.readiness() {
+            Readiness::NotReady(why) => intake.reject_all(&why),
+            Readiness::Ready => !intake.finished(),
         }
     }
 
-    /// Waits for the first event, then gathers more until a limit, the linger (counted from the
-    /// oldest event) or the earliest deadline in the batch. None when the sink has closed.
+    /// Takes the intake (waiting for its turn), waits for the first event, then gathers more
+    /// until a limit, the linger (counted from the oldest event) or the earliest deadline in the
+    /// batch. None when the sink has closed and the queue is drained.
     async fn gather(&mut self) -> Option<Vec<Pending>> {
-        let first = match self.carry.take() {
+        let mut intake = self.intake.lock().await;
+        let first = match intake.carry.take() {
             Some(p) => p,
-            None => self.rx.recv().await?,
+            None => intake.rx.recv().await?,
         };
+        let started = Instant::now();
         let linger_end = first.enqueued_at + self.cfg.linger();
         let mut earliest = first.deadline;
         let mut bytes = first.size;
-        let mut batch = vec![first];
+        let mut batch = Vec::with_capacity(self.cfg.batch_max_events.min(256));
+        batch.push(first);
         while batch.len() < self.cfg.batch_max_events && bytes < self.cfg.batch_max_bytes {
-            let next = match self.rx.try_recv() {
+            let next = match intake.rx.try_recv() {
                 Ok(p) => p,
                 Err(TryRecvError::Disconnected) => break,
                 Err(TryRecvError::Empty) => {
@@ -287,20 +343,23 @@ impl GroupCommitter {
                     if Instant::now() >= until {
                         break;
                     }
-                    match tokio::time::timeout_at(until.into(), self.rx.recv()).await {
+                    match tokio::time::timeout_at(until.into(), intake.rx.recv()).await {
                         Ok(Some(p)) => p,
                         Ok(None) | Err(_) => break,
                     }
                 }
             };
             if bytes + next.size > self.cfg.batch_max_bytes {
-                self.carry = Some(next);
+                intake.carry = Some(next);
                 break;
             }
             bytes += next.size;
             earliest = earliest.min(next.deadline);
             batch.push(next);
         }
+        drop(intake);
+        metrics::histogram!(TRANSACTION_STAGE_SECONDS, "stage" => "gather")
+            .record(started.elapsed().as_secs_f64());
         Some(batch)
     }
 

@@ -27,6 +27,12 @@ pub struct KafkaConfig {
     /// share a `transactional.id` (they fence each other), and a restarted process must reuse its
     /// own (so it fences its zombie): hence prefix + a stable per-replica id.
     pub transactional_id_prefix: String,
+    /// Group committers, each with its own transactional producer: while one commits, the next
+    /// gathers and sends its batch. Committer 0 uses `transactional_id_prefix` + instance id,
+    /// committer *i* ≥ 1 the same followed by `#i`, so each is fenced on its own when the replica
+    /// restarts. Lowering it leaves the dropped ids' open transactions (if any) to the broker's
+    /// `transaction.timeout.ms`.
+    pub committers: usize,
     /// Stable id of this replica (the pod name). Unset: env `POD_NAME`, then `HOSTNAME`, then the
     /// kernel's host name.
     pub instance_id: Option<String>,
@@ -67,6 +73,7 @@ impl Default for KafkaConfig {
             auto_create_topics: false,
             auto_create_partitions: default_auto_create_partitions(),
             transactional_id_prefix: default_transactional_id_prefix(),
+            committers: default_committers(),
             instance_id: None,
             transaction_timeout_ms: default_transaction_timeout_ms(),
             call_timeout_ms: default_call_timeout_ms(),
@@ -100,6 +107,15 @@ pub fn default_auto_create_partitions() -> i32 {
 pub fn default_transactional_id_prefix() -> String {
     "cxone-ingest-".to_owned()
 }
+
+/// Measured on the local broker (docs/performance.md): a second committer hides most of a
+/// commit's round trips; more than two only make transactions smaller.
+pub fn default_committers() -> usize {
+    2
+}
+
+/// Most committers a replica may run (each is an OS thread and a broker connection set).
+pub const MAX_COMMITTERS: usize = 16;
 
 /// One minute: long enough for any batch, short enough that a crashed replica's open
 /// transaction does not block `read_committed` readers for long.
@@ -169,6 +185,12 @@ impl KafkaConfig {
         if self.batch_max_events == 0 || self.batch_max_bytes == 0 || self.queue_capacity == 0 {
             return fail("kafka.batch_max_events, batch_max_bytes and queue_capacity must be > 0".into());
         }
+        if self.committers == 0 || self.committers > MAX_COMMITTERS {
+            return fail(format!(
+                "kafka.committers = {} is out of range: use 1 to {MAX_COMMITTERS}",
+                self.committers
+            ));
+        }
         if self.call_timeout_ms == 0 {
             return fail("kafka.call_timeout_ms must be > 0".into());
         }
@@ -209,6 +231,16 @@ impl KafkaConfig {
     /// `transactional.id`: prefix + the stable instance id.
     pub fn transactional_id(&self) -> String {
         format!("{}{}", self.transactional_id_prefix, self.resolved_instance_id())
+    }
+
+    /// The `transactional.id` of each committer: [`Self::transactional_id`] for the first,
+    /// followed by `#1`, `#2`, ... for the others (`#` cannot appear in a pod name, so no other
+    /// replica's id can collide with them).
+    pub fn transactional_ids(&self) -> Vec<String> {
+        let base = self.transactional_id();
+        (0..self.committers.max(1))
+            .map(|i| if i == 0 { base.clone() } else { format!("{base}#{i}") })
+            .collect()
     }
 
     /// `instance_id`, else the pod name (`POD_NAME`, `HOSTNAME`), else the kernel's host name.
@@ -328,6 +360,21 @@ mod tests {
         assert_eq!(cfg.transactional_id(), "cxone-ingest-pod-7");
         let unnamed = KafkaConfig::default();
         assert!(unnamed.transactional_id().len() > "cxone-ingest-".len());
+        let three = KafkaConfig { committers: 3, ..cfg };
+        assert_eq!(
+            three.transactional_ids(),
+            vec!["cxone-ingest-pod-7", "cxone-ingest-pod-7#1", "cxone-ingest-pod-7#2"]
+        );
+    }
+
+    #[test]
+    fn committers_must_be_in_range() {
+        for committers in [0, MAX_COMMITTERS + 1] {
+            let err =
+                KafkaConfig { committers, ..KafkaConfig::default() }.validate().unwrap_err().to_string();
+            assert!(err.contains("kafka.committers"), "{err}");
+        }
+        KafkaConfig { committers: 1, ..KafkaConfig::default() }.validate().unwrap();
     }
 
     #[test]

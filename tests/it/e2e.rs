@@ -466,7 +466,7 @@ async fn durable_broker_stop_gives_503_and_the_service_recovers_without_restart(
 
 /// Issue 5, S3 down and back: with garage stopped invalid payloads get 503 within the deadline
 /// (valid ones still publish); with garage back they are dead-lettered again, no restart.
-#[ignore = "restart: stops and starts garage (and kafka-durable, which stores in it)"]
+#[ignore = "restart: stops and starts the shared garage"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn garage_stop_gives_503_for_invalid_payloads_and_the_service_recovers() {
     let brokers = stack_kafka_brokers();
@@ -486,7 +486,6 @@ async fn garage_stop_gives_503_for_invalid_payloads_and_the_service_recovers() {
     };
     assert_eq!(post_invalid().await.unwrap().status, 200);
 
-    e2e_stack_ctl("stop", "kafka-durable").await;
     e2e_stack_ctl("stop", "garage").await;
     let down =
         poll_until(Duration::from_secs(30), || async { post_invalid().await.filter(|a| a.status == 503) })
@@ -494,7 +493,6 @@ async fn garage_stop_gives_503_for_invalid_payloads_and_the_service_recovers() {
     let valid_while_down = post_valid_until(&service, 200, Duration::from_secs(10)).await;
     let readyz_down = service.readyz().await;
     e2e_stack_ctl("start", "garage").await;
-    e2e_stack_ctl("start", "kafka-durable").await;
 
     let down = down.unwrap_or_else(|| panic!("no 503 with garage stopped\n{}", service.log_tail(4000)));
     assert!(down.retry_after.is_some(), "503 without Retry-After");

@@ -159,7 +159,7 @@ async fn s3_wrong_secret_is_refused() {
         .expect("PutObject with the right secret");
 }
 
-/// Committed Kafka records (durable broker, s3 storage in garage) and S3
+/// Committed Kafka records (durable broker, s3 storage in the kafka-store) and S3
 /// objects are still there after the broker and garage are stopped and started.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "restart: stops shared servers; scripts/test runs it alone (--ignored --test-threads=1)"]
@@ -181,7 +181,8 @@ async fn restart_durable_broker_and_s3_keep_committed_data() {
         .await
         .expect("PutObject");
 
-    // Down: broker first (it stores in garage), then garage. Both ports closed.
+    // Down: the durable broker (its records live in the kafka-store, which stays up) and garage.
+    // Both ports closed.
     // (Dropping our client first closes its keep-alive connection; garage
     // otherwise waits 10 s for open connections before it exits.)
     drop(s3);

@@ -39,13 +39,14 @@ async fn read_back(brokers: &str, topic: &str, partitions: i32, want: usize) -> 
 
 /// Test 1: concurrent publishes, each committed event exactly once with its key, value and
 /// headers; repeated deliveries answered from the original and not written again; a new body
-/// under an old correlation id written.
+/// under an old correlation id written. Three committers, so transactions overlap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn publishes_each_event_once_with_key_value_and_headers() {
     let brokers = stack_kafka_brokers();
     let topic = unique("kafka-it-once");
     stack_create_topic(&brokers, &topic, 3).await;
-    let sink = Arc::new(KafkaSink::start(&kafka_sink_config(&brokers, &topic)).unwrap());
+    let cfg = KafkaConfig { committers: 3, ..kafka_sink_config(&brokers, &topic) };
+    let sink = Arc::new(KafkaSink::start(&cfg).unwrap());
     wait_ready(&sink).await;
 
     const N: usize = 400;
@@ -199,15 +200,15 @@ async fn an_aborted_batch_fails_every_waiter_and_stays_invisible() {
     sink.close().await;
 }
 
-/// Test 3: a second producer with the same transactional.id fences ours; the sink rebuilds its
-/// producer (fencing the intruder in turn) and carries on; every acknowledged event is in the
+/// Test 3: producers with our committers' transactional.ids fence ours; the sink rebuilds its
+/// producers (fencing the intruders in turn) and carries on; every acknowledged event is in the
 /// topic exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_fenced_producer_is_rebuilt_and_nothing_is_acknowledged_twice() {
     let brokers = stack_kafka_brokers();
     let topic = unique("kafka-it-fence");
     stack_create_topic(&brokers, &topic, 1).await;
-    let cfg = kafka_sink_config(&brokers, &topic);
+    let cfg = KafkaConfig { committers: 2, ..kafka_sink_config(&brokers, &topic) };
     let sink = KafkaSink::start(&cfg).unwrap();
     wait_ready(&sink).await;
 
@@ -222,25 +223,32 @@ async fn a_fenced_producer_is_rebuilt_and_nothing_is_acknowledged_twice() {
         acknowledged.push((tag, r.unwrap()));
     }
 
-    // The zombie's successor: same transactional.id, init_transactions bumps the epoch.
-    let transactional_id = cfg.transactional_id();
+    // The zombie's successor: the same transactional.id for every committer (init_transactions
+    // bumps each epoch), so no committer is left unfenced.
+    let transactional_ids = cfg.transactional_ids();
+    assert_eq!(transactional_ids.len(), 2, "{transactional_ids:?}");
     let intruder = tokio::task::spawn_blocking({
         let brokers = brokers.clone();
         move || {
-            let p: FutureProducer = ClientConfig::new()
-                .set("bootstrap.servers", &brokers)
-                .set("transactional.id", &transactional_id)
-                .set("enable.idempotence", "true")
-                .create()
-                .unwrap();
-            p.init_transactions(Duration::from_secs(20)).unwrap();
-            p
+            transactional_ids
+                .iter()
+                .map(|transactional_id| {
+                    let p: FutureProducer = ClientConfig::new()
+                        .set("bootstrap.servers", &brokers)
+                        .set("transactional.id", transactional_id)
+                        .set("enable.idempotence", "true")
+                        .create()
+                        .unwrap();
+                    p.init_transactions(Duration::from_secs(20)).unwrap();
+                    p
+                })
+                .collect::<Vec<_>>()
         }
     })
     .await
     .unwrap();
 
-    // The next publishes fail (fenced -> rebuild -> not ready) until the rebuilt producer is up.
+    // The next publishes fail (fenced -> rebuild -> not ready) until a rebuilt producer is up.
     let mut saw_failure = false;
     let mut recovered = false;
     let until = Instant::now() + Duration::from_secs(60);

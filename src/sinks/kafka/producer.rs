@@ -80,8 +80,9 @@ pub fn producer_config(cfg: &KafkaConfig, transactional_id: &str) -> ClientConfi
         ("client.id", transactional_id),
         // The committer already gathers batches; librdkafka lingering on top would only add latency.
         ("linger.ms", "0"),
-        // Requests are small and latency-bound: send each at once rather than waiting for an ACK
-        // to coalesce with (librdkafka's default since 1.x, stated because it matters here).
+        // Transactions are a chain of small, latency-bound requests (AddPartitionsToTxn, Produce,
+        // EndTxn): send each at once instead of letting Nagle hold it for the previous ACK
+        // (librdkafka leaves Nagle on by default).
         ("socket.nagle.disable", "true"),
         // Same key -> same partition as the Java client (downstream producers of the same keys agree).
         ("partitioner", "murmur2_random"),

@@ -333,16 +333,53 @@ impl Plan {
     }
 }
 
+/// Where the fast walk is, as a chain of stack frames: the JSON pointer is only written out when a
+/// coercion is recorded (most members visited need none), so walking allocates nothing.
+#[derive(Clone, Copy)]
+enum Place<'p> {
+    Root,
+    Member(&'p Place<'p>, &'p str),
+    Index(&'p Place<'p>, usize),
+}
+
+impl Place<'_> {
+    /// The JSON pointer of this place (same text as the reference walk builds).
+    fn pointer(&self) -> String {
+        let mut pointer = String::with_capacity(32);
+        self.write_to(&mut pointer);
+        pointer
+    }
+
+    fn write_to(&self, pointer: &mut String) {
+        match *self {
+            Place::Root => {}
+            Place::Member(parent, name) => {
+                parent.write_to(pointer);
+                push_pointer_segment(pointer, name);
+            }
+            Place::Index(parent, index) => {
+                parent.write_to(pointer);
+                use std::fmt::Write as _;
+                // Writing into a `String` cannot fail.
+                let _ = write!(pointer, "/{index}");
+            }
+        }
+    }
+}
+
+/// Members of one object the fast walk descends into, kept on the stack (objects rarely have more
+/// than this many coercible members; more spill to the heap).
+const INLINE_CHILDREN: usize = 16;
+
 impl Plan {
     /// Coerces a borrowed document in place exactly as [`Plan::apply`] coerces the same payload as a
     /// `Value`: same rules, same records, in the same order (members in key order, as a `Value`'s
     /// sorted map yields them).
     pub fn apply_doc(&self, doc: &mut Doc<'_>, coercions: &mut Vec<Coercion>) {
-        let mut path = String::new();
-        self.walk_doc(0, doc, &mut path, coercions);
+        self.walk_doc(0, doc, Place::Root, coercions);
     }
 
-    fn walk_doc(&self, node: NodeId, doc: &mut Doc<'_>, path: &mut String, coercions: &mut Vec<Coercion>) {
+    fn walk_doc(&self, node: NodeId, doc: &mut Doc<'_>, place: Place<'_>, coercions: &mut Vec<Coercion>) {
         match (self.resolve(node), doc) {
             (Node::Any, _) => {}
             (Node::Numeric { integer }, doc @ Doc::String(_)) => {
@@ -350,7 +387,7 @@ impl Plan {
                 if let Some(number) = parse_number(text, *integer) {
                     let from = Value::String(text.to_string());
                     *doc = Doc::Number(number.clone());
-                    coercions.push(Coercion { path: path.clone(), from, to: Value::Number(number) });
+                    coercions.push(Coercion { path: place.pointer(), from, to: Value::Number(number) });
                 }
             }
             (Node::Numeric { integer: true }, doc @ Doc::Number(_)) => {
@@ -358,7 +395,7 @@ impl Plan {
                 if let Some(whole) = integral_float(number) {
                     let from = Value::Number(number.clone());
                     *doc = Doc::Number(whole.clone());
-                    coercions.push(Coercion { path: path.clone(), from, to: Value::Number(whole) });
+                    coercions.push(Coercion { path: place.pointer(), from, to: Value::Number(whole) });
                 }
             }
             (Node::String { normalize }, doc @ Doc::String(_)) => {
@@ -367,48 +404,64 @@ impl Plan {
                     let from = Value::String(text.to_string());
                     let to = Value::String(normalized.clone());
                     *doc = Doc::String(normalized.into());
-                    coercions.push(Coercion { path: path.clone(), from, to });
+                    coercions.push(Coercion { path: place.pointer(), from, to });
                 }
             }
             (Node::Object { properties, additional }, Doc::Object(members)) => {
-                // The members coercion may change, with their plan nodes.
-                let mut children: Vec<(usize, NodeId)> = Vec::new();
+                // The members coercion may change, with their plan nodes: on the stack unless many.
+                let mut inline: [(usize, NodeId); INLINE_CHILDREN] = [(0, 0); INLINE_CHILDREN];
+                let mut count = 0;
+                let mut spilled: Vec<(usize, NodeId)> = Vec::new();
                 for (index, (name, _)) in members.iter().enumerate() {
-                    let child = match properties.binary_search_by(|(key, _)| key.as_str().cmp(name)) {
-                        Ok(found) => properties[found].1,
-                        Err(_) => match additional {
+                    let child = match find_property(properties, name) {
+                        Some(found) => found,
+                        None => match additional {
                             Some(child) => *child,
                             None => continue,
                         },
                     };
-                    if !matches!(self.resolve(child), Node::Any) {
-                        children.push((index, child));
+                    if matches!(self.resolve(child), Node::Any) {
+                        continue;
                     }
+                    if count < INLINE_CHILDREN {
+                        inline[count] = (index, child);
+                    } else {
+                        if spilled.is_empty() {
+                            spilled.extend_from_slice(&inline);
+                        }
+                        spilled.push((index, child));
+                    }
+                    count += 1;
                 }
+                let children = if count > INLINE_CHILDREN { &mut spilled[..] } else { &mut inline[..count] };
                 // Document order is not key order; records must come out as the Value walk makes them.
                 if children.len() > 1 {
                     children.sort_unstable_by(|a, b| members[a.0].0.cmp(&members[b.0].0));
                 }
-                for (index, child) in children {
+                for &(index, child) in children.iter() {
                     let (name, member) = &mut members[index];
-                    let len = path.len();
-                    push_pointer_segment(path, name);
-                    self.walk_doc(child, member, path, coercions);
-                    path.truncate(len);
+                    self.walk_doc(child, member, Place::Member(&place, name), coercions);
                 }
             }
             (Node::Array { prefix, items }, Doc::Array(elements)) => {
                 for (index, element) in elements.iter_mut().enumerate() {
                     let Some(&child) = prefix.get(index).or(items.as_ref()) else { continue };
-                    let len = path.len();
-                    path.push('/');
-                    path.push_str(&index.to_string());
-                    self.walk_doc(child, element, path, coercions);
-                    path.truncate(len);
+                    self.walk_doc(child, element, Place::Index(&place, index), coercions);
                 }
             }
             _ => {}
         }
+    }
+}
+
+/// A declared property's node. Few properties: equality checks (length first) are cheaper than the
+/// ordered comparisons of a binary search, which always compare bytes.
+fn find_property(properties: &[(String, NodeId)], name: &str) -> Option<NodeId> {
+    if properties.len() <= 12 {
+        properties.iter().find(|(key, _)| key == name).map(|&(_, node)| node)
+    } else {
+        let found = properties.binary_search_by(|(key, _)| key.as_str().cmp(name)).ok()?;
+        Some(properties[found].1)
     }
 }
 

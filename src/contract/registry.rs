@@ -53,6 +53,8 @@ pub struct Contract {
     schemas: Vec<EventSchema>,
     /// `event` value -> index into `schemas`.
     routes: HashMap<String, usize>,
+    /// The same routes sorted by event, for the fast path: a few comparisons beat hashing the key.
+    sorted_routes: Vec<(String, usize)>,
 }
 
 impl std::fmt::Debug for Contract {
@@ -174,7 +176,10 @@ impl Contract {
                 ),
             });
         }
-        Ok(Contract { schemas, routes })
+        let mut sorted_routes: Vec<(String, usize)> =
+            routes.iter().map(|(event, &index)| (event.clone(), index)).collect();
+        sorted_routes.sort_unstable();
+        Ok(Contract { schemas, routes, sorted_routes })
     }
 
     /// The schemas of this registry, in file-name order.
@@ -211,7 +216,8 @@ impl Contract {
     fn accept_fast(&self, raw: &[u8]) -> Option<ValidEvent> {
         let mut doc = Doc::parse(raw)?;
         let event = doc.get("event")?.as_str()?;
-        let schema = &self.schemas[*self.routes.get(event)?];
+        let route = self.sorted_routes.binary_search_by(|(known, _)| known.as_str().cmp(event)).ok()?;
+        let schema = &self.schemas[self.sorted_routes[route].1];
         let Canonicalize::Typed(_, Some(canonicalize)) = schema.canonicalize else { return None };
         let mut coercions = Vec::new();
         schema.plan.apply_doc(&mut doc, &mut coercions);

@@ -32,13 +32,40 @@ const ESCAPE: [u8; 256] = {
     table
 };
 
+/// Length of the leading run of `bytes` that a JSON string holds as is (no escape needed; the same
+/// bytes end a plain run when parsing). Checks eight bytes at a time: most strings have no escapes.
+pub(super) fn plain_len(bytes: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // Non-zero when some byte of `word` is below `n` (n <= 0x80); exact for "is there any".
+    let below = |word: u64, n: u64| word.wrapping_sub(ONES * n) & !word & HIGH;
+    let mut plain = 0;
+    for chunk in bytes.chunks_exact(8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let word = u64::from_le_bytes(word);
+        let stop = below(word, 0x20) | below(word ^ (ONES * 0x22), 1) | below(word ^ (ONES * 0x5c), 1);
+        if stop != 0 {
+            break;
+        }
+        plain += 8;
+    }
+    plain + bytes[plain..].iter().position(|&b| ESCAPE[usize::from(b)] != 0).unwrap_or(bytes.len() - plain)
+}
+
 fn write_str(out: &mut Vec<u8>, text: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = text.as_bytes();
     out.reserve(bytes.len() + 2);
     out.push(b'"');
+    let plain = plain_len(bytes);
+    if plain == bytes.len() {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
     let mut start = 0;
-    for (index, &byte) in bytes.iter().enumerate() {
+    for (index, &byte) in bytes.iter().enumerate().skip(plain) {
         let escape = ESCAPE[usize::from(byte)];
         if escape == 0 {
             continue;
@@ -56,6 +83,26 @@ fn write_str(out: &mut Vec<u8>, text: &str) {
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
+}
+
+/// `fmt::Write` straight into the output (for `collect_str`): no intermediate `String`.
+struct Raw<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for Raw<'_> {
+    fn write_str(&mut self, text: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(text.as_bytes());
+        Ok(())
+    }
+
+    fn write_char(&mut self, c: char) -> std::fmt::Result {
+        // chrono writes timestamps a character at a time.
+        if c.is_ascii() {
+            self.0.push(c as u8);
+        } else {
+            self.0.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+        }
+        Ok(())
+    }
 }
 
 /// Numbers go through serde_json itself, so their text is its text.
@@ -246,7 +293,27 @@ impl<'a> ser::Serializer for Writer<'a> {
     ) -> Result<Compound<'a>, serde_json::Error> {
         Ok(self.open_variant(variant, b'{'))
     }
-    // `collect_str` keeps serde's default: format into one `String`, then `serialize_str`.
+
+    /// Formats straight into the output after the opening quote; only when the text turns out to
+    /// need escapes is it taken back out and written escaped (same bytes as format-then-escape).
+    fn collect_str<T: std::fmt::Display + ?Sized>(self, value: &T) -> Result<(), serde_json::Error> {
+        let quote = self.out.len();
+        self.out.push(b'"');
+        if std::fmt::write(&mut Raw(self.out), format_args!("{value}")).is_err() {
+            self.out.truncate(quote);
+            return Err(ser::Error::custom("a value failed to format itself"));
+        }
+        let text_start = quote + 1;
+        if plain_len(&self.out[text_start..]) == self.out.len() - text_start {
+            self.out.push(b'"');
+            return Ok(());
+        }
+        let text = self.out.split_off(text_start);
+        self.out.truncate(quote);
+        let text = String::from_utf8(text).map_err(ser::Error::custom)?;
+        write_str(self.out, &text);
+        Ok(())
+    }
 }
 
 impl ser::SerializeSeq for Compound<'_> {

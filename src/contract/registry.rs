@@ -1,7 +1,7 @@
 //! The registry: event schemas loaded (built in or from a folder), routed by the payload's `event`,
 //! and the `check` pipeline that runs one payload through them.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::coerce::{self, Plan};
 use super::doc::{Doc, DocJson};
-use super::generated::{BUILTIN_DOC_CANONICALIZERS, BUILTIN_SCHEMAS, BuiltinSchema, DocCanonicalize};
+use super::generated::{BUILTIN_SCHEMAS, BuiltinSchema, DocCanonicalize};
 use super::validate;
 use super::{Checked, Coercion, ContractError, FieldError, Reason, Rejection, SchemaRef, ValidEvent};
 
@@ -23,7 +23,7 @@ pub const VERSION_ANNOTATION: &str = "x-cxone-schema-version";
 enum Canonicalize {
     /// Through the build.rs-generated type (built-in schemas, and folder schemas byte-identical to
     /// one): from a `Value` (reference path) or from a borrowed document (fast path).
-    Typed(fn(&Value) -> Result<Vec<u8>, serde_json::Error>, Option<DocCanonicalize>),
+    Typed(fn(&Value) -> Result<Vec<u8>, serde_json::Error>, DocCanonicalize),
     /// Run-time-only schema with no generated type: the coerced value itself, keys sorted.
     Untyped,
 }
@@ -51,10 +51,9 @@ struct EventSchema {
 pub struct Contract {
     /// Every schema, in file-name order.
     schemas: Vec<EventSchema>,
-    /// `event` value -> index into `schemas`.
-    routes: HashMap<String, usize>,
-    /// The same routes sorted by event, for the fast path: a few comparisons beat hashing the key.
-    sorted_routes: Vec<(String, usize)>,
+    /// `event` value -> index into `schemas`; ordered because, with a handful of events, a few
+    /// comparisons per request beat hashing the key (and `known_events` lists them sorted).
+    routes: BTreeMap<String, usize>,
 }
 
 impl std::fmt::Debug for Contract {
@@ -124,7 +123,7 @@ impl Contract {
         sources: impl Iterator<Item = (String, &'a [u8], Canonicalize)>,
     ) -> Result<Contract, ContractError> {
         let mut schemas = Vec::new();
-        let mut routes = HashMap::new();
+        let mut routes = BTreeMap::new();
         for (origin, bytes, canonicalize) in sources {
             let fail = |message: String| ContractError { path: origin.clone(), message };
             let schema: Value =
@@ -176,10 +175,7 @@ impl Contract {
                 ),
             });
         }
-        let mut sorted_routes: Vec<(String, usize)> =
-            routes.iter().map(|(event, &index)| (event.clone(), index)).collect();
-        sorted_routes.sort_unstable();
-        Ok(Contract { schemas, routes, sorted_routes })
+        Ok(Contract { schemas, routes })
     }
 
     /// The schemas of this registry, in file-name order.
@@ -211,14 +207,13 @@ impl Contract {
     /// The fast path for a body that passes: parse into a borrowed document, route, coerce,
     /// `is_valid`, decode into the generated type, serialize. It gives the same `ValidEvent` as
     /// the reference path ([`Contract::check_value`]) and never judges a body invalid: `None` (not
-    /// parsed, not routed, invalid, no fast decoder, decode failed) sends the body to the reference
+    /// parsed, not routed, invalid, no generated type, decode failed) sends the body to the reference
     /// path, which explains the verdict.
     fn accept_fast(&self, raw: &[u8]) -> Option<ValidEvent> {
         let mut doc = Doc::parse(raw)?;
         let event = doc.get("event")?.as_str()?;
-        let route = self.sorted_routes.binary_search_by(|(known, _)| known.as_str().cmp(event)).ok()?;
-        let schema = &self.schemas[self.sorted_routes[route].1];
-        let Canonicalize::Typed(_, Some(canonicalize)) = schema.canonicalize else { return None };
+        let schema = &self.schemas[*self.routes.get(event)?];
+        let Canonicalize::Typed(_, canonicalize) = schema.canonicalize else { return None };
         let mut coercions = Vec::new();
         schema.plan.apply_doc(&mut doc, &mut coercions);
         if !schema.doc_validator.is_valid(&doc) {
@@ -347,8 +342,7 @@ impl Contract {
     }
 
     fn known_events(&self) -> String {
-        let mut events: Vec<&str> = self.routes.keys().map(String::as_str).collect();
-        events.sort_unstable();
+        let events: Vec<&str> = self.routes.keys().map(String::as_str).collect();
         format!("known events: {}", events.join(", "))
     }
 }
@@ -356,11 +350,7 @@ impl Contract {
 /// How a built-in schema's canonical event is made: its generated type, from a `Value` and from a
 /// borrowed document.
 fn typed(builtin: &BuiltinSchema) -> Canonicalize {
-    let doc = BUILTIN_DOC_CANONICALIZERS
-        .iter()
-        .find(|(file_name, _)| *file_name == builtin.file_name)
-        .map(|&(_, canonicalize)| canonicalize);
-    Canonicalize::Typed(builtin.canonicalize, doc)
+    Canonicalize::Typed(builtin.canonicalize, builtin.canonicalize_doc)
 }
 
 /// The envelope every event schema must declare: a string `event` and a string `correlation_id`,

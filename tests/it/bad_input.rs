@@ -23,7 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use warp::http::Response;
 
-use crate::support::poll_until;
+use crate::support::{closed_within, poll_until};
 
 const PATH: &str = "/webhooks/cxone-data-actions";
 const SECRET: &str = "bad-input-secret-0123456789abcdef";
@@ -606,21 +606,6 @@ async fn half_sent_headers_do_not_stop_the_server_serving_others() {
     assert_healthy_on(addr, &sink, "half-sent headers").await;
     // The dropped connections are gone, so shutdown drains at once.
     assert_eq!(server.shutdown(Duration::from_secs(5)).await, cxone_ingest::shutdown::Drained::Complete);
-}
-
-/// True when the server closes `stream` (EOF or reset) within `limit`.
-async fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
-    let mut chunk = [0u8; 1024];
-    tokio::time::timeout(limit, async {
-        loop {
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await
-    .is_ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

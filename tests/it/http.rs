@@ -21,7 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
 use warp::http::Response;
 
-use crate::support::poll_until;
+use crate::support::{closed_within, poll_until};
 
 const PATH: &str = "/webhooks/cxone-data-actions";
 const SECRET: &str = "test-webhook-secret-of-32-bytes-or-more";
@@ -720,21 +720,6 @@ async fn read_status(stream: &mut tokio::net::TcpStream) -> Option<u16> {
     }
 }
 
-/// True when the server closes `stream` (EOF or reset) within `limit`; bytes read meanwhile are dropped.
-async fn closed_within(stream: &mut tokio::net::TcpStream, limit: Duration) -> bool {
-    let mut chunk = [0u8; 4096];
-    tokio::time::timeout(limit, async {
-        loop {
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await
-    .is_ok()
-}
-
 /// One signed request on `stream`, answered in time.
 async fn exchange_on(stream: &mut tokio::net::TcpStream, correlation_id: &str) -> Option<u16> {
     stream.write_all(&raw_signed_post(correlation_id)).await.ok()?;
@@ -789,8 +774,8 @@ async fn idle_keep_alive_outlives_the_header_timeout_and_closes_at_the_keep_aliv
     let server = http::server::start(state, &cfg.server).await.unwrap();
     let mut stream = tokio::net::TcpStream::connect(server.local_addr()).await.unwrap();
     assert_eq!(exchange_on(&mut stream, "idle-1").await, Some(200));
-    // Deliberately idle for five header timeouts: what is tested is that nothing happens.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Idle for five header timeouts, watching: the server must not close it meanwhile.
+    assert!(!closed_within(&mut stream, Duration::from_secs(1)).await, "closed by the header timeout");
     assert_eq!(exchange_on(&mut stream, "idle-2").await, Some(200), "the idle connection was closed");
     assert_eq!(server.shutdown(Duration::from_secs(10)).await, Drained::Complete);
 

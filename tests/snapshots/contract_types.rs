@@ -1001,11 +1001,13 @@ pub static BUILTIN_SCHEMAS: &[BuiltinSchema] = &[
         ),
         root_type: "InteractionCompleted",
         canonicalize: interaction_completed::canonicalize,
+        canonicalize_doc: canonicalize_doc::<interaction_completed::InteractionCompleted>,
     },
     BuiltinSchema {
         file_name: "survey-completed.json",
         text: include_str!(concat!(env!("OUT_DIR"), "/schema-survey-completed.json")),
         root_type: "SurveyCompleted",
         canonicalize: survey_completed::canonicalize,
+        canonicalize_doc: canonicalize_doc::<survey_completed::SurveyCompleted>,
     },
 ];

@@ -121,6 +121,17 @@ fn generate(path: &Path, bytes: &[u8]) -> Option<Generated> {
         .unwrap_or_else(|err| fail(path, &format!("not a JSON Schema typify can read: {err}")));
     let mut settings = typify::TypeSpaceSettings::default();
     settings.with_struct_builder(false);
+    // `date-time` strings become `contract::Timestamp`: chrono's `DateTime<Utc>`, read and written
+    // as chrono does, minus chrono's general format machinery on the hot path.
+    settings.with_conversion(
+        schemars::schema::SchemaObject {
+            instance_type: Some(schemars::schema::InstanceType::String.into()),
+            format: Some("date-time".to_owned()),
+            ..Default::default()
+        },
+        "crate::contract::Timestamp",
+        [typify::TypeSpaceImpl::FromStr, typify::TypeSpaceImpl::Display].into_iter(),
+    );
     let mut types = typify::TypeSpace::new(&settings);
     let root_id = types
         .add_root_schema(schema)
@@ -130,8 +141,19 @@ fn generate(path: &Path, bytes: &[u8]) -> Option<Generated> {
         .get_type(&root_id)
         .unwrap_or_else(|err| fail(path, &format!("typify lost the root type: {err}")))
         .name();
-    let code = types.to_stream().to_string();
+    let code = lend_constrained_strings(&types.to_stream().to_string());
     Some(Generated { file_name: file_name.to_owned(), module, root_type, code })
+}
+
+/// typify reads a constrained string (`minLength`, `maxLength`, ...) into a `String`, then checks
+/// it and copies it into its newtype: two allocations where one will do. This has it read a
+/// `LentStr` instead (`contract::generated`: the text borrowed from the input when the input
+/// lends it), so the newtype's own copy is the only one. Same checks, same errors; the snapshot
+/// test shows the result.
+fn lend_constrained_strings(code: &str) -> String {
+    const READ_STRING: &str = ":: std :: string :: String :: deserialize (deserializer) ? . parse ()";
+    const READ_LENT: &str = "< super :: LentStr < 'de > as :: serde :: Deserialize < 'de >> :: deserialize (deserializer) ? . parse ()";
+    code.replace(READ_STRING, READ_LENT)
 }
 
 /// Stops the build with the offending file and a readable message.

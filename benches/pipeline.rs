@@ -13,7 +13,7 @@ use criterion::{Criterion, Throughput, criterion_group};
 use cxone_ingest::contract::{Checked, Contract, coerce, generated};
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: cxone_ingest::alloc::Allocator = cxone_ingest::alloc::Allocator;
 
 /// The seed's example payload, string numbers and mixed-case e-mail included (three coercions).
 const SEED_PAYLOAD: &[u8] = br#"{"event":"interaction.completed","timestamp":"2026-11-28T10:00:00Z","correlation_id":"c-1","data":{"channel":"voice","duration_seconds":"120","agent_id":"a-7","customer_email":"Jane.Doe@Example.com","metadata":{"priority":"high","score":"4.5"}}}"#;

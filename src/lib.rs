@@ -23,7 +23,9 @@
 //! - [`config`]: typed configuration from file, environment and flags.
 //! - [`metrics`], [`telemetry`], [`shutdown`]: Prometheus metrics, logging with redaction, graceful stop.
 //! - [`cli`]: the `cxone-ingest` subcommands.
+//! - [`alloc`]: the process allocator (mimalloc on its fast path).
 
+pub mod alloc;
 pub mod cli;
 pub mod config;
 pub mod contract;

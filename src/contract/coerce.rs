@@ -61,6 +61,9 @@ enum Normalize {
 pub struct Plan {
     /// Arena of nodes; the root is node 0.
     nodes: Vec<Node>,
+    /// Per node: its JSON pointer when one path of declared properties is the only way to reach it
+    /// (most leaves), so that a coercion there copies the pointer instead of building it.
+    fixed_pointers: Vec<Option<String>>,
 }
 
 /// Compiles a schema into a plan. Fails only on annotations it does not understand or unresolvable `$ref`s.
@@ -94,7 +97,66 @@ pub fn compile(schema: &Value) -> Result<Plan, String> {
             nodes[index] = Node::Ref(target);
         }
     }
-    Ok(Plan { nodes })
+    let fixed_pointers = fixed_pointers(&nodes);
+    Ok(Plan { nodes, fixed_pointers })
+}
+
+/// Where [`fixed_pointers`] has got to with a node.
+#[derive(Clone)]
+enum Reach {
+    Unvisited,
+    /// Reached by exactly one path so far: this one.
+    Once(String),
+    /// Reached by several paths, through a cycle, or under `additionalProperties` or an array.
+    Varies,
+}
+
+/// The JSON pointer of every node that only one path of declared properties reaches. A node met a
+/// second time becomes `Varies`, and so does everything under it; each node changes state at most
+/// twice, so cycles end.
+fn fixed_pointers(nodes: &[Node]) -> Vec<Option<String>> {
+    let resolve = |id: NodeId| match nodes[id] {
+        Node::Ref(target) => target,
+        _ => id,
+    };
+    let mut reach = vec![Reach::Unvisited; nodes.len()];
+    let mut pending: Vec<(NodeId, Option<String>)> = vec![(0, Some(String::new()))];
+    while let Some((id, pointer)) = pending.pop() {
+        let id = resolve(id);
+        let pointer = match (&reach[id], pointer) {
+            (Reach::Varies, _) => continue,
+            (Reach::Unvisited, Some(pointer)) => Some(pointer),
+            _ => None,
+        };
+        reach[id] = match &pointer {
+            Some(pointer) => Reach::Once(pointer.clone()),
+            None => Reach::Varies,
+        };
+        match &nodes[id] {
+            Node::Object { properties, additional } => {
+                for (name, child) in properties {
+                    let child_pointer = pointer.as_ref().map(|pointer| {
+                        let mut child_pointer = pointer.clone();
+                        push_pointer_segment(&mut child_pointer, name);
+                        child_pointer
+                    });
+                    pending.push((*child, child_pointer));
+                }
+                pending.extend(additional.iter().map(|&child| (child, None)));
+            }
+            Node::Array { prefix, items } => {
+                pending.extend(prefix.iter().chain(items).map(|&child| (child, None)));
+            }
+            Node::Any | Node::Numeric { .. } | Node::String { .. } | Node::Ref(_) => {}
+        }
+    }
+    reach
+        .into_iter()
+        .map(|reach| match reach {
+            Reach::Once(pointer) => Some(pointer),
+            Reach::Unvisited | Reach::Varies => None,
+        })
+        .collect()
 }
 
 struct Compiler<'a> {
@@ -264,9 +326,13 @@ impl Plan {
 
     /// The node itself, or the one a `Ref` points at (chains were collapsed by `compile`).
     fn resolve(&self, node: NodeId) -> &Node {
-        match &self.nodes[node] {
-            Node::Ref(target) => &self.nodes[*target],
-            node => node,
+        &self.nodes[self.resolve_id(node)]
+    }
+
+    fn resolve_id(&self, node: NodeId) -> NodeId {
+        match self.nodes[node] {
+            Node::Ref(target) => target,
+            _ => node,
         }
     }
 
@@ -380,14 +446,17 @@ impl Plan {
     }
 
     fn walk_doc(&self, node: NodeId, doc: &mut Doc<'_>, place: Place<'_>, coercions: &mut Vec<Coercion>) {
-        match (self.resolve(node), doc) {
+        let node = self.resolve_id(node);
+        // The JSON pointer of this place, for a coercion record.
+        let pointer = || self.fixed_pointers[node].clone().unwrap_or_else(|| place.pointer());
+        match (&self.nodes[node], doc) {
             (Node::Any, _) => {}
             (Node::Numeric { integer }, doc @ Doc::String(_)) => {
                 let Doc::String(text) = &*doc else { return };
                 if let Some(number) = parse_number(text, *integer) {
                     let from = Value::String(text.to_string());
                     *doc = Doc::Number(number.clone());
-                    coercions.push(Coercion { path: place.pointer(), from, to: Value::Number(number) });
+                    coercions.push(Coercion { path: pointer(), from, to: Value::Number(number) });
                 }
             }
             (Node::Numeric { integer: true }, doc @ Doc::Number(_)) => {
@@ -395,7 +464,7 @@ impl Plan {
                 if let Some(whole) = integral_float(number) {
                     let from = Value::Number(number.clone());
                     *doc = Doc::Number(whole.clone());
-                    coercions.push(Coercion { path: place.pointer(), from, to: Value::Number(whole) });
+                    coercions.push(Coercion { path: pointer(), from, to: Value::Number(whole) });
                 }
             }
             (Node::String { normalize }, doc @ Doc::String(_)) => {
@@ -404,7 +473,7 @@ impl Plan {
                     let from = Value::String(text.to_string());
                     let to = Value::String(normalized.clone());
                     *doc = Doc::String(normalized.into());
-                    coercions.push(Coercion { path: place.pointer(), from, to });
+                    coercions.push(Coercion { path: pointer(), from, to });
                 }
             }
             (Node::Object { properties, additional }, Doc::Object(members)) => {
@@ -467,18 +536,15 @@ fn find_property(properties: &[(String, NodeId)], name: &str) -> Option<NodeId> 
 
 /// Appends `/segment` to a JSON pointer, escaping `~` as `~0` and `/` as `~1` (RFC 6901).
 pub fn push_pointer_segment(pointer: &mut String, segment: &str) {
+    pointer.reserve(segment.len() + 1);
     pointer.push('/');
-    if segment.bytes().any(|b| b == b'~' || b == b'/') {
-        for c in segment.chars() {
-            match c {
-                '~' => pointer.push_str("~0"),
-                '/' => pointer.push_str("~1"),
-                c => pointer.push(c),
-            }
-        }
-    } else {
-        pointer.push_str(segment);
+    let mut rest = segment;
+    while let Some(at) = rest.bytes().position(|b| b == b'~' || b == b'/') {
+        pointer.push_str(&rest[..at]);
+        pointer.push_str(if rest.as_bytes()[at] == b'~' { "~0" } else { "~1" });
+        rest = &rest[at + 1..];
     }
+    pointer.push_str(rest);
 }
 
 /// A float with no fractional part that fits in 64 bits, as an integer (`120.0` -> `120`).
@@ -505,7 +571,7 @@ fn integral_float(number: &Number) -> Option<Number> {
 /// number syntax (optionally with a leading `+`). Anything else (`"12x"`, `""`, `"NaN"`, `"1e400"`,
 /// `"4.5"` for an integer, `"0x10"`) is left alone and then fails validation.
 fn parse_number(text: &str, integer: bool) -> Option<Number> {
-    let trimmed = text.trim();
+    let trimmed = trim(text);
     let unsigned = trimmed.strip_prefix(['-', '+']).unwrap_or(trimmed);
     if unsigned.is_empty() || !unsigned.starts_with(|c: char| c.is_ascii_digit()) {
         return None;
@@ -526,6 +592,9 @@ fn parse_number(text: &str, integer: bool) -> Option<Number> {
     if integer {
         return None;
     }
+    if let Some(magnitude) = short_decimal(unsigned) {
+        return Number::from_f64(if trimmed.starts_with('-') { -magnitude } else { magnitude });
+    }
     if !json_number_syntax(unsigned) {
         return None;
     }
@@ -534,6 +603,26 @@ fn parse_number(text: &str, integer: bool) -> Option<Number> {
         return None;
     }
     Number::from_f64(parsed)
+}
+
+/// `digits.digits` with at most 15 digits in all, as the nearest `f64`: the digits form an integer
+/// below 2^53 and the divisor is a power of ten below 2^53, both exact, so the one division rounds
+/// once, to the same value `str::parse::<f64>` gives (Clinger's fast path). `None` for other shapes.
+fn short_decimal(unsigned: &str) -> Option<f64> {
+    const POWERS_OF_TEN: [f64; 16] =
+        [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15];
+    let (whole, fraction) = unsigned.split_once('.')?;
+    if whole.is_empty() || fraction.is_empty() || whole.len() + fraction.len() > 15 {
+        return None;
+    }
+    let mut digits: u64 = 0;
+    for byte in whole.bytes().chain(fraction.bytes()) {
+        if !byte.is_ascii_digit() {
+            return None;
+        }
+        digits = digits * 10 + u64::from(byte - b'0');
+    }
+    Some(digits as f64 / POWERS_OF_TEN[fraction.len()])
 }
 
 /// `int frac? exp?` of RFC 8259 (without the sign), except that leading zeros are tolerated.
@@ -568,19 +657,32 @@ fn json_number_syntax(text: &str) -> bool {
     i == bytes.len()
 }
 
+/// `str::trim`, skipping its Unicode scan when both ends are printable ASCII (the usual case):
+/// every character `char::is_whitespace` knows is a control or space below `!`, or not ASCII.
+fn trim(text: &str) -> &str {
+    let solid = |byte: Option<&u8>| byte.is_some_and(|&b| (b'!'..=b'~').contains(&b));
+    let bytes = text.as_bytes();
+    if solid(bytes.first()) && solid(bytes.last()) { text } else { text.trim() }
+}
+
 /// Applies the normalisations; `None` when the string is already normal.
 fn normalize_string(text: &str, normalize: &[Normalize]) -> Option<String> {
     let mut current: std::borrow::Cow<'_, str> = std::borrow::Cow::Borrowed(text);
     for step in normalize {
         match step {
             Normalize::Trim => {
-                let trimmed = current.trim();
+                let trimmed = trim(&current);
                 if trimmed.len() != current.len() {
                     current = std::borrow::Cow::Owned(trimmed.to_owned());
                 }
             }
             Normalize::Lowercase => {
-                if current.chars().any(char::is_uppercase) {
+                // ASCII text (most addresses) lower-cases the same byte by byte, without the tables.
+                if current.is_ascii() {
+                    if current.bytes().any(|b| b.is_ascii_uppercase()) {
+                        current = std::borrow::Cow::Owned(current.to_ascii_lowercase());
+                    }
+                } else if current.chars().any(char::is_uppercase) {
                     current = std::borrow::Cow::Owned(current.to_lowercase());
                 }
             }
@@ -615,6 +717,84 @@ mod tests {
         assert_eq!(parse_number("4.5", true), None);
         assert_eq!(parse_number("4.0", true), None);
         assert_eq!(parse_number("99999999999999999999", true), None);
+    }
+
+    /// The short-decimal shortcut gives exactly what the general float parser gives.
+    #[test]
+    fn short_decimals_parse_as_the_float_parser_does() {
+        let mut texts: Vec<String> = [
+            "4.5",
+            "0.1",
+            "0.3",
+            "123456789.012345",
+            "99999999999999.9",
+            "0.00000000000001",
+            "007.50",
+            "1.0",
+        ]
+        .iter()
+        .map(|text| text.to_string())
+        .collect();
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let whole_len = 1 + (seed % 8) as usize;
+            let fraction_len = 1 + ((seed >> 8) % (15 - whole_len as u64)) as usize;
+            let digits: String = (0..whole_len + fraction_len)
+                .map(|i| char::from(b'0' + ((seed >> (i * 3 % 60)) % 10) as u8))
+                .collect();
+            texts.push(format!("{}.{}", &digits[..whole_len], &digits[whole_len..]));
+        }
+        for text in &texts {
+            let expected: f64 = text.parse().expect("decimal");
+            assert_eq!(short_decimal(text).map(f64::to_bits), Some(expected.to_bits()), "{text}");
+            assert_eq!(parse_number(&format!("-{text}"), false), Number::from_f64(-expected), "-{text}");
+        }
+        for other in ["1e5", "1.", ".5", "1.2.3", "1234567890.1234567", "1_0.5"] {
+            assert_eq!(short_decimal(other), None, "{other}");
+        }
+    }
+
+    /// Only nodes that one path of declared properties reaches get a fixed pointer: not shared
+    /// `$ref` targets, not recursive ones, nothing under arrays or `additionalProperties`.
+    #[test]
+    fn fixed_pointers_only_where_one_path_leads() {
+        let schema = json!({
+            "type": "object",
+            "properties": {
+                "a": {"type": "integer"},
+                "b": {"$ref": "#/$defs/Shared"},
+                "c": {"$ref": "#/$defs/Shared"},
+                "d": {"type": "object", "properties": {"e~/": {"type": "number"}}},
+                "list": {"type": "array", "items": {"type": "integer"}},
+                "map": {"type": "object", "additionalProperties": {"type": "integer"}},
+                "tree": {"$ref": "#/$defs/Tree"}
+            },
+            "$defs": {
+                "Shared": {"type": "object", "properties": {"n": {"type": "integer"}}},
+                "Tree": {"type": "object", "properties": {"v": {"type": "integer"}, "child": {"$ref": "#/$defs/Tree"}}}
+            }
+        });
+        let plan = compile(&schema).unwrap();
+        let fixed: std::collections::BTreeSet<&str> =
+            plan.fixed_pointers.iter().flatten().map(String::as_str).collect();
+        assert_eq!(fixed, ["", "/a", "/d", "/d/e~0~1", "/list", "/map"].into());
+    }
+
+    #[test]
+    fn trim_agrees_with_str_trim() {
+        let ends = [
+            "", " ", "\t", "\u{b}", "\u{c}", "\r\n", "\u{85}", "\u{a0}", "\u{2003}", "\u{3000}", "\u{1c}",
+            "\u{7f}", "x", "é",
+        ];
+        for start in ends {
+            for end in ends {
+                let text = format!("{start}12{end}");
+                assert_eq!(trim(&text), text.trim(), "{text:?}");
+            }
+        }
     }
 
     #[test]

@@ -16,6 +16,8 @@ use jsonschema::json::{Array, Json, Node, NodeIdentity, Object};
 use serde::de::{self, DeserializeSeed, IntoDeserializer, MapAccess, SeqAccess, Unexpected, Visitor};
 use serde_json::{Number, Value};
 
+use super::writer::plain_len;
+
 /// Nesting deeper than this is left to the reference path (`serde_json` refuses more than 128).
 const MAX_DEPTH: usize = 64;
 
@@ -83,20 +85,6 @@ impl<'a> Doc<'a> {
         }
     }
 }
-
-/// Bytes that end the plain run of a string: the closing quote, an escape, a control character
-/// (not allowed raw in JSON strings).
-const STRING_STOP: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut byte = 0;
-    while byte < 0x20 {
-        table[byte] = true;
-        byte += 1;
-    }
-    table[b'"' as usize] = true;
-    table[b'\\' as usize] = true;
-    table
-};
 
 /// Recursive-descent parser over a body already known to be UTF-8.
 struct Parser<'a> {
@@ -203,7 +191,11 @@ impl<'a> Parser<'a> {
     fn string(&mut self) -> Option<Cow<'a, str>> {
         self.pos += 1;
         let start = self.pos;
-        let plain = self.bytes.get(start..)?.iter().position(|&b| STRING_STOP[usize::from(b)])?;
+        let rest = self.bytes.get(start..)?;
+        let plain = plain_len(rest);
+        if plain == rest.len() {
+            return None;
+        }
         self.pos += plain;
         match self.bytes[self.pos] {
             b'"' => {
@@ -221,7 +213,10 @@ impl<'a> Parser<'a> {
         let mut out = String::from(self.text.get(start..self.pos)?);
         loop {
             let rest = self.bytes.get(self.pos..)?;
-            let plain = rest.iter().position(|&b| STRING_STOP[usize::from(b)])?;
+            let plain = plain_len(rest);
+            if plain == rest.len() {
+                return None;
+            }
             out.push_str(self.text.get(self.pos..self.pos + plain)?);
             self.pos += plain;
             match self.bytes[self.pos] {

@@ -37,5 +37,53 @@ fn canonicalize_doc<T: ::serde::de::DeserializeOwned + ::serde::Serialize>(
     super::writer::write(&typed, out)
 }
 
+/// A string field as the deserializer lends it: borrowed from the input when it can be, owned
+/// when it must be (escapes). Generated newtypes read their text through it (see build.rs,
+/// `lend_constrained_strings`) and copy it once into their own `String`.
+pub struct LentStr<'de>(::std::borrow::Cow<'de, str>);
+
+impl ::std::ops::Deref for LentStr<'_> {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> ::serde::Deserialize<'de> for LentStr<'de> {
+    fn deserialize<D: ::serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        deserializer.deserialize_str(LentStrVisitor)
+    }
+}
+
+struct LentStrVisitor;
+
+impl<'de> ::serde::de::Visitor<'de> for LentStrVisitor {
+    type Value = LentStr<'de>;
+
+    fn expecting(&self, formatter: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+        // `String`'s words, so that errors read as before.
+        formatter.write_str("a string")
+    }
+
+    fn visit_borrowed_str<E: ::serde::de::Error>(
+        self,
+        text: &'de str,
+    ) -> ::std::result::Result<Self::Value, E> {
+        Ok(LentStr(::std::borrow::Cow::Borrowed(text)))
+    }
+
+    fn visit_str<E: ::serde::de::Error>(self, text: &str) -> ::std::result::Result<Self::Value, E> {
+        Ok(LentStr(::std::borrow::Cow::Owned(text.to_owned())))
+    }
+
+    fn visit_string<E: ::serde::de::Error>(
+        self,
+        text: ::std::string::String,
+    ) -> ::std::result::Result<Self::Value, E> {
+        Ok(LentStr(::std::borrow::Cow::Owned(text)))
+    }
+}
+
 /// The generated code as build.rs wrote it (for the snapshot test and `validate --print-generated`).
 pub const SOURCE: &str = include_str!(concat!(env!("OUT_DIR"), "/contract_types.rs"));

@@ -11,6 +11,7 @@ mod doc;
 pub mod generated;
 mod registry;
 pub mod report;
+mod timestamp;
 mod validate;
 mod writer;
 
@@ -82,8 +83,8 @@ pub struct FieldError {
 pub struct ValidEvent {
     /// The payload's `event` value (e.g. `interaction.completed`).
     pub event_type: String,
-    /// The schema that accepted it.
-    pub schema: SchemaRef,
+    /// The schema that accepted it (shared with the registry: no copy per event).
+    pub schema: std::sync::Arc<SchemaRef>,
     /// The payload's `correlation_id`: the Kafka key.
     pub correlation_id: String,
     /// The typed value serialized back to JSON: what goes to Kafka.
@@ -125,3 +126,4 @@ pub struct ContractError {
 }
 
 pub use registry::{Contract, EVENTS_ANNOTATION, SchemaInfo, VERSION_ANNOTATION};
+pub use timestamp::Timestamp;

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use serde_json::Value;
 
@@ -31,7 +31,7 @@ enum Canonicalize {
 /// One event schema, ready to judge payloads.
 struct EventSchema {
     /// `$id` and version, reported with every verdict.
-    schema_ref: SchemaRef,
+    schema_ref: Arc<SchemaRef>,
     /// The `event` values routed here.
     events: Vec<String>,
     /// Where the schema came from (file name), for messages.
@@ -158,7 +158,7 @@ impl Contract {
                 routes.insert(event.clone(), index);
             }
             schemas.push(EventSchema {
-                schema_ref: SchemaRef { id: id.to_owned(), version: version.to_owned() },
+                schema_ref: Arc::new(SchemaRef { id: id.to_owned(), version: version.to_owned() }),
                 events,
                 origin,
                 validator,
@@ -181,7 +181,7 @@ impl Contract {
     /// The schemas of this registry, in file-name order.
     pub fn schemas(&self) -> impl Iterator<Item = SchemaInfo> + '_ {
         self.schemas.iter().map(|schema| SchemaInfo {
-            schema: schema.schema_ref.clone(),
+            schema: SchemaRef::clone(&schema.schema_ref),
             events: schema.events.clone(),
             file_name: schema.origin.clone(),
             typed: matches!(schema.canonicalize, Canonicalize::Typed(..)),
@@ -190,7 +190,7 @@ impl Contract {
 
     /// The schema serving an `event` value, if any.
     pub fn schema_for_event(&self, event: &str) -> Option<&SchemaRef> {
-        self.routes.get(event).map(|&index| &self.schemas[index].schema_ref)
+        self.routes.get(event).map(|&index| &*self.schemas[index].schema_ref)
     }
 
     /// Judges one raw request body.
@@ -223,7 +223,7 @@ impl Contract {
         canonicalize(&doc, &mut canonical_json).ok()?;
         Some(ValidEvent {
             event_type: doc.get("event")?.as_str()?.to_owned(),
-            schema: schema.schema_ref.clone(),
+            schema: Arc::clone(&schema.schema_ref),
             correlation_id: doc.get("correlation_id")?.as_str()?.to_owned(),
             canonical_json,
             coercions,
@@ -303,7 +303,7 @@ impl Contract {
         };
         Checked::Valid(ValidEvent {
             event_type,
-            schema: schema.schema_ref.clone(),
+            schema: Arc::clone(&schema.schema_ref),
             correlation_id,
             canonical_json,
             coercions,
@@ -451,7 +451,7 @@ fn reject_with(
     count_rejection(reason, &errors);
     Checked::Invalid(Box::new(Rejection {
         reason,
-        schema: schema.map(|schema| schema.schema_ref.clone()),
+        schema: schema.map(|schema| SchemaRef::clone(&schema.schema_ref)),
         errors,
         coercions,
         payload: Some(payload),

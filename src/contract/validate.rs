@@ -42,23 +42,57 @@ fn options<F: Json>() -> jsonschema::ValidationOptions<'static, std::sync::Arc<d
 /// text domain with enough labels; then the ASCII-local-part and hostname checks); anything else
 /// returns `false` and is left to that check.
 fn plain_email(text: &str) -> bool {
-    let Some((local, domain)) = text.split_once('@') else { return false };
-    let atext = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~".contains(&b);
-    let local_ok = (1..=64).contains(&local.len())
-        && local.split('.').all(|atom| !atom.is_empty() && atom.bytes().all(atext));
+    let bytes = text.as_bytes();
+    let Some(at) = bytes.iter().position(|&b| b == b'@') else { return false };
+    let (local, domain) = (&bytes[..at], &bytes[at + 1..]);
+    if !(1..=64).contains(&local.len()) || !(1..=253).contains(&domain.len()) {
+        return false;
+    }
+    // Dot-separated atoms, none empty.
+    let mut atom_len = 0;
+    for &b in local {
+        if b == b'.' {
+            if atom_len == 0 {
+                return false;
+            }
+            atom_len = 0;
+        } else if ATEXT[usize::from(b)] {
+            atom_len += 1;
+        } else {
+            return false;
+        }
+    }
+    if atom_len == 0 {
+        return false;
+    }
     let mut labels = 0;
-    let domain_ok = (1..=253).contains(&domain.len())
-        && domain.split('.').all(|label| {
-            labels += 1;
-            let bytes = label.as_bytes();
-            (1..=63).contains(&bytes.len())
-                && bytes[0].is_ascii_alphanumeric()
-                && bytes[bytes.len() - 1].is_ascii_alphanumeric()
-                && bytes.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'-')
-                && !(bytes.len() >= 4 && bytes[2] == b'-' && bytes[3] == b'-')
-        });
-    local_ok && domain_ok && labels >= 2
+    let domain_ok = domain.split(|&b| b == b'.').all(|label| {
+        labels += 1;
+        (1..=63).contains(&label.len())
+            && label[0].is_ascii_alphanumeric()
+            && label[label.len() - 1].is_ascii_alphanumeric()
+            && label.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'-')
+            && !(label.len() >= 4 && label[2] == b'-' && label[3] == b'-')
+    });
+    domain_ok && labels >= 2
 }
+
+/// The `atext` characters of RFC 5322 (what a dot-atom's atoms are made of).
+const ATEXT: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        table[byte] = (byte as u8).is_ascii_alphanumeric();
+        byte += 1;
+    }
+    let specials = b"!#$%&'*+-/=?^_`{|}~";
+    let mut i = 0;
+    while i < specials.len() {
+        table[specials[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
 
 /// Every error of an instance that failed `is_valid`, in the validator's order.
 ///

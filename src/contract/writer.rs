@@ -38,6 +38,8 @@ pub(super) fn plain_len(bytes: &[u8]) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     // Non-zero when some byte of `word` is below `n` (n <= 0x80); exact for "is there any".
+    // A borrow can only mark bytes above a byte that really is below `n`, so the lowest marked
+    // byte is exact: its position is the answer.
     let below = |word: u64, n: u64| word.wrapping_sub(ONES * n) & !word & HIGH;
     let mut plain = 0;
     for chunk in bytes.chunks_exact(8) {
@@ -46,7 +48,7 @@ pub(super) fn plain_len(bytes: &[u8]) -> usize {
         let word = u64::from_le_bytes(word);
         let stop = below(word, 0x20) | below(word ^ (ONES * 0x22), 1) | below(word ^ (ONES * 0x5c), 1);
         if stop != 0 {
-            break;
+            return plain + (stop.trailing_zeros() / 8) as usize;
         }
         plain += 8;
     }
@@ -609,6 +611,26 @@ mod tests {
         let mut ours = Vec::new();
         write(&value, &mut ours).unwrap();
         assert_eq!(String::from_utf8(ours).unwrap(), serde_json::to_string(&value).unwrap());
+    }
+
+    /// The word-at-a-time scan stops exactly where a byte-at-a-time scan does, for every byte
+    /// value at every position of a word and its tail, after plain bytes of every kind (below and
+    /// above the stop bytes, multi-byte UTF-8).
+    #[test]
+    fn plain_len_stops_at_the_first_byte_needing_an_escape() {
+        let naive =
+            |bytes: &[u8]| bytes.iter().position(|&b| ESCAPE[usize::from(b)] != 0).unwrap_or(bytes.len());
+        for filler in [b'a', b' ', b'!', b'#', b'[', b']', 0x7f, 0x80, 0xc3, 0xff] {
+            for len in 0..20 {
+                for at in 0..len {
+                    for byte in 0..=255u8 {
+                        let mut bytes = vec![filler; len];
+                        bytes[at] = byte;
+                        assert_eq!(plain_len(&bytes), naive(&bytes), "{bytes:?}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

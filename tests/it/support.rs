@@ -359,7 +359,8 @@ mod kafka_support {
             body_sha256: sha2::Sha256::digest(body.as_bytes()).into(),
             event: ValidEvent {
                 event_type: "interaction.completed".to_owned(),
-                schema: SchemaRef { id: "interaction-completed".to_owned(), version: "1.0.0".to_owned() },
+                schema: SchemaRef { id: "interaction-completed".to_owned(), version: "1.0.0".to_owned() }
+                    .into(),
                 correlation_id: correlation_id.to_owned(),
                 canonical_json: serde_json::to_vec(&canonical).expect("json"),
                 coercions: vec![Coercion {

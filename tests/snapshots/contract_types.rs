@@ -76,7 +76,7 @@ pub mod interaction_completed {
         ///The event type; routes the payload to this schema.
         pub event: ::std::string::String,
         ///When the contact ended (RFC 3339).
-        pub timestamp: ::chrono::DateTime<::chrono::offset::Utc>,
+        pub timestamp: crate::contract::Timestamp,
     }
     ///Unique per delivery of this event; the Kafka key.
     #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
@@ -130,7 +130,9 @@ pub mod interaction_completed {
         where
             D: ::serde::Deserializer<'de>,
         {
-            ::std::string::String::deserialize(deserializer)?
+            <super::LentStr<
+                'de,
+            > as ::serde::Deserialize<'de>>::deserialize(deserializer)?
                 .parse()
                 .map_err(|e: self::error::ConversionError| {
                     <D::Error as ::serde::de::Error>::custom(e.to_string())
@@ -201,7 +203,9 @@ pub mod interaction_completed {
         where
             D: ::serde::Deserializer<'de>,
         {
-            ::std::string::String::deserialize(deserializer)?
+            <super::LentStr<
+                'de,
+            > as ::serde::Deserialize<'de>>::deserialize(deserializer)?
                 .parse()
                 .map_err(|e: self::error::ConversionError| {
                     <D::Error as ::serde::de::Error>::custom(e.to_string())
@@ -256,7 +260,9 @@ pub mod interaction_completed {
         where
             D: ::serde::Deserializer<'de>,
         {
-            ::std::string::String::deserialize(deserializer)?
+            <super::LentStr<
+                'de,
+            > as ::serde::Deserialize<'de>>::deserialize(deserializer)?
                 .parse()
                 .map_err(|e: self::error::ConversionError| {
                     <D::Error as ::serde::de::Error>::custom(e.to_string())
@@ -321,7 +327,9 @@ pub mod interaction_completed {
         where
             D: ::serde::Deserializer<'de>,
         {
-            ::std::string::String::deserialize(deserializer)?
+            <super::LentStr<
+                'de,
+            > as ::serde::Deserialize<'de>>::deserialize(deserializer)?
                 .parse()
                 .map_err(|e: self::error::ConversionError| {
                     <D::Error as ::serde::de::Error>::custom(e.to_string())
@@ -435,7 +443,9 @@ pub mod survey_completed {
         where
             D: ::serde::Deserializer<'de>,
         {
-            ::std::string::String::deserialize(deserializer)?
+            <super::LentStr<
+                'de,
+            > as ::serde::Deserialize<'de>>::deserialize(deserializer)?
                 .parse()
                 .map_err(|e: self::error::ConversionError| {
                     <D::Error as ::serde::de::Error>::custom(e.to_string())
@@ -551,7 +561,9 @@ pub mod survey_completed {
         where
             D: ::serde::Deserializer<'de>,
         {
-            ::std::string::String::deserialize(deserializer)?
+            <super::LentStr<
+                'de,
+            > as ::serde::Deserialize<'de>>::deserialize(deserializer)?
                 .parse()
                 .map_err(|e: self::error::ConversionError| {
                     <D::Error as ::serde::de::Error>::custom(e.to_string())
@@ -581,7 +593,7 @@ pub mod survey_completed {
         ///The event type; routes the payload to this schema.
         pub event: ::std::string::String,
         ///When the survey was submitted (RFC 3339).
-        pub timestamp: ::chrono::DateTime<::chrono::offset::Utc>,
+        pub timestamp: crate::contract::Timestamp,
     }
     ///Unique per delivery of this event; the Kafka key.
     #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
@@ -634,7 +646,9 @@ pub mod survey_completed {
         where
             D: ::serde::Deserializer<'de>,
         {
-            ::std::string::String::deserialize(deserializer)?
+            <super::LentStr<
+                'de,
+            > as ::serde::Deserialize<'de>>::deserialize(deserializer)?
                 .parse()
                 .map_err(|e: self::error::ConversionError| {
                     <D::Error as ::serde::de::Error>::custom(e.to_string())
@@ -717,7 +731,9 @@ pub mod survey_completed {
         where
             D: ::serde::Deserializer<'de>,
         {
-            ::std::string::String::deserialize(deserializer)?
+            <super::LentStr<
+                'de,
+            > as ::serde::Deserialize<'de>>::deserialize(deserializer)?
                 .parse()
                 .map_err(|e: self::error::ConversionError| {
                     <D::Error as ::serde::de::Error>::custom(e.to_string())
@@ -830,7 +846,9 @@ pub mod survey_completed {
         where
             D: ::serde::Deserializer<'de>,
         {
-            ::std::string::String::deserialize(deserializer)?
+            <super::LentStr<
+                'de,
+            > as ::serde::Deserialize<'de>>::deserialize(deserializer)?
                 .parse()
                 .map_err(|e: self::error::ConversionError| {
                     <D::Error as ::serde::de::Error>::custom(e.to_string())
@@ -888,7 +906,9 @@ pub mod survey_completed {
         where
             D: ::serde::Deserializer<'de>,
         {
-            ::std::string::String::deserialize(deserializer)?
+            <super::LentStr<
+                'de,
+            > as ::serde::Deserialize<'de>>::deserialize(deserializer)?
                 .parse()
                 .map_err(|e: self::error::ConversionError| {
                     <D::Error as ::serde::de::Error>::custom(e.to_string())
@@ -945,7 +965,9 @@ pub mod survey_completed {
         where
             D: ::serde::Deserializer<'de>,
         {
-            ::std::string::String::deserialize(deserializer)?
+            <super::LentStr<
+                'de,
+            > as ::serde::Deserialize<'de>>::deserialize(deserializer)?
                 .parse()
                 .map_err(|e: self::error::ConversionError| {
                     <D::Error as ::serde::de::Error>::custom(e.to_string())

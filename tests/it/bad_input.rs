@@ -23,7 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use warp::http::Response;
 
-use crate::support::{closed_within, poll_until};
+use crate::support::{closed_within, poll_until, status_of, whole_answer};
 
 const PATH: &str = "/webhooks/cxone-data-actions";
 const SECRET: &str = "bad-input-secret-0123456789abcdef";
@@ -381,15 +381,8 @@ async fn read_answer(stream: &mut TcpStream, close_wait: Duration) -> RawAnswer 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     let mut eof = false;
     let (head_end, length) = loop {
-        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
-            let length = head
-                .lines()
-                .find_map(|line| line.strip_prefix("content-length:"))
-                .map_or(0, |v| v.trim().parse::<usize>().unwrap());
-            if buffer.len() >= end + 4 + length {
-                break (end, length);
-            }
+        if let Some(whole) = whole_answer(&buffer) {
+            break whole;
         }
         assert!(!eof, "connection closed before a whole answer: {:?}", String::from_utf8_lossy(&buffer));
         match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
@@ -399,11 +392,25 @@ async fn read_answer(stream: &mut TcpStream, close_wait: Duration) -> RawAnswer 
         }
     };
     let head = String::from_utf8_lossy(&buffer[..head_end]).into_owned();
-    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let status = status_of(head.as_bytes()).unwrap_or(0);
     let body = buffer[head_end + 4..head_end + 4 + length].to_vec();
     let closed = buffer.len() > head_end + 4 + length
         || matches!(tokio::time::timeout(close_wait, stream.read(&mut chunk)).await, Ok(Ok(0)) | Ok(Err(_)));
     RawAnswer { status, head, body, closed }
+}
+
+/// `count` connections that each send a request head cut off inside a header line ending in `tail`.
+async fn half_sent_heads(addr: std::net::SocketAddr, count: usize, tail: &str) -> Vec<TcpStream> {
+    let mut stalled = Vec::new();
+    for i in 0..count {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(format!("POST {PATH} HTTP/1.1\r\nHost: test\r\nX-Slow-{i}: {tail}").as_bytes())
+            .await
+            .unwrap();
+        stalled.push(stream);
+    }
+    stalled
 }
 
 fn request_head(extra_headers: &str, content_length: usize) -> String {
@@ -580,15 +587,7 @@ async fn half_sent_headers_do_not_stop_the_server_serving_others() {
     let (server, sink) = listen(&config()).await;
     let addr = server.local_addr();
     // 200 connections that never finish their request head (header slow-loris).
-    let mut stalled = Vec::new();
-    for i in 0..200 {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        stream
-            .write_all(format!("POST {PATH} HTTP/1.1\r\nHost: test\r\nX-Slow-{i}: ").as_bytes())
-            .await
-            .unwrap();
-        stalled.push(stream);
-    }
+    let mut stalled = half_sent_heads(addr, 200, "").await;
     assert_healthy_on(addr, &sink, "half-sent headers in progress").await;
     // Finishing one of them within the header timeout (10 s by default) still works.
     let mut late = stalled.pop().unwrap();
@@ -616,15 +615,7 @@ async fn header_slow_loris_connections_are_closed_at_the_header_timeout() {
     let addr = server.local_addr();
 
     // Half a header line, then nothing; and connections that never send a byte.
-    let mut stalled = Vec::new();
-    for i in 0..20 {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        stream
-            .write_all(format!("POST {PATH} HTTP/1.1\r\nHost: test\r\nX-Slow-{i}: ha").as_bytes())
-            .await
-            .unwrap();
-        stalled.push(stream);
-    }
+    let mut stalled = half_sent_heads(addr, 20, "ha").await;
     for _ in 0..5 {
         stalled.push(TcpStream::connect(addr).await.unwrap());
     }

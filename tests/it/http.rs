@@ -21,7 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
 use warp::http::Response;
 
-use crate::support::{closed_within, poll_until};
+use crate::support::{closed_within, poll_until, status_of, whole_answer};
 
 const PATH: &str = "/webhooks/cxone-data-actions";
 const SECRET: &str = "test-webhook-secret-of-32-bytes-or-more";
@@ -703,15 +703,8 @@ async fn read_status(stream: &mut tokio::net::TcpStream) -> Option<u16> {
     let mut buffer = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
-        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
-            let length = head
-                .lines()
-                .find_map(|line| line.strip_prefix("content-length:"))
-                .map_or(0, |v| v.trim().parse::<usize>().unwrap());
-            if buffer.len() >= end + 4 + length {
-                return head.split(' ').nth(1).and_then(|s| s.parse().ok());
-            }
+        if let Some((head_end, _)) = whole_answer(&buffer) {
+            return status_of(&buffer[..head_end]);
         }
         match stream.read(&mut chunk).await {
             Ok(0) | Err(_) => return None,

@@ -21,6 +21,23 @@ where
     }
 }
 
+/// Where the head of the HTTP/1.1 answer in `buffer` ends and how long its body is, once the whole
+/// answer (head + `Content-Length` body) is there; `None` while more bytes are needed.
+pub fn whole_answer(buffer: &[u8]) -> Option<(usize, usize)> {
+    let end = buffer.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
+    let length = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length:"))
+        .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+    (buffer.len() >= end + 4 + length).then_some((end, length))
+}
+
+/// The status code of an answer's head (`HTTP/1.1 200 OK` -> 200).
+pub fn status_of(head: &[u8]) -> Option<u16> {
+    String::from_utf8_lossy(head).split(' ').nth(1).and_then(|s| s.parse().ok())
+}
+
 /// True when the server closes `stream` (EOF or reset) within `limit`; bytes read meanwhile are dropped.
 pub async fn closed_within(stream: &mut tokio::net::TcpStream, limit: Duration) -> bool {
     use tokio::io::AsyncReadExt;

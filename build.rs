@@ -103,6 +103,7 @@ fn generate(path: &Path, bytes: &[u8]) -> Option<Generated> {
     if !root.contains_key("x-cxone-events") {
         return None;
     }
+    check_property_names(path, &value);
     let file_name = path
         .file_name()
         .and_then(|name| name.to_str())
@@ -141,7 +142,7 @@ fn generate(path: &Path, bytes: &[u8]) -> Option<Generated> {
         .get_type(&root_id)
         .unwrap_or_else(|err| fail(path, &format!("typify lost the root type: {err}")))
         .name();
-    let code = lend_constrained_strings(&types.to_stream().to_string());
+    let code = count_ascii_by_length(&lend_constrained_strings(&types.to_stream().to_string()));
     Some(Generated { file_name: file_name.to_owned(), module, root_type, code })
 }
 
@@ -154,6 +155,35 @@ fn lend_constrained_strings(code: &str) -> String {
     const READ_STRING: &str = ":: std :: string :: String :: deserialize (deserializer) ? . parse ()";
     const READ_LENT: &str = "< super :: LentStr < 'de > as :: serde :: Deserialize < 'de >> :: deserialize (deserializer) ? . parse ()";
     code.replace(READ_STRING, READ_LENT)
+}
+
+/// typify checks `minLength`/`maxLength` with `value.chars().count()`, once per bound. This has
+/// it call `generated::char_count`, which is the length in bytes for ASCII text (the same number,
+/// without the count). Same checks, same errors; the snapshot test shows the result.
+fn count_ascii_by_length(code: &str) -> String {
+    code.replace("value . chars () . count ()", "super :: char_count (value)")
+}
+
+/// The canonical writer (`contract::writer`) copies the generated types' field names as they are:
+/// refuse property names that JSON would have to escape (`"`, `\`, control characters).
+fn check_property_names(path: &Path, schema: &serde_json::Value) {
+    match schema {
+        serde_json::Value::Object(members) => {
+            if let Some(serde_json::Value::Object(properties)) = members.get("properties") {
+                for name in properties.keys() {
+                    if name.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+                        fail(
+                            path,
+                            &format!("property name {name:?} holds a character JSON must escape; rename it"),
+                        );
+                    }
+                }
+            }
+            members.values().for_each(|value| check_property_names(path, value));
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|item| check_property_names(path, item)),
+        _ => {}
+    }
 }
 
 /// Stops the build with the offending file and a readable message.

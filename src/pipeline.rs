@@ -80,7 +80,7 @@ impl RetryReason {
 #[derive(Debug, Clone)]
 pub enum Outcome {
     /// Valid, and the Kafka transaction holding it committed.
-    Published { event_type: String, correlation_id: String, committed: Committed },
+    Published { event_type: std::sync::Arc<str>, correlation_id: String, committed: Committed },
     /// Not valid (or not JSON), and the dead-letter object is stored; retrying would not help.
     DeadLettered {
         reason: Reason,

@@ -363,7 +363,7 @@ async fn replay_one(
         }
         Checked::Valid(event) => event,
     };
-    let event_type = event.event_type.clone();
+    let event_type = event.event_type.to_string();
     let sink = match (options.dry_run, sink) {
         (false, Some(sink)) => sink,
         _ => {

@@ -97,8 +97,35 @@ pub fn compile(schema: &Value) -> Result<Plan, String> {
             nodes[index] = Node::Ref(target);
         }
     }
+    prune(&mut nodes);
     let fixed_pointers = fixed_pointers(&nodes);
     Ok(Plan { nodes, fixed_pointers })
+}
+
+/// Drops what a walk would visit only to do nothing: an `additionalProperties` whose schema coerces
+/// nothing (`Any`, also through a `Ref`), and then, where no such schema is left, the declared
+/// properties that coerce nothing (where one is left, a declared property must stay declared, or
+/// the walk would give it the `additionalProperties` schema).
+fn prune(nodes: &mut [Node]) {
+    let inert: Vec<bool> = (0..nodes.len())
+        .map(|id| {
+            let target = match nodes[id] {
+                Node::Ref(target) => target,
+                _ => id,
+            };
+            matches!(nodes[target], Node::Any)
+        })
+        .collect();
+    for node in nodes.iter_mut() {
+        if let Node::Object { properties, additional } = node {
+            if additional.is_some_and(|child| inert[child]) {
+                *additional = None;
+            }
+            if additional.is_none() {
+                properties.retain(|&(_, child)| !inert[child]);
+            }
+        }
+    }
 }
 
 /// Where [`fixed_pointers`] has got to with a node.
@@ -476,22 +503,22 @@ impl Plan {
                     coercions.push(Coercion { path: pointer(), from, to });
                 }
             }
-            (Node::Object { properties, additional }, Doc::Object(members)) => {
-                // The members coercion may change, with their plan nodes: on the stack unless many.
+            (Node::Object { properties, additional: None }, Doc::Object(members)) => {
+                // Only declared properties are walked, and they are sorted by name: visiting them in
+                // that order gives the records in the Value walk's order (key order).
+                for (name, child) in properties {
+                    if let Some((key, member)) = members.iter_mut().find(|(key, _)| key == name) {
+                        self.walk_doc(*child, member, Place::Member(&place, key), coercions);
+                    }
+                }
+            }
+            (Node::Object { properties, additional: Some(additional) }, Doc::Object(members)) => {
+                // Members in key order, each with its plan node: on the stack unless many.
                 let mut inline: [(usize, NodeId); INLINE_CHILDREN] = [(0, 0); INLINE_CHILDREN];
                 let mut count = 0;
                 let mut spilled: Vec<(usize, NodeId)> = Vec::new();
                 for (index, (name, _)) in members.iter().enumerate() {
-                    let child = match find_property(properties, name) {
-                        Some(found) => found,
-                        None => match additional {
-                            Some(child) => *child,
-                            None => continue,
-                        },
-                    };
-                    if matches!(self.resolve(child), Node::Any) {
-                        continue;
-                    }
+                    let child = find_property(properties, name).unwrap_or(*additional);
                     if count < INLINE_CHILDREN {
                         inline[count] = (index, child);
                     } else {
@@ -503,10 +530,7 @@ impl Plan {
                     count += 1;
                 }
                 let children = if count > INLINE_CHILDREN { &mut spilled[..] } else { &mut inline[..count] };
-                // Document order is not key order; records must come out as the Value walk makes them.
-                if children.len() > 1 {
-                    children.sort_unstable_by(|a, b| members[a.0].0.cmp(&members[b.0].0));
-                }
+                children.sort_unstable_by(|a, b| members[a.0].0.cmp(members[b.0].0));
                 for &(index, child) in children.iter() {
                     let (name, member) = &mut members[index];
                     self.walk_doc(child, member, Place::Member(&place, name), coercions);
@@ -578,6 +602,12 @@ fn parse_number(text: &str, integer: bool) -> Option<Number> {
     }
     let digits_only = unsigned.bytes().all(|b| b.is_ascii_digit());
     if digits_only {
+        if unsigned.len() <= 18 {
+            // Below 10^18 < 2^63: no overflow, and the same value `str::parse::<i64>` gives.
+            let magnitude = unsigned.bytes().fold(0i64, |n, digit| n * 10 + i64::from(digit - b'0'));
+            let n = if trimmed.starts_with('-') { -magnitude } else { magnitude };
+            return Some(if integer { Number::from(n) } else { Number::from_f64(n as f64)? });
+        }
         let signless = trimmed.strip_prefix('+').unwrap_or(trimmed);
         if let Ok(n) = signless.parse::<i64>() {
             return Some(if integer { Number::from(n) } else { Number::from_f64(n as f64)? });
@@ -719,6 +749,31 @@ mod tests {
         assert_eq!(parse_number("99999999999999999999", true), None);
     }
 
+    /// The short-integer shortcut gives exactly what the integer parsers give.
+    #[test]
+    fn short_integers_parse_as_the_integer_parser_does() {
+        let reference = |text: &str, integer: bool| {
+            let signless = text.strip_prefix('+').unwrap_or(text);
+            if let Ok(n) = signless.parse::<i64>() {
+                return if integer { Some(Number::from(n)) } else { Number::from_f64(n as f64) };
+            }
+            let n = signless.parse::<u64>().ok()?;
+            if integer { Some(Number::from(n)) } else { Number::from_f64(n as f64) }
+        };
+        for digits in 1..=18 {
+            for lead in ["", "0", "00"] {
+                for sign in ["", "-", "+"] {
+                    for top in ['1', '5', '9'] {
+                        let text = format!("{sign}{lead}{}", top.to_string().repeat(digits));
+                        for integer in [true, false] {
+                            assert_eq!(parse_number(&text, integer), reference(&text, integer), "{text}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// The short-decimal shortcut gives exactly what the general float parser gives.
     #[test]
     fn short_decimals_parse_as_the_float_parser_does() {
@@ -804,6 +859,9 @@ mod tests {
         assert_eq!(pointer, "/a~1b~0c");
     }
 
+    /// Both walks (on a `Value` and on a borrowed document) give the same result and the same
+    /// records; a declared property keeps its own schema next to `additionalProperties` (`either`
+    /// stays a string though undeclared members become numbers).
     #[test]
     fn walks_refs_arrays_and_additional_properties() {
         let schema = json!({
@@ -817,14 +875,15 @@ mod tests {
             "$defs": {"Item": {"type": "object", "properties": {"n": {"type": "integer"}, "child": {"$ref": "#/$defs/Item"}}}}
         });
         let plan = compile(&schema).unwrap();
-        let mut value = json!({
-            "list": [{"n": "1", "child": {"n": "2"}}],
-            "opt": "3",
-            "either": "4",
-            "a/b": "5.5"
-        });
+        let body = r#"{"list": [{"n": "1", "child": {"n": "2"}}], "opt": "3", "either": "4", "a/b": "5.5"}"#;
+        let mut value: Value = serde_json::from_str(body).unwrap();
         let mut coercions = Vec::new();
         plan.apply(&mut value, &mut coercions);
+        let mut doc = Doc::parse(body.as_bytes()).unwrap();
+        let mut doc_coercions = Vec::new();
+        plan.apply_doc(&mut doc, &mut doc_coercions);
+        assert_eq!(doc.to_value(), value);
+        assert_eq!(doc_coercions, coercions);
         assert_eq!(
             value,
             json!({"list": [{"n": 1, "child": {"n": 2}}], "opt": 3, "either": "4", "a/b": 5.5})

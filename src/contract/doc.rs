@@ -30,8 +30,9 @@ pub enum Doc<'a> {
     Number(Number),
     String(Cow<'a, str>),
     Array(Vec<Doc<'a>>),
-    /// Members in document order; keys are unique (duplicates make the parser give up).
-    Object(Vec<(Cow<'a, str>, Doc<'a>)>),
+    /// Members in document order; keys are unique and borrowed (duplicate keys, and keys written
+    /// with escapes, make the parser give up).
+    Object(Vec<(&'a str, Doc<'a>)>),
 }
 
 impl<'a> Doc<'a> {
@@ -40,14 +41,13 @@ impl<'a> Doc<'a> {
         let text = std::str::from_utf8(raw).ok()?;
         let mut parser = Parser { text, bytes: raw, pos: 0 };
         let doc = parser.value(0)?;
-        parser.skip_whitespace();
-        (parser.pos == raw.len()).then_some(doc)
+        parser.peek().is_none().then_some(doc)
     }
 
     /// A member of an object by name.
     pub fn get(&self, name: &str) -> Option<&Doc<'a>> {
         match self {
-            Doc::Object(members) => members.iter().find(|(key, _)| key == name).map(|(_, value)| value),
+            Doc::Object(members) => members.iter().find(|(key, _)| *key == name).map(|(_, value)| value),
             _ => None,
         }
     }
@@ -94,15 +94,20 @@ struct Parser<'a> {
 }
 
 impl<'a> Parser<'a> {
-    fn skip_whitespace(&mut self) {
-        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.bytes.get(self.pos) {
+    /// The next byte that is not whitespace (moving past the whitespace), `None` at the end.
+    #[inline]
+    fn peek(&mut self) -> Option<u8> {
+        loop {
+            let byte = *self.bytes.get(self.pos)?;
+            if !matches!(byte, b' ' | b'\t' | b'\n' | b'\r') {
+                return Some(byte);
+            }
             self.pos += 1;
         }
     }
 
     fn value(&mut self, depth: usize) -> Option<Doc<'a>> {
-        self.skip_whitespace();
-        match *self.bytes.get(self.pos)? {
+        match self.peek()? {
             b'{' => self.object(depth + 1),
             b'[' => self.array(depth + 1),
             b'"' => self.string().map(Doc::String),
@@ -127,31 +132,31 @@ impl<'a> Parser<'a> {
             return None;
         }
         self.pos += 1;
-        let mut members: Vec<(Cow<'a, str>, Doc<'a>)> = Vec::with_capacity(8);
-        self.skip_whitespace();
-        if self.bytes.get(self.pos) == Some(&b'}') {
+        let mut members: Vec<(&'a str, Doc<'a>)> = Vec::with_capacity(8);
+        if self.peek()? == b'}' {
             self.pos += 1;
             return Some(Doc::Object(members));
         }
         loop {
-            self.skip_whitespace();
-            if self.bytes.get(self.pos) != Some(&b'"') {
+            if self.peek()? != b'"' {
                 return None;
             }
-            let key = self.string()?;
-            self.skip_whitespace();
-            if self.bytes.get(self.pos) != Some(&b':') {
+            // A key written with escapes is left to the reference path (no CXone key has one).
+            let Cow::Borrowed(key) = self.string()? else { return None };
+            if self.peek()? != b':' {
                 return None;
             }
             self.pos += 1;
-            let value = self.value(depth)?;
+            // Most values are strings: read them here rather than through `value`.
+            let value = if self.peek()? == b'"' { Doc::String(self.string()?) } else { self.value(depth)? };
             // serde_json keeps the last of duplicate keys; leave such bodies to it.
-            if members.iter().any(|(existing, _)| *existing == key) {
-                return None;
+            for (existing, _) in &members {
+                if existing.len() == key.len() && *existing == key {
+                    return None;
+                }
             }
             members.push((key, value));
-            self.skip_whitespace();
-            match self.bytes.get(self.pos)? {
+            match self.peek()? {
                 b',' => self.pos += 1,
                 b'}' => {
                     self.pos += 1;
@@ -168,15 +173,13 @@ impl<'a> Parser<'a> {
         }
         self.pos += 1;
         let mut items = Vec::new();
-        self.skip_whitespace();
-        if self.bytes.get(self.pos) == Some(&b']') {
+        if self.peek()? == b']' {
             self.pos += 1;
             return Some(Doc::Array(items));
         }
         loop {
             items.push(self.value(depth)?);
-            self.skip_whitespace();
-            match self.bytes.get(self.pos)? {
+            match self.peek()? {
                 b',' => self.pos += 1,
                 b']' => {
                     self.pos += 1;
@@ -188,27 +191,27 @@ impl<'a> Parser<'a> {
     }
 
     /// A string starting at the opening quote; borrowed unless it holds escapes.
+    #[inline]
     fn string(&mut self) -> Option<Cow<'a, str>> {
-        self.pos += 1;
-        let start = self.pos;
-        let rest = self.bytes.get(start..)?;
-        let plain = plain_len(rest);
-        if plain == rest.len() {
-            return None;
-        }
-        self.pos += plain;
-        match self.bytes[self.pos] {
+        let start = self.pos + 1;
+        let end = start + plain_len(self.bytes.get(start..)?);
+        match self.bytes.get(end)? {
             b'"' => {
-                let text = self.text.get(start..self.pos)?;
-                self.pos += 1;
-                Some(Cow::Borrowed(text))
+                self.pos = end + 1;
+                // Both ends sit next to a quote, so they are character boundaries.
+                self.text.get(start..end).map(Cow::Borrowed)
             }
-            b'\\' => self.escaped_string(start),
+            b'\\' => {
+                self.pos = end;
+                self.escaped_string(start)
+            }
             _ => None,
         }
     }
 
     /// The rest of a string that holds escapes, from its start; surrogates must pair up.
+    #[cold]
+    #[inline(never)]
     fn escaped_string(&mut self, start: usize) -> Option<Cow<'a, str>> {
         let mut out = String::from(self.text.get(start..self.pos)?);
         loop {
@@ -352,7 +355,7 @@ impl Json for DocJson {
 }
 
 impl<'a> Node<'a, DocJson> for &'a Doc<'a> {
-    type Object = &'a [(Cow<'a, str>, Doc<'a>)];
+    type Object = &'a [(&'a str, Doc<'a>)];
     type Array = &'a [Doc<'a>];
     type Number = &'a Number;
 
@@ -424,7 +427,7 @@ impl<'a> Node<'a, DocJson> for &'a Doc<'a> {
     }
 }
 
-impl<'a> Object<'a, DocJson> for &'a [(Cow<'a, str>, Doc<'a>)] {
+impl<'a> Object<'a, DocJson> for &'a [(&'a str, Doc<'a>)] {
     type Node = &'a Doc<'a>;
     type MemberName = &'a str;
     type MembersIter = Members<'a>;
@@ -443,7 +446,7 @@ impl<'a> Object<'a, DocJson> for &'a [(Cow<'a, str>, Doc<'a>)] {
 }
 
 /// Iterator over an object's members, as `jsonschema` wants them.
-pub struct Members<'a>(std::slice::Iter<'a, (Cow<'a, str>, Doc<'a>)>);
+pub struct Members<'a>(std::slice::Iter<'a, (&'a str, Doc<'a>)>);
 
 impl<'a> Iterator for Members<'a> {
     type Item = (&'a str, &'a Doc<'a>);
@@ -652,7 +655,7 @@ fn visit_array<'de, V: Visitor<'de>>(
 }
 
 fn visit_object<'de, V: Visitor<'de>>(
-    members: &'de [(Cow<'de, str>, Doc<'de>)],
+    members: &'de [(&'de str, Doc<'de>)],
     visitor: V,
 ) -> Result<V::Value, serde_json::Error> {
     let mut access = Entries { members: members.iter(), value: None };
@@ -682,7 +685,7 @@ impl<'de> SeqAccess<'de> for Items<'de> {
 }
 
 struct Entries<'de> {
-    members: std::slice::Iter<'de, (Cow<'de, str>, Doc<'de>)>,
+    members: std::slice::Iter<'de, (&'de str, Doc<'de>)>,
     /// The value of the key last handed out.
     value: Option<&'de Doc<'de>>,
 }
@@ -785,6 +788,7 @@ mod tests {
             b"   ",
             b"\xEF\xBB\xBF{}",
             b"{\"a\":1,\"a\":2}",
+            b"{\"\\u0061\":1}",
             b"{\"a\":1}x",
             b"{\"a\":01}",
             b"{\"a\":1.}",

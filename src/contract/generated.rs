@@ -85,5 +85,23 @@ impl<'de> ::serde::de::Visitor<'de> for LentStrVisitor {
     }
 }
 
+/// `text.chars().count()`: the number of characters `minLength`/`maxLength` count. ASCII text
+/// (most constrained strings) has one per byte, so only other text is counted.
+fn char_count(text: &str) -> usize {
+    if text.is_ascii() { text.len() } else { text.chars().count() }
+}
+
 /// The generated code as build.rs wrote it (for the snapshot test and `validate --print-generated`).
 pub const SOURCE: &str = include_str!(concat!(env!("OUT_DIR"), "/contract_types.rs"));
+
+#[cfg(test)]
+mod tests {
+    /// The same number as `chars().count()`, for ASCII and for other text.
+    #[test]
+    fn char_count_counts_characters() {
+        for text in ["", "a", "c-1", "jane.doe@example.com", "é", "日本語", "a😀b", "\u{0}\u{7f}\u{80}"]
+        {
+            assert_eq!(super::char_count(text), text.chars().count(), "{text:?}");
+        }
+    }
+}

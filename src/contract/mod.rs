@@ -81,8 +81,9 @@ pub struct FieldError {
 /// A payload that passed the contract.
 #[derive(Debug, Clone)]
 pub struct ValidEvent {
-    /// The payload's `event` value (e.g. `interaction.completed`).
-    pub event_type: String,
+    /// The payload's `event` value (e.g. `interaction.completed`), shared with the registry's
+    /// routes: no copy per event.
+    pub event_type: std::sync::Arc<str>,
     /// The schema that accepted it (shared with the registry: no copy per event).
     pub schema: std::sync::Arc<SchemaRef>,
     /// The payload's `correlation_id`: the Kafka key.

@@ -53,12 +53,27 @@ pub struct Contract {
     schemas: Vec<EventSchema>,
     /// `event` value -> index into `schemas`; ordered because, with a handful of events, a few
     /// comparisons per request beat hashing the key (and `known_events` lists them sorted).
-    routes: BTreeMap<String, usize>,
+    routes: BTreeMap<String, Route>,
 }
 
 impl std::fmt::Debug for Contract {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Contract").field("schemas", &self.schemas().collect::<Vec<_>>()).finish()
+    }
+}
+
+/// Where an `event` value leads.
+struct Route {
+    /// Index into [`Contract::schemas`].
+    schema: usize,
+    /// The `event` value itself, handed to every [`ValidEvent`] of this type.
+    event_type: Arc<str>,
+}
+
+impl Route {
+    /// The shared `event_type` when `event` is this route's value, else a copy of `event`.
+    fn event_type_of(&self, event: &str) -> Arc<str> {
+        if *self.event_type == *event { Arc::clone(&self.event_type) } else { event.into() }
     }
 }
 
@@ -123,7 +138,7 @@ impl Contract {
         sources: impl Iterator<Item = (String, &'a [u8], Canonicalize)>,
     ) -> Result<Contract, ContractError> {
         let mut schemas = Vec::new();
-        let mut routes = BTreeMap::new();
+        let mut routes: BTreeMap<String, Route> = BTreeMap::new();
         for (origin, bytes, canonicalize) in sources {
             let fail = |message: String| ContractError { path: origin.clone(), message };
             let schema: Value =
@@ -151,11 +166,11 @@ impl Contract {
             let plan = coerce::compile(&schema).map_err(fail)?;
             let index = schemas.len();
             for event in &events {
-                if let Some(&other) = routes.get(event) {
-                    let other: &EventSchema = &schemas[other];
+                if let Some(other) = routes.get(event) {
+                    let other: &EventSchema = &schemas[other.schema];
                     return Err(fail(format!("event {event:?} is already served by {}", other.origin)));
                 }
-                routes.insert(event.clone(), index);
+                routes.insert(event.clone(), Route { schema: index, event_type: event.as_str().into() });
             }
             schemas.push(EventSchema {
                 schema_ref: Arc::new(SchemaRef { id: id.to_owned(), version: version.to_owned() }),
@@ -190,7 +205,7 @@ impl Contract {
 
     /// The schema serving an `event` value, if any.
     pub fn schema_for_event(&self, event: &str) -> Option<&SchemaRef> {
-        self.routes.get(event).map(|&index| &*self.schemas[index].schema_ref)
+        self.routes.get(event).map(|route| &*self.schemas[route.schema].schema_ref)
     }
 
     /// Judges one raw request body.
@@ -212,7 +227,8 @@ impl Contract {
     fn accept_fast(&self, raw: &[u8]) -> Option<ValidEvent> {
         let mut doc = Doc::parse(raw)?;
         let event = doc.get("event")?.as_str()?;
-        let schema = &self.schemas[*self.routes.get(event)?];
+        let route = self.routes.get(event)?;
+        let schema = &self.schemas[route.schema];
         let Canonicalize::Typed(_, canonicalize) = schema.canonicalize else { return None };
         let mut coercions = Vec::new();
         schema.plan.apply_doc(&mut doc, &mut coercions);
@@ -222,7 +238,12 @@ impl Contract {
         let mut canonical_json = Vec::with_capacity(raw.len() + 64);
         canonicalize(&doc, &mut canonical_json).ok()?;
         Some(ValidEvent {
-            event_type: doc.get("event")?.as_str()?.to_owned(),
+            // Coercion may have normalised `event` (if a schema says so): report what was accepted.
+            event_type: if coercions.iter().any(|coercion| coercion.path == "/event") {
+                route.event_type_of(doc.get("event")?.as_str()?)
+            } else {
+                Arc::clone(&route.event_type)
+            },
             schema: Arc::clone(&schema.schema_ref),
             correlation_id: doc.get("correlation_id")?.as_str()?.to_owned(),
             canonical_json,
@@ -232,8 +253,8 @@ impl Contract {
 
     /// Judges an already-parsed payload (replay).
     pub fn check_value(&self, mut value: Value) -> Checked {
-        let schema = match self.route(&value) {
-            Ok(index) => &self.schemas[index],
+        let (route, schema) = match self.route(&value) {
+            Ok(route) => (route, &self.schemas[route.schema]),
             Err(error) => {
                 return reject(Reason::UnknownEvent, None, vec![error], Vec::new(), Some(value));
             }
@@ -282,8 +303,8 @@ impl Contract {
                 );
             }
         };
-        let (Some(event_type), Some(correlation_id)) =
-            (string_member(&value, "event"), string_member(&value, "correlation_id"))
+        let event_type = value.get("event").and_then(Value::as_str).map(|event| route.event_type_of(event));
+        let (Some(event_type), Some(correlation_id)) = (event_type, string_member(&value, "correlation_id"))
         else {
             let error = FieldError {
                 instance_path: "/correlation_id".into(),
@@ -311,7 +332,7 @@ impl Contract {
     }
 
     /// Picks the schema for a payload by its `event`, or explains why none applies.
-    fn route(&self, value: &Value) -> Result<usize, FieldError> {
+    fn route(&self, value: &Value) -> Result<&Route, FieldError> {
         let error = |instance_path: &str, keyword: &str, message: String| FieldError {
             instance_path: instance_path.into(),
             schema_path: String::new(),
@@ -331,7 +352,7 @@ impl Contract {
                 "required",
                 format!("required property `event` is missing; {}", self.known_events()),
             )),
-            Some(Value::String(event)) => self.routes.get(event.as_str()).copied().ok_or_else(|| {
+            Some(Value::String(event)) => self.routes.get(event.as_str()).ok_or_else(|| {
                 let shown: String = event.chars().take(80).collect();
                 error("/event", "enum", format!("unknown event {shown:?}; {}", self.known_events()))
             }),
@@ -476,6 +497,32 @@ fn count_rejection(reason: Reason, errors: &[FieldError]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `event_type` is the routed value shared with the registry, unless the schema normalises
+    /// `event`: then it is the value that was accepted.
+    #[test]
+    fn event_type_is_the_accepted_value() {
+        let schema = |normalize: &str| {
+            format!(
+                r#"{{"$id": "ping", "x-cxone-schema-version": "1", "x-cxone-events": ["Ping"],
+                    "type": "object", "required": ["event", "correlation_id"],
+                    "properties": {{"event": {{"type": "string"{normalize}}}, "correlation_id": {{"type": "string"}}}}}}"#
+            )
+        };
+        for (normalize, expected) in [("", "Ping"), (r#", "x-cxone-normalize": ["lowercase"]"#, "ping")] {
+            let text = schema(normalize);
+            let contract = Contract::from_sources(
+                [("ping.json".to_owned(), text.as_bytes(), Canonicalize::Untyped)].into_iter(),
+            )
+            .unwrap();
+            let Checked::Valid(event) = contract.check(br#"{"event": "Ping", "correlation_id": "c"}"#) else {
+                panic!("not valid with {normalize:?}")
+            };
+            assert_eq!(&*event.event_type, expected);
+            let shared = &contract.routes["Ping"].event_type;
+            assert_eq!(Arc::ptr_eq(&event.event_type, shared), expected == "Ping");
+        }
+    }
 
     /// The fast path really serves the valid fixtures (the integration tests show it agrees with
     /// the reference path; this shows it is taken), and the seed example.

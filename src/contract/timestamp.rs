@@ -142,6 +142,8 @@ fn parse_plain(text: &[u8]) -> Option<DateTime<Utc>> {
 
 /// chrono's AutoSi RFC 3339 text with `Z`, for years 0-9999 without a leap second; `None` else.
 fn format_plain<'b>(instant: &DateTime<Utc>, buffer: &'b mut [u8; MAX_PLAIN_LEN]) -> Option<&'b str> {
+    // The fields of the UTC wall time; `DateTime`'s own accessors add the (zero) offset each time.
+    let instant = instant.naive_utc();
     let year = instant.year();
     let nanos = instant.nanosecond();
     if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
@@ -158,15 +160,17 @@ fn format_plain<'b>(instant: &DateTime<Utc>, buffer: &'b mut [u8; MAX_PLAIN_LEN]
         Some((nanos, 9))
     };
     let mut len = 0;
-    let mut put = |lead: Option<u8>, value: u32, width: u32| {
+    let mut put = |lead: Option<u8>, value: u32, width: usize| {
         if let Some(lead) = lead {
             buffer[len] = lead;
             len += 1;
         }
-        for place in (0..width).rev() {
-            buffer[len] = b'0' + (value / 10u32.pow(place) % 10) as u8;
-            len += 1;
+        let mut rest = value;
+        for digit in buffer[len..len + width].iter_mut().rev() {
+            *digit = b'0' + (rest % 10) as u8;
+            rest /= 10;
         }
+        len += width;
     };
     put(None, year as u32, 4);
     put(Some(b'-'), instant.month(), 2);

@@ -4,7 +4,9 @@
 //! string first instead of escaping every fragment they are written in.
 //!
 //! Anything it does not write the way serde_json would (map keys that are not strings) is an error,
-//! and the caller then takes the reference path.
+//! and the caller then takes the reference path. Struct field names are copied as they are: only
+//! the build.rs-generated types are written here, and build.rs refuses schemas whose property names
+//! JSON would have to escape.
 
 use serde::ser::{self, Serialize};
 
@@ -55,19 +57,64 @@ pub(super) fn plain_len(bytes: &[u8]) -> usize {
     plain + bytes[plain..].iter().position(|&b| ESCAPE[usize::from(b)] != 0).unwrap_or(bytes.len() - plain)
 }
 
+/// Whether `bytes` needs no escape at all. Short strings (most keys and values) are read as one or
+/// two overlapping words instead of byte by byte; a byte read twice does not change the answer.
+fn is_plain(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let any_stop = |word: u64| {
+        let below = |word: u64, n: u64| word.wrapping_sub(ONES * n) & !word & HIGH;
+        below(word, 0x20) | below(word ^ (ONES * 0x22), 1) | below(word ^ (ONES * 0x5c), 1) != 0
+    };
+    let len = bytes.len();
+    let half = |at: usize| {
+        let mut half = [0u8; 4];
+        half.copy_from_slice(&bytes[at..at + 4]);
+        u64::from(u32::from_le_bytes(half))
+    };
+    match len {
+        0 => true,
+        // Three reads cover 1..=3 bytes; the spare high bytes are a plain letter.
+        1..=3 => {
+            let word = u64::from(bytes[0]) | u64::from(bytes[len / 2]) << 8 | u64::from(bytes[len - 1]) << 16;
+            !any_stop(word | 0x6161_6161_6100_0000)
+        }
+        4..=7 => !any_stop(half(0) | half(len - 4) << 32),
+        _ => {
+            bytes.chunks_exact(8).all(|chunk| !any_stop(word_of(chunk)))
+                && !any_stop(word_of(&bytes[len - 8..]))
+        }
+    }
+}
+
+/// The eight bytes of `chunk` as one little-endian word.
+fn word_of(chunk: &[u8]) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(chunk);
+    u64::from_le_bytes(word)
+}
+
+/// Appends `text` as a JSON string. Most strings need no escape: that path is inlined into callers.
+#[inline]
 fn write_str(out: &mut Vec<u8>, text: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = text.as_bytes();
+    if !is_plain(bytes) {
+        return write_escaped(out, bytes);
+    }
     out.reserve(bytes.len() + 2);
     out.push(b'"');
-    let plain = plain_len(bytes);
-    if plain == bytes.len() {
-        out.extend_from_slice(bytes);
-        out.push(b'"');
-        return;
-    }
+    out.extend_from_slice(bytes);
+    out.push(b'"');
+}
+
+#[cold]
+#[inline(never)]
+fn write_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(bytes.len() + 8);
+    out.push(b'"');
     let mut start = 0;
-    for (index, &byte) in bytes.iter().enumerate().skip(plain) {
+    for (index, &byte) in bytes.iter().enumerate() {
         let escape = ESCAPE[usize::from(byte)];
         if escape == 0 {
             continue;
@@ -85,6 +132,15 @@ fn write_str(out: &mut Vec<u8>, text: &str) {
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
+}
+
+/// `"name":` for a struct field (see the module docs: the name needs no escape).
+fn write_field_name(out: &mut Vec<u8>, name: &str) {
+    debug_assert!(is_plain(name.as_bytes()), "field name {name:?} needs escapes");
+    out.reserve(name.len() + 3);
+    out.push(b'"');
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":");
 }
 
 /// `fmt::Write` straight into the output (for `collect_str`): no intermediate `String`.
@@ -306,7 +362,7 @@ impl<'a> ser::Serializer for Writer<'a> {
             return Err(ser::Error::custom("a value failed to format itself"));
         }
         let text_start = quote + 1;
-        if plain_len(&self.out[text_start..]) == self.out.len() - text_start {
+        if is_plain(&self.out[text_start..]) {
             self.out.push(b'"');
             return Ok(());
         }
@@ -400,8 +456,7 @@ impl ser::SerializeStruct for Compound<'_> {
         value: &T,
     ) -> Result<(), serde_json::Error> {
         self.comma();
-        write_str(self.out, key);
-        self.out.push(b':');
+        write_field_name(self.out, key);
         value.serialize(Writer { out: &mut *self.out })
     }
 
@@ -613,20 +668,22 @@ mod tests {
         assert_eq!(String::from_utf8(ours).unwrap(), serde_json::to_string(&value).unwrap());
     }
 
-    /// The word-at-a-time scan stops exactly where a byte-at-a-time scan does, for every byte
-    /// value at every position of a word and its tail, after plain bytes of every kind (below and
-    /// above the stop bytes, multi-byte UTF-8).
+    /// The word-at-a-time scans agree with a byte-at-a-time scan (`plain_len` stops where it does,
+    /// `is_plain` says whether it stops at all), for every byte value at every position of a word
+    /// and its tail, after plain bytes of every kind (below and above the stop bytes, multi-byte UTF-8).
     #[test]
     fn plain_len_stops_at_the_first_byte_needing_an_escape() {
         let naive =
             |bytes: &[u8]| bytes.iter().position(|&b| ESCAPE[usize::from(b)] != 0).unwrap_or(bytes.len());
         for filler in [b'a', b' ', b'!', b'#', b'[', b']', 0x7f, 0x80, 0xc3, 0xff] {
             for len in 0..20 {
+                assert!(is_plain(&vec![filler; len]), "{filler} x {len}");
                 for at in 0..len {
                     for byte in 0..=255u8 {
                         let mut bytes = vec![filler; len];
                         bytes[at] = byte;
                         assert_eq!(plain_len(&bytes), naive(&bytes), "{bytes:?}");
+                        assert_eq!(is_plain(&bytes), naive(&bytes) == len, "{bytes:?}");
                     }
                 }
             }

@@ -223,7 +223,7 @@ fn seed_examples_behave_as_the_issue_says() {
     assert_eq!(canonical["data"]["metadata"]["score"], json!(4.5));
     assert_eq!(canonical["data"]["customer_email"], json!("jane.doe@example.com"));
     assert_eq!(event.correlation_id, "c-1");
-    assert_eq!(event.event_type, "interaction.completed");
+    assert_eq!(&*event.event_type, "interaction.completed");
     assert_eq!(event.schema.id, "https://schemas.cxone-ingest.dev/events/interaction-completed/v1.json");
     let paths: Vec<&str> = event.coercions.iter().map(|c| c.path.as_str()).collect();
     assert_eq!(paths, ["/data/customer_email", "/data/duration_seconds", "/data/metadata/score"]);

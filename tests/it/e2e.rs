@@ -18,7 +18,7 @@ fn expected_record(body: &str) -> (String, Vec<u8>, HashMap<&'static str, String
         panic!("test body is not valid: {body}")
     };
     let headers = HashMap::from([
-        ("event_type", event.event_type.clone()),
+        ("event_type", event.event_type.to_string()),
         ("schema_id", event.schema.id.clone()),
         ("schema_version", event.schema.version.clone()),
         ("coercions", serde_json::to_string(&event.coercions).unwrap()),

@@ -454,7 +454,7 @@ async fn routes_event_types_and_creates_missing_topics_when_asked() {
     wait_ready(&sink).await;
 
     let mut survey = kafka_event_record("route-1", "corr-route-1", "s");
-    survey.event.event_type = "survey.scored".to_owned();
+    survey.event.event_type = "survey.scored".into();
     let routed = sink.publish(survey, deadline()).await.unwrap();
     assert_eq!(routed.topic, routed_topic);
     let other = sink.publish(kafka_event_record("route-2", "corr-route-2", "i"), deadline()).await.unwrap();

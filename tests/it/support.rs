@@ -375,7 +375,7 @@ mod kafka_support {
             received_at: chrono::Utc::now(),
             body_sha256: sha2::Sha256::digest(body.as_bytes()).into(),
             event: ValidEvent {
-                event_type: "interaction.completed".to_owned(),
+                event_type: "interaction.completed".into(),
                 schema: SchemaRef { id: "interaction-completed".to_owned(), version: "1.0.0".to_owned() }
                     .into(),
                 correlation_id: correlation_id.to_owned(),

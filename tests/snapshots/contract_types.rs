@@ -99,10 +99,10 @@ pub mod interaction_completed {
         fn from_str(
             value: &str,
         ) -> ::std::result::Result<Self, self::error::ConversionError> {
-            if value.chars().count() > 256usize {
+            if super::char_count(value) > 256usize {
                 return Err("longer than 256 characters".into());
             }
-            if value.chars().count() < 1usize {
+            if super::char_count(value) < 1usize {
                 return Err("shorter than 1 characters".into());
             }
             Ok(Self(value.to_string()))
@@ -173,10 +173,10 @@ pub mod interaction_completed {
         fn from_str(
             value: &str,
         ) -> ::std::result::Result<Self, self::error::ConversionError> {
-            if value.chars().count() > 128usize {
+            if super::char_count(value) > 128usize {
                 return Err("longer than 128 characters".into());
             }
-            if value.chars().count() < 1usize {
+            if super::char_count(value) < 1usize {
                 return Err("shorter than 1 characters".into());
             }
             Ok(Self(value.to_string()))
@@ -232,7 +232,7 @@ pub mod interaction_completed {
         fn from_str(
             value: &str,
         ) -> ::std::result::Result<Self, self::error::ConversionError> {
-            if value.chars().count() > 254usize {
+            if super::char_count(value) > 254usize {
                 return Err("longer than 254 characters".into());
             }
             Ok(Self(value.to_string()))
@@ -300,7 +300,7 @@ pub mod interaction_completed {
         fn from_str(
             value: &str,
         ) -> ::std::result::Result<Self, self::error::ConversionError> {
-            if value.chars().count() > 64usize {
+            if super::char_count(value) > 64usize {
                 return Err("longer than 64 characters".into());
             }
             Ok(Self(value.to_string()))
@@ -416,7 +416,7 @@ pub mod survey_completed {
         fn from_str(
             value: &str,
         ) -> ::std::result::Result<Self, self::error::ConversionError> {
-            if value.chars().count() < 1usize {
+            if super::char_count(value) < 1usize {
                 return Err("shorter than 1 characters".into());
             }
             Ok(Self(value.to_string()))
@@ -531,10 +531,10 @@ pub mod survey_completed {
         fn from_str(
             value: &str,
         ) -> ::std::result::Result<Self, self::error::ConversionError> {
-            if value.chars().count() > 128usize {
+            if super::char_count(value) > 128usize {
                 return Err("longer than 128 characters".into());
             }
-            if value.chars().count() < 1usize {
+            if super::char_count(value) < 1usize {
                 return Err("shorter than 1 characters".into());
             }
             Ok(Self(value.to_string()))
@@ -615,10 +615,10 @@ pub mod survey_completed {
         fn from_str(
             value: &str,
         ) -> ::std::result::Result<Self, self::error::ConversionError> {
-            if value.chars().count() > 256usize {
+            if super::char_count(value) > 256usize {
                 return Err("longer than 256 characters".into());
             }
-            if value.chars().count() < 1usize {
+            if super::char_count(value) < 1usize {
                 return Err("shorter than 1 characters".into());
             }
             Ok(Self(value.to_string()))
@@ -701,10 +701,10 @@ pub mod survey_completed {
         fn from_str(
             value: &str,
         ) -> ::std::result::Result<Self, self::error::ConversionError> {
-            if value.chars().count() > 128usize {
+            if super::char_count(value) > 128usize {
                 return Err("longer than 128 characters".into());
             }
-            if value.chars().count() < 1usize {
+            if super::char_count(value) < 1usize {
                 return Err("shorter than 1 characters".into());
             }
             Ok(Self(value.to_string()))
@@ -819,7 +819,7 @@ pub mod survey_completed {
         fn from_str(
             value: &str,
         ) -> ::std::result::Result<Self, self::error::ConversionError> {
-            if value.chars().count() > 4000usize {
+            if super::char_count(value) > 4000usize {
                 return Err("longer than 4000 characters".into());
             }
             Ok(Self(value.to_string()))
@@ -935,10 +935,10 @@ pub mod survey_completed {
         fn from_str(
             value: &str,
         ) -> ::std::result::Result<Self, self::error::ConversionError> {
-            if value.chars().count() > 128usize {
+            if super::char_count(value) > 128usize {
                 return Err("longer than 128 characters".into());
             }
-            if value.chars().count() < 1usize {
+            if super::char_count(value) < 1usize {
                 return Err("shorter than 1 characters".into());
             }
             Ok(Self(value.to_string()))

@@ -113,7 +113,7 @@ pub fn headers(record: &EventRecord) -> OwnedHeaders {
         Err(_) => "",
     };
     let mut headers = OwnedHeaders::new_with_capacity(8)
-        .insert(Header { key: "event_type", value: Some(event.event_type.as_str()) })
+        .insert(Header { key: "event_type", value: Some(&*event.event_type) })
         .insert(Header { key: "schema_id", value: Some(event.schema.id.as_str()) })
         .insert(Header { key: "schema_version", value: Some(event.schema.version.as_str()) })
         .insert(Header { key: "coercions", value: Some(coercions.as_ref()) })

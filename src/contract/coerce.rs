@@ -12,6 +12,7 @@ use serde_json::{Map, Number, Value};
 
 use super::Coercion;
 use super::doc::Doc;
+use bumpalo::Bump;
 
 /// Index of a node in [`Plan::nodes`].
 type NodeId = usize;
@@ -468,11 +469,19 @@ impl Plan {
     /// Coerces a borrowed document in place exactly as [`Plan::apply`] coerces the same payload as a
     /// `Value`: same rules, same records, in the same order (members in key order, as a `Value`'s
     /// sorted map yields them).
-    pub fn apply_doc(&self, doc: &mut Doc<'_>, coercions: &mut Vec<Coercion>) {
-        self.walk_doc(0, doc, Place::Root, coercions);
+    /// Normalised strings are copied into `arena`, where the document keeps its own.
+    pub fn apply_doc<'a>(&self, doc: &mut Doc<'a>, arena: &'a Bump, coercions: &mut Vec<Coercion>) {
+        self.walk_doc(0, doc, arena, Place::Root, coercions);
     }
 
-    fn walk_doc(&self, node: NodeId, doc: &mut Doc<'_>, place: Place<'_>, coercions: &mut Vec<Coercion>) {
+    fn walk_doc<'a>(
+        &self,
+        node: NodeId,
+        doc: &mut Doc<'a>,
+        arena: &'a Bump,
+        place: Place<'_>,
+        coercions: &mut Vec<Coercion>,
+    ) {
         let node = self.resolve_id(node);
         // The JSON pointer of this place, for a coercion record.
         let pointer = || self.fixed_pointers[node].clone().unwrap_or_else(|| place.pointer());
@@ -499,7 +508,7 @@ impl Plan {
                 if let Some(normalized) = normalize_string(text, normalize) {
                     let from = Value::String(text.to_string());
                     let to = Value::String(normalized.clone());
-                    *doc = Doc::String(normalized.into());
+                    *doc = Doc::String(arena.alloc_str(&normalized));
                     coercions.push(Coercion { path: pointer(), from, to });
                 }
             }
@@ -508,7 +517,7 @@ impl Plan {
                 // that order gives the records in the Value walk's order (key order).
                 for (name, child) in properties {
                     if let Some((key, member)) = members.iter_mut().find(|(key, _)| key == name) {
-                        self.walk_doc(*child, member, Place::Member(&place, key), coercions);
+                        self.walk_doc(*child, member, arena, Place::Member(&place, key), coercions);
                     }
                 }
             }
@@ -533,13 +542,13 @@ impl Plan {
                 children.sort_unstable_by(|a, b| members[a.0].0.cmp(members[b.0].0));
                 for &(index, child) in children.iter() {
                     let (name, member) = &mut members[index];
-                    self.walk_doc(child, member, Place::Member(&place, name), coercions);
+                    self.walk_doc(child, member, arena, Place::Member(&place, name), coercions);
                 }
             }
             (Node::Array { prefix, items }, Doc::Array(elements)) => {
                 for (index, element) in elements.iter_mut().enumerate() {
                     let Some(&child) = prefix.get(index).or(items.as_ref()) else { continue };
-                    self.walk_doc(child, element, Place::Index(&place, index), coercions);
+                    self.walk_doc(child, element, arena, Place::Index(&place, index), coercions);
                 }
             }
             _ => {}
@@ -879,9 +888,10 @@ mod tests {
         let mut value: Value = serde_json::from_str(body).unwrap();
         let mut coercions = Vec::new();
         plan.apply(&mut value, &mut coercions);
-        let mut doc = Doc::parse(body.as_bytes()).unwrap();
+        let arena = Bump::new();
+        let mut doc = Doc::parse(body.as_bytes(), &arena).unwrap();
         let mut doc_coercions = Vec::new();
-        plan.apply_doc(&mut doc, &mut doc_coercions);
+        plan.apply_doc(&mut doc, &arena, &mut doc_coercions);
         assert_eq!(doc.to_value(), value);
         assert_eq!(doc_coercions, coercions);
         assert_eq!(

@@ -1,7 +1,9 @@
 //! A borrowed JSON document for the valid-payload fast path: parsed straight from the request body
 //! (strings point into it), validated by `jsonschema` through its representation traits, and
 //! decoded into the generated types through serde, so that an accepted payload never becomes a
-//! `serde_json::Value`.
+//! `serde_json::Value`. Its arrays, members and the few strings it must own (escapes, normalised
+//! values) live in a bump arena: building it costs no heap allocation per node, and it has nothing
+//! to drop.
 //!
 //! The parser is deliberately strict and partial: anything it does not handle the way `serde_json`
 //! would (invalid UTF-8, a BOM, control characters, lone surrogates, duplicate keys, deep nesting,
@@ -11,6 +13,7 @@
 
 use std::borrow::Cow;
 
+use bumpalo::Bump;
 use jsonschema::JsonType;
 use jsonschema::json::{Array, Json, Node, NodeIdentity, Object};
 use serde::de::{self, DeserializeSeed, IntoDeserializer, MapAccess, SeqAccess, Unexpected, Visitor};
@@ -21,25 +24,26 @@ use super::writer::plain_len;
 /// Nesting deeper than this is left to the reference path (`serde_json` refuses more than 128).
 const MAX_DEPTH: usize = 64;
 
-/// One JSON value; strings borrow from the body unless they held escapes.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// One JSON value; strings borrow from the body, or from the arena when they held escapes.
+#[derive(Debug, Default, PartialEq)]
 pub enum Doc<'a> {
     #[default]
     Null,
     Bool(bool),
     Number(Number),
-    String(Cow<'a, str>),
-    Array(Vec<Doc<'a>>),
+    String(&'a str),
+    Array(&'a mut [Doc<'a>]),
     /// Members in document order; keys are unique and borrowed (duplicate keys, and keys written
     /// with escapes, make the parser give up).
-    Object(Vec<(&'a str, Doc<'a>)>),
+    Object(&'a mut [(&'a str, Doc<'a>)]),
 }
 
 impl<'a> Doc<'a> {
-    /// Parses a body, or `None` when the reference parser must decide (see the module docs).
-    pub fn parse(raw: &'a [u8]) -> Option<Doc<'a>> {
+    /// Parses a body into `arena`, or `None` when the reference parser must decide (see the
+    /// module docs).
+    pub fn parse(raw: &'a [u8], arena: &'a Bump) -> Option<Doc<'a>> {
         let text = std::str::from_utf8(raw).ok()?;
-        let mut parser = Parser { text, bytes: raw, pos: 0 };
+        let mut parser = Parser { text, bytes: raw, pos: 0, arena };
         let doc = parser.value(0)?;
         parser.peek().is_none().then_some(doc)
     }
@@ -66,7 +70,7 @@ impl<'a> Doc<'a> {
             Doc::Null => Value::Null,
             Doc::Bool(flag) => Value::Bool(*flag),
             Doc::Number(number) => Value::Number(number.clone()),
-            Doc::String(text) => Value::String(text.to_string()),
+            Doc::String(text) => Value::String((*text).to_owned()),
             Doc::Array(items) => Value::Array(items.iter().map(Doc::to_value).collect()),
             Doc::Object(members) => Value::Object(
                 members.iter().map(|(key, value)| (key.to_string(), value.to_value())).collect(),
@@ -91,6 +95,8 @@ struct Parser<'a> {
     text: &'a str,
     bytes: &'a [u8],
     pos: usize,
+    /// Where arrays, members and owned strings go.
+    arena: &'a Bump,
 }
 
 impl<'a> Parser<'a> {
@@ -132,17 +138,18 @@ impl<'a> Parser<'a> {
             return None;
         }
         self.pos += 1;
-        let mut members: Vec<(&'a str, Doc<'a>)> = Vec::with_capacity(8);
+        let mut members: bumpalo::collections::Vec<'a, (&'a str, Doc<'a>)> =
+            bumpalo::collections::Vec::with_capacity_in(8, self.arena);
         if self.peek()? == b'}' {
             self.pos += 1;
-            return Some(Doc::Object(members));
+            return Some(Doc::Object(members.into_bump_slice_mut()));
         }
         loop {
             if self.peek()? != b'"' {
                 return None;
             }
             // A key written with escapes is left to the reference path (no CXone key has one).
-            let Cow::Borrowed(key) = self.string()? else { return None };
+            let Cow::Borrowed(key) = self.raw_string()? else { return None };
             if self.peek()? != b':' {
                 return None;
             }
@@ -160,7 +167,7 @@ impl<'a> Parser<'a> {
                 b',' => self.pos += 1,
                 b'}' => {
                     self.pos += 1;
-                    return Some(Doc::Object(members));
+                    return Some(Doc::Object(members.into_bump_slice_mut()));
                 }
                 _ => return None,
             }
@@ -172,10 +179,10 @@ impl<'a> Parser<'a> {
             return None;
         }
         self.pos += 1;
-        let mut items = Vec::new();
+        let mut items = bumpalo::collections::Vec::new_in(self.arena);
         if self.peek()? == b']' {
             self.pos += 1;
-            return Some(Doc::Array(items));
+            return Some(Doc::Array(items.into_bump_slice_mut()));
         }
         loop {
             items.push(self.value(depth)?);
@@ -183,16 +190,25 @@ impl<'a> Parser<'a> {
                 b',' => self.pos += 1,
                 b']' => {
                     self.pos += 1;
-                    return Some(Doc::Array(items));
+                    return Some(Doc::Array(items.into_bump_slice_mut()));
                 }
                 _ => return None,
             }
         }
     }
 
+    /// A string starting at the opening quote: borrowed from the body, or copied into the arena
+    /// when it holds escapes.
+    fn string(&mut self) -> Option<&'a str> {
+        match self.raw_string()? {
+            Cow::Borrowed(text) => Some(text),
+            Cow::Owned(text) => Some(self.arena.alloc_str(&text)),
+        }
+    }
+
     /// A string starting at the opening quote; borrowed unless it holds escapes.
     #[inline]
-    fn string(&mut self) -> Option<Cow<'a, str>> {
+    fn raw_string(&mut self) -> Option<Cow<'a, str>> {
         let start = self.pos + 1;
         let end = start + plain_len(self.bytes.get(start..)?);
         match self.bytes.get(end)? {
@@ -334,7 +350,7 @@ pub struct DocJson;
 impl Json for DocJson {
     type Node<'a> = &'a Doc<'a>;
     type PreparedKey = Box<str>;
-    type StringBuffer = Doc<'static>;
+    type StringBuffer = String;
 
     const ACYCLIC: bool = true;
     // Objects are scanned, not hashed: one pass over the members beats a few lookups.
@@ -344,13 +360,10 @@ impl Json for DocJson {
         key.into()
     }
 
-    fn with_string_node<T>(
-        buffer: &mut Doc<'static>,
-        string: &str,
-        f: impl FnOnce(Self::Node<'_>) -> T,
-    ) -> T {
-        *buffer = Doc::String(Cow::Owned(string.to_owned()));
-        f(buffer)
+    fn with_string_node<T>(buffer: &mut String, string: &str, f: impl FnOnce(Self::Node<'_>) -> T) -> T {
+        buffer.clear();
+        buffer.push_str(string);
+        f(&Doc::String(buffer))
     }
 }
 
@@ -375,7 +388,7 @@ impl<'a> Node<'a, DocJson> for &'a Doc<'a> {
 
     fn as_string(&self) -> Option<Cow<'a, str>> {
         match self {
-            Doc::String(text) => Some(Cow::Borrowed(text)),
+            Doc::String(text) => Some(Cow::Borrowed(*text)),
             _ => None,
         }
     }
@@ -775,7 +788,9 @@ mod tests {
         ];
         for body in bodies {
             let expected: Value = serde_json::from_str(body).unwrap();
-            let doc = Doc::parse(body.as_bytes()).unwrap_or_else(|| panic!("the fast parser refused {body}"));
+            let arena = Bump::new();
+            let doc = Doc::parse(body.as_bytes(), &arena)
+                .unwrap_or_else(|| panic!("the fast parser refused {body}"));
             assert_eq!(doc.to_value(), expected, "{body}");
         }
     }
@@ -804,9 +819,9 @@ mod tests {
             b"1e400",
         ];
         for body in bodies {
-            assert!(Doc::parse(body).is_none(), "{:?}", String::from_utf8_lossy(body));
+            assert!(Doc::parse(body, &Bump::new()).is_none(), "{:?}", String::from_utf8_lossy(body));
         }
         let deep = "[".repeat(MAX_DEPTH + 1) + &"]".repeat(MAX_DEPTH + 1);
-        assert!(Doc::parse(deep.as_bytes()).is_none());
+        assert!(Doc::parse(deep.as_bytes(), &Bump::new()).is_none());
     }
 }

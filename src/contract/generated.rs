@@ -26,11 +26,13 @@ include!(concat!(env!("OUT_DIR"), "/contract_types.rs"));
 /// Decodes a validated borrowed document into a generated root type and appends that typed value,
 /// serialized, to `out`: the canonical event, byte for byte what `canonicalize` gives for the same
 /// payload as a `Value`.
-pub(crate) type DocCanonicalize =
-    fn(&super::doc::Doc<'_>, &mut ::std::vec::Vec<u8>) -> ::std::result::Result<(), ::serde_json::Error>;
+pub(crate) type DocCanonicalize = for<'a> fn(
+    &'a super::doc::Doc<'a>,
+    &mut ::std::vec::Vec<u8>,
+) -> ::std::result::Result<(), ::serde_json::Error>;
 
-fn canonicalize_doc<T: ::serde::de::DeserializeOwned + ::serde::Serialize>(
-    doc: &super::doc::Doc<'_>,
+fn canonicalize_doc<'a, T: ::serde::de::DeserializeOwned + ::serde::Serialize>(
+    doc: &'a super::doc::Doc<'a>,
     out: &mut ::std::vec::Vec<u8>,
 ) -> ::std::result::Result<(), ::serde_json::Error> {
     let typed = T::deserialize(doc)?;

@@ -1,10 +1,12 @@
 //! The registry: event schemas loaded (built in or from a folder), routed by the payload's `event`,
 //! and the `check` pipeline that runs one payload through them.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
+use bumpalo::Bump;
 use serde_json::Value;
 
 use super::coerce::{self, Plan};
@@ -61,6 +63,14 @@ impl std::fmt::Debug for Contract {
         f.debug_struct("Contract").field("schemas", &self.schemas().collect::<Vec<_>>()).finish()
     }
 }
+
+thread_local! {
+    /// The fast path's document arena, reused from payload to payload on each thread.
+    static ARENA: RefCell<Bump> = RefCell::new(Bump::new());
+}
+
+/// An arena grown beyond this by one large body is dropped rather than kept for the next one.
+const ARENA_KEPT_BYTES: usize = 1 << 20;
 
 /// Where an `event` value leads.
 struct Route {
@@ -225,13 +235,30 @@ impl Contract {
     /// parsed, not routed, invalid, no generated type, decode failed) sends the body to the reference
     /// path, which explains the verdict.
     fn accept_fast(&self, raw: &[u8]) -> Option<ValidEvent> {
-        let mut doc = Doc::parse(raw)?;
+        ARENA.with(|arena| match arena.try_borrow_mut() {
+            Ok(mut arena) => {
+                // What the previous payload left is garbage now; its largest chunk is kept.
+                arena.reset();
+                let accepted = self.accept_in(raw, &arena);
+                if arena.allocated_bytes() > ARENA_KEPT_BYTES {
+                    *arena = Bump::new();
+                }
+                accepted
+            }
+            // `check` does not re-enter itself; should that change, a fresh arena keeps it right.
+            Err(_) => self.accept_in(raw, &Bump::new()),
+        })
+    }
+
+    /// [`Contract::accept_fast`] with the document in `arena`.
+    fn accept_in(&self, raw: &[u8], arena: &Bump) -> Option<ValidEvent> {
+        let mut doc = Doc::parse(raw, arena)?;
         let event = doc.get("event")?.as_str()?;
         let route = self.routes.get(event)?;
         let schema = &self.schemas[route.schema];
         let Canonicalize::Typed(_, canonicalize) = schema.canonicalize else { return None };
         let mut coercions = Vec::new();
-        schema.plan.apply_doc(&mut doc, &mut coercions);
+        schema.plan.apply_doc(&mut doc, arena, &mut coercions);
         if !schema.doc_validator.is_valid(&doc) {
             return None;
         }

@@ -8,11 +8,11 @@
 
 use std::collections::HashMap;
 
+use bumpalo::Bump;
 use serde_json::{Map, Number, Value};
 
 use super::Coercion;
 use super::doc::Doc;
-use bumpalo::Bump;
 
 /// Index of a node in [`Plan::nodes`].
 type NodeId = usize;

@@ -158,7 +158,7 @@ impl<'a> Parser<'a> {
             let value = if self.peek()? == b'"' { Doc::String(self.string()?) } else { self.value(depth)? };
             // serde_json keeps the last of duplicate keys; leave such bodies to it.
             for (existing, _) in &members {
-                if existing.len() == key.len() && *existing == key {
+                if *existing == key {
                     return None;
                 }
             }

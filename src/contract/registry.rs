@@ -53,8 +53,8 @@ struct EventSchema {
 pub struct Contract {
     /// Every schema, in file-name order.
     schemas: Vec<EventSchema>,
-    /// `event` value -> index into `schemas`; ordered because, with a handful of events, a few
-    /// comparisons per request beat hashing the key (and `known_events` lists them sorted).
+    /// `event` value -> its schema; ordered because, with a handful of events, a few comparisons
+    /// per request beat hashing the key (and `known_events` lists them sorted).
     routes: BTreeMap<String, Route>,
 }
 
@@ -66,8 +66,11 @@ impl std::fmt::Debug for Contract {
 
 thread_local! {
     /// The fast path's document arena, reused from payload to payload on each thread.
-    static ARENA: RefCell<Bump> = RefCell::new(Bump::new());
+    static ARENA: RefCell<Bump> = RefCell::new(Bump::with_capacity(ARENA_START_BYTES));
 }
+
+/// The arena's first chunk: a usual payload's document fits in it (the seed's takes ~1.5 KiB).
+const ARENA_START_BYTES: usize = 16 << 10;
 
 /// An arena grown beyond this by one large body is dropped rather than kept for the next one.
 const ARENA_KEPT_BYTES: usize = 1 << 20;
@@ -241,7 +244,7 @@ impl Contract {
                 arena.reset();
                 let accepted = self.accept_in(raw, &arena);
                 if arena.allocated_bytes() > ARENA_KEPT_BYTES {
-                    *arena = Bump::new();
+                    *arena = Bump::with_capacity(ARENA_START_BYTES);
                 }
                 accepted
             }
@@ -549,6 +552,25 @@ mod tests {
             let shared = &contract.routes["Ping"].event_type;
             assert_eq!(Arc::ptr_eq(&event.event_type, shared), expected == "Ping");
         }
+    }
+
+    /// One large body does not leave a large arena behind on its thread; a usual one reuses it.
+    #[test]
+    fn arena_of_a_large_body_is_not_kept() {
+        let arena_bytes = || ARENA.with(|arena| arena.borrow().allocated_bytes());
+        let extras: Vec<String> = (0..25_000).map(|i| format!(r#""k{i}":"v""#)).collect();
+        let large = format!(
+            r#"{{"event":"interaction.completed","timestamp":"2026-11-28T10:00:00Z","correlation_id":"c-1","data":{{"channel":"voice","duration_seconds":1,"agent_id":"a","customer_email":"a@b.co","metadata":{{"score":1,{}}}}}}}"#,
+            extras.join(",")
+        );
+        assert!(Contract::builtin().accept_fast(large.as_bytes()).is_some(), "the large body is valid");
+        assert!(arena_bytes() <= ARENA_KEPT_BYTES, "{} bytes kept", arena_bytes());
+        let usual = br#"{"event":"interaction.completed","timestamp":"2026-11-28T10:00:00Z","correlation_id":"c-1","data":{"channel":"voice","duration_seconds":"120","agent_id":"a-7","customer_email":"Jane.Doe@Example.com","metadata":{"priority":"high","score":"4.5"}}}"#;
+        assert!(Contract::builtin().accept_fast(usual).is_some());
+        let kept = arena_bytes();
+        assert!(kept > 0);
+        assert!(Contract::builtin().accept_fast(usual).is_some());
+        assert_eq!(arena_bytes(), kept, "a usual body reuses the arena it left");
     }
 
     /// The fast path really serves the valid fixtures (the integration tests show it agrees with

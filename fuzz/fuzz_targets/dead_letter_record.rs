@@ -10,7 +10,7 @@
 use std::sync::OnceLock;
 
 use bytes::Bytes;
-use cxone_ingest::contract::{Checked, Contract, FieldError, Reason, Rejection};
+use cxone_ingest::contract::{Checked, Contract, FieldError, Reason, Rejection, SchemaRef};
 use cxone_ingest::sinks::DeadLetter;
 use cxone_ingest::sinks::dead_letter::record::{
     DeadLetterRecord, OriginalPayload, PayloadEncoding, RECORD_SCHEMA,
@@ -32,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
         // A valid body still exercises the builder: pretend the typed decode failed.
         Checked::Valid(event) => Rejection {
             reason: Reason::TypedDecode,
-            schema: Some(event.schema),
+            schema: Some(SchemaRef::clone(&event.schema)),
             errors: vec![FieldError {
                 instance_path: String::new(),
                 schema_path: String::new(),

@@ -103,20 +103,20 @@ pub fn compile(schema: &Value) -> Result<Plan, String> {
     Ok(Plan { nodes, fixed_pointers })
 }
 
+/// The node itself, or the one its `Ref` points at (once `compile` has collapsed `Ref` chains).
+fn target(nodes: &[Node], id: NodeId) -> NodeId {
+    match nodes[id] {
+        Node::Ref(target) => target,
+        _ => id,
+    }
+}
+
 /// Drops what a walk would visit only to do nothing: an `additionalProperties` whose schema coerces
 /// nothing (`Any`, also through a `Ref`), and then, where no such schema is left, the declared
 /// properties that coerce nothing (where one is left, a declared property must stay declared, or
 /// the walk would give it the `additionalProperties` schema).
 fn prune(nodes: &mut [Node]) {
-    let inert: Vec<bool> = (0..nodes.len())
-        .map(|id| {
-            let target = match nodes[id] {
-                Node::Ref(target) => target,
-                _ => id,
-            };
-            matches!(nodes[target], Node::Any)
-        })
-        .collect();
+    let inert: Vec<bool> = (0..nodes.len()).map(|id| matches!(nodes[target(nodes, id)], Node::Any)).collect();
     for node in nodes.iter_mut() {
         if let Node::Object { properties, additional } = node {
             if additional.is_some_and(|child| inert[child]) {
@@ -143,14 +143,10 @@ enum Reach {
 /// second time becomes `Varies`, and so does everything under it; each node changes state at most
 /// twice, so cycles end.
 fn fixed_pointers(nodes: &[Node]) -> Vec<Option<String>> {
-    let resolve = |id: NodeId| match nodes[id] {
-        Node::Ref(target) => target,
-        _ => id,
-    };
     let mut reach = vec![Reach::Unvisited; nodes.len()];
     let mut pending: Vec<(NodeId, Option<String>)> = vec![(0, Some(String::new()))];
     while let Some((id, pointer)) = pending.pop() {
-        let id = resolve(id);
+        let id = target(nodes, id);
         let pointer = match (&reach[id], pointer) {
             (Reach::Varies, _) => continue,
             (Reach::Unvisited, Some(pointer)) => Some(pointer),
@@ -358,10 +354,7 @@ impl Plan {
     }
 
     fn resolve_id(&self, node: NodeId) -> NodeId {
-        match self.nodes[node] {
-            Node::Ref(target) => target,
-            _ => node,
-        }
+        target(&self.nodes, node)
     }
 
     fn walk(&self, node: NodeId, value: &mut Value, path: &mut String, coercions: &mut Vec<Coercion>) {

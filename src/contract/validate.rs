@@ -83,32 +83,26 @@ fn plain_email(text: &str) -> bool {
 }
 
 /// Letters, digits and hyphen: what a host name's labels are made of.
-const LDH: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut byte = 0;
-    while byte < 256 {
-        table[byte] = (byte as u8).is_ascii_alphanumeric() || byte == b'-' as usize;
-        byte += 1;
-    }
-    table
-};
+const LDH: [bool; 256] = alphanumeric_and(b"-");
 
 /// The `atext` characters of RFC 5322 (what a dot-atom's atoms are made of).
-const ATEXT: [bool; 256] = {
+const ATEXT: [bool; 256] = alphanumeric_and(b"!#$%&'*+-/=?^_`{|}~");
+
+/// A byte table: ASCII letters and digits, and `extra`.
+const fn alphanumeric_and(extra: &[u8]) -> [bool; 256] {
     let mut table = [false; 256];
     let mut byte = 0;
     while byte < 256 {
         table[byte] = (byte as u8).is_ascii_alphanumeric();
         byte += 1;
     }
-    let specials = b"!#$%&'*+-/=?^_`{|}~";
     let mut i = 0;
-    while i < specials.len() {
-        table[specials[i] as usize] = true;
+    while i < extra.len() {
+        table[extra[i] as usize] = true;
         i += 1;
     }
     table
-};
+}
 
 /// Every error of an instance that failed `is_valid`, in the validator's order.
 ///

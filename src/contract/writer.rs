@@ -34,21 +34,30 @@ const ESCAPE: [u8; 256] = {
     table
 };
 
+/// The high bit of each byte of `word` that needs an escape (control character, `"`, `\`), and
+/// possibly of bytes above such a byte: a borrow can only mark bytes above a byte that really needs
+/// one, so "is there any" and the lowest marked byte are exact.
+fn stops(word: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // Non-zero where a byte of `word` is below `n` (n <= 0x80).
+    let below = |word: u64, n: u64| word.wrapping_sub(ONES * n) & !word & HIGH;
+    below(word, 0x20) | below(word ^ (ONES * 0x22), 1) | below(word ^ (ONES * 0x5c), 1)
+}
+
+/// The eight bytes of `chunk` as one little-endian word.
+fn word_of(chunk: &[u8]) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(chunk);
+    u64::from_le_bytes(word)
+}
+
 /// Length of the leading run of `bytes` that a JSON string holds as is (no escape needed; the same
 /// bytes end a plain run when parsing). Checks eight bytes at a time: most strings have no escapes.
 pub(super) fn plain_len(bytes: &[u8]) -> usize {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    // Non-zero when some byte of `word` is below `n` (n <= 0x80); exact for "is there any".
-    // A borrow can only mark bytes above a byte that really is below `n`, so the lowest marked
-    // byte is exact: its position is the answer.
-    let below = |word: u64, n: u64| word.wrapping_sub(ONES * n) & !word & HIGH;
     let mut plain = 0;
     for chunk in bytes.chunks_exact(8) {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let word = u64::from_le_bytes(word);
-        let stop = below(word, 0x20) | below(word ^ (ONES * 0x22), 1) | below(word ^ (ONES * 0x5c), 1);
+        let stop = stops(word_of(chunk));
         if stop != 0 {
             return plain + (stop.trailing_zeros() / 8) as usize;
         }
@@ -60,12 +69,6 @@ pub(super) fn plain_len(bytes: &[u8]) -> usize {
 /// Whether `bytes` needs no escape at all. Short strings (most keys and values) are read as one or
 /// two overlapping words instead of byte by byte; a byte read twice does not change the answer.
 fn is_plain(bytes: &[u8]) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let any_stop = |word: u64| {
-        let below = |word: u64, n: u64| word.wrapping_sub(ONES * n) & !word & HIGH;
-        below(word, 0x20) | below(word ^ (ONES * 0x22), 1) | below(word ^ (ONES * 0x5c), 1) != 0
-    };
     let len = bytes.len();
     let half = |at: usize| {
         let mut half = [0u8; 4];
@@ -77,21 +80,14 @@ fn is_plain(bytes: &[u8]) -> bool {
         // Three reads cover 1..=3 bytes; the spare high bytes are a plain letter.
         1..=3 => {
             let word = u64::from(bytes[0]) | u64::from(bytes[len / 2]) << 8 | u64::from(bytes[len - 1]) << 16;
-            !any_stop(word | 0x6161_6161_6100_0000)
+            stops(word | 0x6161_6161_6100_0000) == 0
         }
-        4..=7 => !any_stop(half(0) | half(len - 4) << 32),
+        4..=7 => stops(half(0) | half(len - 4) << 32) == 0,
         _ => {
-            bytes.chunks_exact(8).all(|chunk| !any_stop(word_of(chunk)))
-                && !any_stop(word_of(&bytes[len - 8..]))
+            bytes.chunks_exact(8).all(|chunk| stops(word_of(chunk)) == 0)
+                && stops(word_of(&bytes[len - 8..])) == 0
         }
     }
-}
-
-/// The eight bytes of `chunk` as one little-endian word.
-fn word_of(chunk: &[u8]) -> u64 {
-    let mut word = [0u8; 8];
-    word.copy_from_slice(chunk);
-    u64::from_le_bytes(word)
 }
 
 /// Appends `text` as a JSON string. Most strings need no escape: that path is inlined into callers.

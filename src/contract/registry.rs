@@ -269,7 +269,13 @@ impl Contract {
         let mut canonical_json = Vec::with_capacity(raw.len() + 64);
         canonicalize(&doc, &mut canonical_json).ok()?;
         Some(ValidEvent {
-            event_type: route.event_type_of(doc.get("event")?.as_str()?),
+            // `event` is the routed value unless coercion changed it (a schema that normalises it):
+            // skip looking it up again when no coercion record says so.
+            event_type: if coercions.iter().any(|coercion| coercion.path == "/event") {
+                route.event_type_of(doc.get("event")?.as_str()?)
+            } else {
+                Arc::clone(&route.event_type)
+            },
             schema: Arc::clone(&schema.schema_ref),
             correlation_id: doc.get("correlation_id")?.as_str()?.to_owned(),
             canonical_json,

@@ -36,6 +36,7 @@ fn waiting_events(n: usize) -> Vec<EventRecord> {
                 body_sha256: Sha256::digest(body.as_bytes()).into(),
                 event,
                 replayed_from: None,
+                trace: cxone_ingest::trace::TraceContext::start(),
             }
         })
         .collect()

@@ -89,7 +89,7 @@ fn best_of_rounds_ns(mut f: impl FnMut()) -> f64 {
 }
 
 fn signature(c: &mut Criterion) {
-    use cxone_ingest::config::{Secret, SignatureConfig};
+    use cxone_ingest::http::config::{Secret, SignatureConfig};
     use cxone_ingest::http::signature::{Verifier, now_unix, sign};
 
     let config = SignatureConfig { secrets: vec![Secret::new("bench-secret")], ..SignatureConfig::default() };
@@ -121,7 +121,10 @@ fn dead_letter(c: &mut Criterion) {
         raw_body: bytes::Bytes::from_static(INVALID_PAYLOAD),
         body_sha256: Sha256::digest(INVALID_PAYLOAD).into(),
         headers: vec![("content-type".to_owned(), "application/json".to_owned())],
+        error_count: rejection.errors.len(),
         rejection: *rejection,
+        request_id_from_sender: false,
+        trace: cxone_ingest::trace::TraceContext::start(),
     };
     let mut group = c.benchmark_group("dead_letter");
     group.throughput(Throughput::Elements(1));

@@ -1,29 +1,103 @@
-//! Prometheus metrics: the process-wide recorder, and the names and helpers of the server's metrics.
+//! Prometheus metrics: the one catalogue of every metric name the service records, the
+//! process-wide recorder, and small helpers.
 //!
-//! Every module records through the `metrics` macros with names prefixed `cxone_ingest_`;
-//! [`install`] puts the Prometheus recorder in place once per process and `/metrics` renders it.
+//! Every module records through the `metrics` macros with a name from this catalogue (nowhere
+//! else is a metric name written); [`install`] puts the Prometheus recorder in place once per
+//! process and `/metrics` renders it. Label values come from closed sets (routes, outcomes,
+//! reasons, schema ids and schema paths): never from text a sender chose. docs/operations.md
+//! lists the metrics with their labels; the alert rules and the dashboard use only these names.
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+// --- the process --------------------------------------------------------------------------
+/// Always 1, labelled with the service `version`.
+pub const BUILD_INFO: &str = "cxone_ingest_build_info";
+/// Whether each component can take writes (1) or not (0), by `component` (`kafka`,
+/// `dead_letter`, `dedupe_store`): what `/readyz` reports.
+pub const READY: &str = "cxone_ingest_ready";
+/// Tasks that died of a panic, by `task`; `/healthz` fails once a task that must live has died.
+pub const TASK_PANICS: &str = "cxone_ingest_task_panics_total";
+
+// --- HTTP ------------------------------------------------------------------------------------
 /// Requests answered, by `route` (`webhook`, `healthz`, `readyz`, `metrics`, `unknown`) and `outcome`.
 pub const REQUESTS: &str = "cxone_ingest_requests_total";
-/// Request latency from the first byte of headers to the response, by `route` and `outcome`.
+/// Request latency from the end of the request head to the response, by `route` and `outcome`.
 pub const REQUEST_DURATION: &str = "cxone_ingest_request_duration_seconds";
+/// Webhook requests being checked and written right now (signature passed).
+pub const IN_FLIGHT: &str = "cxone_ingest_in_flight_requests";
+/// Webhook bodies being read right now, before their signature can be checked.
+pub const UNVERIFIED_BODIES: &str = "cxone_ingest_unverified_bodies";
 /// Webhook requests refused with 401, by `reason` (`missing`, `malformed`, `mismatch`, `timestamp_*`).
 pub const SIGNATURE_FAILURES: &str = "cxone_ingest_signature_failures_total";
 /// Webhook requests whose signature passed, by `key_index` (which secret of the rotation list matched).
 pub const SIGNATURES_VERIFIED: &str = "cxone_ingest_signatures_verified_total";
-/// Validation errors found in payloads, by `schema`, `instance_path` (array indices as `*`) and `keyword`.
+/// Validation errors found in payloads, by `schema` (its `$id`), `keyword` and `schema_path`.
 pub const VALIDATION_ERRORS: &str = "cxone_ingest_validation_errors_total";
-/// Webhook requests being processed right now.
-pub const IN_FLIGHT: &str = "cxone_ingest_in_flight_requests";
+/// Open connections per listener, by `listener` (`public`, `admin`).
+pub const OPEN_CONNECTIONS: &str = "cxone_ingest_open_connections";
+/// Connections the server closed on a timeout, by `listener` and `reason` (`header_timeout`,
+/// `idle_timeout`).
+pub const CONNECTIONS_TIMED_OUT: &str = "cxone_ingest_connections_timed_out_total";
+
+// --- Kafka -----------------------------------------------------------------------------------
+/// Transactions ended, by `outcome` (`committed`, `aborted`, `failed`).
+pub const KAFKA_TRANSACTIONS: &str = "cxone_ingest_kafka_transactions_total";
+/// Events in committed transactions.
+pub const KAFKA_EVENTS: &str = "cxone_ingest_kafka_events_total";
+/// Events per transaction.
+pub const KAFKA_BATCH_EVENTS: &str = "cxone_ingest_kafka_batch_events";
+/// Time of a whole committed transaction, begin to commit.
+pub const KAFKA_COMMIT_DURATION: &str = "cxone_ingest_kafka_commit_seconds";
+/// Time spent in each stage of a transaction, by `stage`: `gather` (the committer waiting for and
+/// collecting its batch), `begin`, `produce` (building records and handing them to librdkafka),
+/// `deliver` (until every delivery report is in), `release`, `commit` (EndTxn round trip).
+pub const KAFKA_TRANSACTION_STAGE: &str = "cxone_ingest_kafka_transaction_stage_seconds";
+/// Producers dropped and rebuilt, by `reason` (`init`, `fatal`).
+pub const KAFKA_PRODUCER_REBUILDS: &str = "cxone_ingest_kafka_producer_rebuilds_total";
+/// Events waiting for or inside a transaction.
+pub const KAFKA_IN_FLIGHT_EVENTS: &str = "cxone_ingest_kafka_in_flight_events";
+/// Valid events Kafka will never take as they are, by `reason` (`too_large`): they are dead-lettered.
+pub const KAFKA_RECORDS_REFUSED: &str = "cxone_ingest_kafka_records_refused_total";
+
+// --- dedupe ----------------------------------------------------------------------------------
+/// Repeated deliveries answered with the original commit (nothing published again).
+pub const DEDUPE_HITS: &str = "cxone_ingest_dedupe_hits_total";
+/// New deliveries whose correlation id was already used with another body.
+pub const CORRELATION_ID_REUSE: &str = "cxone_ingest_correlation_id_reuse_total";
+/// Shared dedupe store calls that failed, by `op`.
+pub const DEDUPE_STORE_ERRORS: &str = "cxone_ingest_dedupe_store_errors_total";
+/// Shared dedupe store call latency, by `op`.
+pub const DEDUPE_STORE_DURATION: &str = "cxone_ingest_dedupe_store_seconds";
+/// Claims of unknown outcome resolved by reading Kafka back, by `outcome` (`committed`,
+/// `aborted`, `pending`).
+pub const DEDUPE_RESOLUTIONS: &str = "cxone_ingest_dedupe_resolutions_total";
+
+// --- dead letters ----------------------------------------------------------------------------
+/// Dead letters stored, by `reason` and `schema` (its `$id`, or `none`).
+pub const DEAD_LETTERS: &str = "cxone_ingest_dead_letters_total";
+/// Dead letters that could not be stored, by `cause` (`permanent`, `deadline`, `overloaded`).
+pub const DEAD_LETTER_FAILURES: &str = "cxone_ingest_dead_letter_failures_total";
+/// PutObject attempts retried, by `cause` (`throttled`, `server_error`, `timeout`, `dispatch`).
+pub const DEAD_LETTER_RETRIES: &str = "cxone_ingest_dead_letter_retries_total";
+/// PutObject attempt latency, by `outcome` (`ok`, `error`).
+pub const DEAD_LETTER_PUT_DURATION: &str = "cxone_ingest_dead_letter_put_seconds";
+
+// --- CXone OAuth -----------------------------------------------------------------------------
+/// Token requests to CXone, by `outcome`.
+pub const CXONE_TOKEN_REQUESTS: &str = "cxone_ingest_cxone_token_requests_total";
+/// Token request latency.
+pub const CXONE_TOKEN_REQUEST_DURATION: &str = "cxone_ingest_cxone_token_request_duration_seconds";
 
 /// Latency buckets (seconds) for every `*_seconds` histogram: 250 µs to 10 s.
 const SECONDS_BUCKETS: &[f64] =
     &[0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// Buckets for events per transaction: 1 to 10,000.
+const BATCH_BUCKETS: &[f64] =
+    &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 10000.0];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -34,13 +108,16 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 pub fn install() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
-            let builder = PrometheusBuilder::new();
-            let builder = match builder
+            let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), SECONDS_BUCKETS)
-            {
+                .and_then(|builder| {
+                    builder
+                        .set_buckets_for_metric(Matcher::Full(KAFKA_BATCH_EVENTS.to_owned()), BATCH_BUCKETS)
+                });
+            let builder = match builder {
                 Ok(builder) => builder,
                 Err(err) => {
-                    tracing::warn!(error = %err, "latency buckets refused; histograms render as summaries");
+                    tracing::warn!(error = %err, "histogram buckets refused; histograms render as summaries");
                     PrometheusBuilder::new()
                 }
             };
@@ -50,6 +127,7 @@ pub fn install() -> PrometheusHandle {
                 tracing::warn!(error = %err, "another metrics recorder is installed; /metrics will be empty");
             }
             describe();
+            metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
             handle
         })
         .clone()
@@ -69,18 +147,47 @@ pub fn spawn_upkeep(handle: PrometheusHandle, period: Duration) -> tokio::task::
 
 fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(BUILD_INFO, "Always 1; the version label names the build.");
+    describe_gauge!(READY, "Whether each component can take writes (1) or not (0).");
+    describe_counter!(TASK_PANICS, "Tasks that died of a panic, by task.");
     describe_counter!(REQUESTS, "Requests answered, by route and outcome.");
     describe_histogram!(REQUEST_DURATION, Unit::Seconds, "Request latency, by route and outcome.");
+    describe_gauge!(IN_FLIGHT, "Webhook requests being checked and written (signature passed).");
+    describe_gauge!(UNVERIFIED_BODIES, "Webhook bodies being read before their signature is checked.");
     describe_counter!(SIGNATURE_FAILURES, "Webhook requests refused with 401, by reason.");
-    describe_counter!(
-        SIGNATURES_VERIFIED,
-        "Webhook signatures that passed, by the index of the secret that matched."
-    );
+    describe_counter!(SIGNATURES_VERIFIED, "Webhook signatures that passed, by the index of the secret.");
     describe_counter!(
         VALIDATION_ERRORS,
-        "Validation errors in payloads, by schema, instance path and keyword."
+        "Validation errors in payloads, by schema, keyword and schema path."
     );
-    describe_gauge!(IN_FLIGHT, "Webhook requests being processed.");
+    describe_gauge!(OPEN_CONNECTIONS, "Open connections, by listener.");
+    describe_counter!(CONNECTIONS_TIMED_OUT, "Connections closed on a timeout, by listener and reason.");
+    describe_counter!(KAFKA_TRANSACTIONS, "Kafka transactions ended, by outcome.");
+    describe_counter!(KAFKA_EVENTS, "Events in committed Kafka transactions.");
+    describe_histogram!(KAFKA_BATCH_EVENTS, "Events per Kafka transaction.");
+    describe_histogram!(KAFKA_COMMIT_DURATION, Unit::Seconds, "Time of a committed Kafka transaction.");
+    describe_histogram!(KAFKA_TRANSACTION_STAGE, Unit::Seconds, "Time in each stage of a Kafka transaction.");
+    describe_counter!(KAFKA_PRODUCER_REBUILDS, "Kafka producers rebuilt, by reason.");
+    describe_gauge!(KAFKA_IN_FLIGHT_EVENTS, "Events waiting for or inside a Kafka transaction.");
+    describe_counter!(KAFKA_RECORDS_REFUSED, "Valid events Kafka refused (dead-lettered), by reason.");
+    describe_counter!(DEDUPE_HITS, "Repeated deliveries answered with the original commit.");
+    describe_counter!(CORRELATION_ID_REUSE, "New deliveries reusing a correlation id with another body.");
+    describe_counter!(DEDUPE_STORE_ERRORS, "Failed calls to the shared dedupe store, by operation.");
+    describe_histogram!(
+        DEDUPE_STORE_DURATION,
+        Unit::Seconds,
+        "Shared dedupe store call latency, by operation."
+    );
+    describe_counter!(
+        DEDUPE_RESOLUTIONS,
+        "Unknown commit outcomes resolved by reading Kafka back, by outcome."
+    );
+    describe_counter!(DEAD_LETTERS, "Dead letters stored, by reason and schema.");
+    describe_counter!(DEAD_LETTER_FAILURES, "Dead letters not stored, by cause.");
+    describe_counter!(DEAD_LETTER_RETRIES, "Dead-letter PutObject attempts retried, by cause.");
+    describe_histogram!(DEAD_LETTER_PUT_DURATION, Unit::Seconds, "Dead-letter PutObject attempt latency.");
+    describe_counter!(CXONE_TOKEN_REQUESTS, "CXone token requests, by outcome.");
+    describe_histogram!(CXONE_TOKEN_REQUEST_DURATION, Unit::Seconds, "CXone token request latency.");
 }
 
 /// Counts one answered request and records its latency.
@@ -90,21 +197,28 @@ pub fn record_request(route: &'static str, outcome: &'static str, elapsed: Durat
         .record(elapsed.as_secs_f64());
 }
 
-/// An instance path with array indices replaced by `*` and cut to 128 bytes, so that payloads
-/// cannot blow up the label cardinality.
-pub fn path_label(instance_path: &str) -> String {
-    let mut label = String::with_capacity(instance_path.len().min(128));
-    for segment in instance_path.split('/').skip(1) {
-        let segment =
-            if !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_digit()) { "*" } else { segment };
-        if label.len() + segment.len() + 1 > 128 {
-            label.push_str("/...");
-            break;
-        }
-        label.push('/');
-        label.push_str(segment);
+/// Sets `cxone_ingest_ready{component}`.
+pub fn set_ready(component: &'static str, ready: bool) {
+    metrics::gauge!(READY, "component" => component).set(if ready { 1.0 } else { 0.0 });
+}
+
+/// Holds a gauge one higher while alive: the gauge stays right even when the holder is dropped
+/// mid-way (a cancelled request).
+pub struct GaugeGuard(metrics::Gauge);
+
+impl GaugeGuard {
+    /// Increments the gauge `name` until the guard is dropped.
+    pub fn enter(name: &'static str) -> GaugeGuard {
+        let gauge = metrics::gauge!(name);
+        gauge.increment(1.0);
+        GaugeGuard(gauge)
     }
-    label
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
 }
 
 #[cfg(test)]
@@ -112,19 +226,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn path_labels_fold_indices_and_stay_short() {
-        assert_eq!(path_label(""), "");
-        assert_eq!(path_label("/data/channel"), "/data/channel");
-        assert_eq!(path_label("/items/12/name"), "/items/*/name");
-        let long = format!("/{}", "a".repeat(300));
-        assert_eq!(path_label(&long), "/...");
-    }
-
-    #[test]
     fn install_is_idempotent_and_renders() {
         let first = install();
         let second = install();
         metrics::counter!(REQUESTS, "route" => "test", "outcome" => "ok").increment(1);
         assert!(second.render().contains("cxone_ingest_requests_total") || first.render().is_empty());
+    }
+
+    /// Every name in the catalogue is unique and follows the naming rules (prefix, `_total` for
+    /// counters), so a dashboard query cannot silently point at two things.
+    #[test]
+    fn catalogue_names_are_unique_and_well_formed() {
+        let source = include_str!("metrics.rs");
+        let names: Vec<&str> = source
+            .lines()
+            .filter_map(|line| line.strip_prefix("pub const "))
+            .filter_map(|rest| rest.split_once("= \"").map(|(_, name)| name.trim_end_matches("\";")))
+            .collect();
+        assert!(names.len() >= 30, "{names:?}");
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), names.len(), "duplicate metric names");
+        for name in names {
+            assert!(name.starts_with("cxone_ingest_"), "{name}");
+            assert!(name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "{name}");
+        }
     }
 }

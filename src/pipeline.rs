@@ -1,9 +1,11 @@
 //! Raw verified request -> [`Outcome`]: the one place policy lives (what the sender is told).
 //!
-//! `ingest` takes a bounded in-flight slot (none free: [`Outcome::Overloaded`], never a queue),
-//! checks the body against the contract inline (microseconds of CPU), then writes the event to
-//! Kafka or the dead letter to S3 under the request deadline. The sender hears 200 only after the
-//! write is durable; any [`SinkError`] or the deadline means 503 + `Retry-After`, nothing acknowledged.
+//! `ingest` runs under an in-flight slot taken by the HTTP layer after the signature passed
+//! (none free: [`Outcome::Overloaded`], never a queue), checks the body against the contract inline
+//! (microseconds of CPU), then writes the event to Kafka or the dead letter to S3 under the request
+//! deadline. The sender hears 200 only after the write is durable; a sink that is down or the
+//! deadline means 503 + `Retry-After`, nothing acknowledged. An event Kafka will never take (too
+//! large) is dead-lettered instead: retrying it could not help.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,11 +16,12 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
-use crate::contract::{Checked, Contract, FieldError, Reason, SchemaRef};
+use crate::contract::{Checked, Contract, FieldError, Reason, Rejection, SchemaRef, ValidEvent};
 use crate::metrics as m;
 use crate::sinks::{
     Committed, DeadLetter, DeadLetterSink, EventRecord, EventSink, Readiness, SinkError, Stored,
 };
+use crate::trace::TraceContext;
 
 /// The knobs of the policy.
 #[derive(Debug, Clone)]
@@ -29,17 +32,8 @@ pub struct Limits {
     pub max_in_flight: usize,
     /// What 503 answers put in `Retry-After`.
     pub retry_after: Duration,
-}
-
-impl Limits {
-    /// The limits configured in `[server]`.
-    pub fn from_config(server: &crate::config::ServerConfig) -> Limits {
-        Limits {
-            deadline: server.request_deadline(),
-            max_in_flight: server.max_in_flight,
-            retry_after: server.retry_after(),
-        }
-    }
+    /// Most validation errors listed in an answer or a dead-letter record (the rest are counted).
+    pub max_reported_errors: usize,
 }
 
 /// One webhook request whose signature has passed.
@@ -47,6 +41,8 @@ impl Limits {
 pub struct Delivery {
     /// The request's id (`X-Request-Id`): log key, Kafka header, dead-letter object name.
     pub request_id: String,
+    /// Whether the sender chose `request_id` (else the service made it up, unique).
+    pub request_id_from_sender: bool,
     /// Wall-clock arrival time, recorded with the event.
     pub received_at: DateTime<Utc>,
     /// Monotonic arrival time: the deadline counts from here.
@@ -55,6 +51,8 @@ pub struct Delivery {
     pub body: Bytes,
     /// Allow-listed request headers kept with a dead letter (never the signature).
     pub headers: Vec<(String, String)>,
+    /// Where this delivery sits in a distributed trace; carried into Kafka and the dead letter.
+    pub trace: TraceContext,
 }
 
 /// Why a delivery must be sent again.
@@ -66,27 +64,21 @@ pub enum RetryReason {
     DeadlineExceeded,
 }
 
-impl RetryReason {
-    /// The snake_case name used in the answer, the log and metrics.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            RetryReason::SinkUnavailable { .. } => "sink_unavailable",
-            RetryReason::DeadlineExceeded => "deadline_exceeded",
-        }
-    }
-}
-
 /// How a delivery ended. Exactly one per request.
 #[derive(Debug, Clone)]
 pub enum Outcome {
     /// Valid, and the Kafka transaction holding it committed.
-    Published { event_type: std::sync::Arc<str>, correlation_id: String, committed: Committed },
-    /// Not valid (or not JSON), and the dead-letter object is stored; retrying would not help.
+    Published { event_type: Arc<str>, correlation_id: String, committed: Committed },
+    /// Not valid (or not JSON, or refused by Kafka), and the dead-letter object is stored;
+    /// retrying would not help.
     DeadLettered {
         reason: Reason,
         schema: Option<SchemaRef>,
         correlation_id: Option<String>,
+        /// The first `max_reported_errors` errors.
         errors: Vec<FieldError>,
+        /// How many errors were found in all.
+        error_count: usize,
         stored: Stored,
     },
     /// Nothing was acknowledged anywhere; the sender should try again after `retry_after`.
@@ -113,7 +105,7 @@ impl Outcome {
         }
     }
 
-    /// The outcome's name in logs and metrics.
+    /// The outcome's name in the answer, the log and metrics.
     pub fn label(&self) -> &'static str {
         match self {
             Outcome::Published { .. } => "published",
@@ -127,7 +119,7 @@ impl Outcome {
     /// The JSON answer body (see docs/server.md, "Response contract").
     pub fn response_json(&self, request_id: &str) -> Vec<u8> {
         let body = match self {
-            Outcome::Published { event_type, correlation_id, committed } => Answer::Published {
+            Outcome::Published { event_type, correlation_id, committed } => AnswerBody::Published {
                 request_id,
                 correlation_id,
                 event: event_type,
@@ -136,19 +128,22 @@ impl Outcome {
                 offset: committed.offset,
                 duplicate_of: committed.duplicate_of.as_deref(),
             },
-            Outcome::DeadLettered { reason, schema, correlation_id, errors, .. } => Answer::DeadLettered {
+            Outcome::DeadLettered { reason, schema, correlation_id, errors, error_count, .. } => {
+                AnswerBody::DeadLettered {
+                    request_id,
+                    reason: *reason,
+                    correlation_id: correlation_id.as_deref(),
+                    schema: schema.as_ref(),
+                    errors,
+                    error_count: *error_count,
+                    errors_truncated: *error_count > errors.len(),
+                }
+            }
+            Outcome::Retry { retry_after, .. } | Outcome::Overloaded { retry_after } => AnswerBody::Retry {
                 request_id,
-                reason: *reason,
-                correlation_id: correlation_id.as_deref(),
-                schema: schema.as_ref(),
-                errors,
+                reason: self.label(),
+                retry_after_secs: retry_after.as_secs(),
             },
-            Outcome::Retry { reason, retry_after } => {
-                Answer::Retry { request_id, reason: reason.as_str(), retry_after_secs: retry_after.as_secs() }
-            }
-            Outcome::Overloaded { retry_after } => {
-                Answer::Retry { request_id, reason: "overloaded", retry_after_secs: retry_after.as_secs() }
-            }
         };
         serde_json::to_vec(&body).unwrap_or_else(|_| br#"{"status":"error"}"#.to_vec())
     }
@@ -157,7 +152,7 @@ impl Outcome {
 /// The wire shape of [`Outcome::response_json`].
 #[derive(Serialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
-enum Answer<'a> {
+enum AnswerBody<'a> {
     Published {
         request_id: &'a str,
         correlation_id: &'a str,
@@ -176,6 +171,8 @@ enum Answer<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         schema: Option<&'a SchemaRef>,
         errors: &'a [FieldError],
+        error_count: usize,
+        errors_truncated: bool,
     },
     Retry {
         request_id: &'a str,
@@ -192,7 +189,7 @@ pub struct Pipeline {
     events: Arc<dyn EventSink>,
     /// Where invalid payloads go.
     dead_letters: Arc<dyn DeadLetterSink>,
-    /// Deadline, in-flight bound, Retry-After.
+    /// Deadline, in-flight bound, Retry-After, error cap.
     limits: Limits,
     /// One permit per delivery being processed.
     in_flight: Semaphore,
@@ -215,13 +212,12 @@ impl Pipeline {
         &self.limits
     }
 
-    /// Takes one of the bounded in-flight slots, or answers `Overloaded` at once (no queue).
+    /// Takes one of the bounded in-flight slots, or says `Overloaded` at once (no queue).
     ///
-    /// The HTTP layer calls this before it reads the body, so the memory held by bodies being
-    /// read or processed is bounded by `max_in_flight × body limit`, whoever sends them.
+    /// The HTTP layer calls this after the signature passed: unsigned clients never hold one.
     pub fn admit(&self) -> Result<Admission<'_>, Overloaded> {
         match self.in_flight.try_acquire() {
-            Ok(permit) => Ok(Admission { _permit: permit, _gauge: InFlightGauge::enter() }),
+            Ok(permit) => Ok(Admission { _permit: permit, _gauge: m::GaugeGuard::enter(m::IN_FLIGHT) }),
             Err(_) => Err(Overloaded),
         }
     }
@@ -237,63 +233,120 @@ impl Pipeline {
         let deadline = delivery.started + self.limits.deadline;
         let body_sha256: [u8; 32] = Sha256::digest(&delivery.body).into();
         match self.contract.check(&delivery.body) {
-            Checked::Valid(event) => {
-                let event_type = event.event_type.clone();
-                let correlation_id = event.correlation_id.clone();
-                let record = EventRecord {
-                    request_id: delivery.request_id,
-                    received_at: delivery.received_at,
-                    body_sha256,
-                    event,
-                    replayed_from: None,
-                };
-                let write = self.events.publish(record, deadline);
-                match self.within_deadline(deadline, write).await {
-                    Ok(committed) => Outcome::Published { event_type, correlation_id, committed },
-                    Err(outcome) => outcome,
-                }
-            }
+            Checked::Valid(event) => self.publish(delivery, body_sha256, event, deadline).await,
             Checked::Invalid(rejection) => {
-                let rejection = *rejection;
-                count_validation_errors(&rejection.schema, &rejection.errors);
-                let reason = rejection.reason;
-                let schema = rejection.schema.clone();
-                let correlation_id = rejection.correlation_id.clone();
-                let errors = rejection.errors.clone();
-                let letter = DeadLetter {
-                    request_id: delivery.request_id,
-                    received_at: delivery.received_at,
-                    raw_body: delivery.body,
-                    body_sha256,
-                    headers: delivery.headers,
-                    rejection,
-                };
-                let write = self.dead_letters.store(letter, deadline);
-                match self.within_deadline(deadline, write).await {
-                    // `cxone_ingest_dead_letters_total{reason}` is counted by the dead-letter sink.
-                    Ok(stored) => Outcome::DeadLettered { reason, schema, correlation_id, errors, stored },
-                    Err(outcome) => outcome,
-                }
+                self.dead_letter(delivery, body_sha256, *rejection, deadline).await
             }
         }
     }
 
+    async fn publish(
+        &self,
+        delivery: Delivery,
+        body_sha256: [u8; 32],
+        event: ValidEvent,
+        deadline: Instant,
+    ) -> Outcome {
+        let event_type = Arc::clone(&event.event_type);
+        let correlation_id = event.correlation_id.clone();
+        // Kept for the rare event Kafka refuses: it is then dead-lettered with what it had.
+        let schema = SchemaRef::clone(&event.schema);
+        let coercions = event.coercions.clone();
+        let record = EventRecord {
+            request_id: delivery.request_id.clone(),
+            received_at: delivery.received_at,
+            body_sha256,
+            event,
+            replayed_from: None,
+            trace: delivery.trace.clone(),
+        };
+        let write = self.events.publish(record, deadline);
+        match self.within_deadline(deadline, write).await {
+            Ok(committed) => Outcome::Published { event_type, correlation_id, committed },
+            Err(Err(SinkError::Refused { reason, detail, .. })) => {
+                metrics::counter!(m::KAFKA_RECORDS_REFUSED, "reason" => reason).increment(1);
+                tracing::warn!(reason, %detail, "kafka refused the event: dead-lettering it");
+                let rejection = Rejection {
+                    reason: Reason::KafkaRefused,
+                    schema: Some(schema),
+                    errors: vec![FieldError {
+                        instance_path: String::new(),
+                        schema_path: String::new(),
+                        keyword: "kafka".to_owned(),
+                        message: detail,
+                    }],
+                    coercions,
+                    payload: serde_json::from_slice(&delivery.body).ok(),
+                    correlation_id: Some(correlation_id),
+                };
+                self.dead_letter(delivery, body_sha256, rejection, deadline).await
+            }
+            Err(Err(error)) => self.retry(error),
+            Err(Ok(outcome)) => outcome,
+        }
+    }
+
+    async fn dead_letter(
+        &self,
+        delivery: Delivery,
+        body_sha256: [u8; 32],
+        mut rejection: Rejection,
+        deadline: Instant,
+    ) -> Outcome {
+        count_validation_errors(&rejection);
+        let error_count = rejection.errors.len();
+        rejection.errors.truncate(self.limits.max_reported_errors);
+        let reason = rejection.reason;
+        let schema = rejection.schema.clone();
+        let correlation_id = rejection.correlation_id.clone();
+        let errors = rejection.errors.clone();
+        let letter = DeadLetter {
+            request_id: delivery.request_id,
+            request_id_from_sender: delivery.request_id_from_sender,
+            received_at: delivery.received_at,
+            raw_body: delivery.body,
+            body_sha256,
+            headers: delivery.headers,
+            rejection,
+            error_count,
+            trace: delivery.trace,
+        };
+        let write = self.dead_letters.store(letter, deadline);
+        match self.within_deadline(deadline, write).await {
+            // `cxone_ingest_dead_letters_total{reason, schema}` is counted by the dead-letter sink.
+            Ok(stored) => {
+                Outcome::DeadLettered { reason, schema, correlation_id, errors, error_count, stored }
+            }
+            Err(Err(error)) => self.retry(error),
+            Err(Ok(outcome)) => outcome,
+        }
+    }
+
     /// Awaits a sink write, but never past the deadline (a sink that ignores it is cut off here).
+    /// `Err(Ok(outcome))` is the deadline's answer; `Err(Err(error))` the sink's failure.
     async fn within_deadline<T>(
         &self,
         deadline: Instant,
         write: impl Future<Output = Result<T, SinkError>>,
-    ) -> Result<T, Outcome> {
-        let retry_after = self.limits.retry_after;
+    ) -> Result<T, Result<Outcome, SinkError>> {
         match tokio::time::timeout_at(deadline.into(), write).await {
             Ok(Ok(done)) => Ok(done),
-            Ok(Err(SinkError::DeadlineExceeded { .. })) | Err(_) => {
-                Err(Outcome::Retry { reason: RetryReason::DeadlineExceeded, retry_after })
+            Ok(Err(error)) => Err(Err(error)),
+            Err(_) => Err(Ok(self.retry(SinkError::DeadlineExceeded { sink: "pipeline" }))),
+        }
+    }
+
+    /// What the sender is told when a sink could not confirm a write.
+    fn retry(&self, error: SinkError) -> Outcome {
+        let retry_after = self.limits.retry_after;
+        match error {
+            SinkError::DeadlineExceeded { .. } => {
+                Outcome::Retry { reason: RetryReason::DeadlineExceeded, retry_after }
             }
-            Ok(Err(SinkError::Overloaded { .. })) => Err(Outcome::Overloaded { retry_after }),
-            Ok(Err(SinkError::Unavailable { sink, detail })) => {
+            SinkError::Overloaded { .. } => Outcome::Overloaded { retry_after },
+            SinkError::Unavailable { sink, detail } | SinkError::Refused { sink, detail, .. } => {
                 let detail = crate::telemetry::redact_emails(&detail).into_owned();
-                Err(Outcome::Retry { reason: RetryReason::SinkUnavailable { sink, detail }, retry_after })
+                Outcome::Retry { reason: RetryReason::SinkUnavailable { sink, detail }, retry_after }
             }
         }
     }
@@ -303,49 +356,51 @@ impl Pipeline {
         [("kafka", self.events.readiness()), ("dead_letter", self.dead_letters.readiness())]
     }
 
+    /// Tasks that died and will not come back (`/healthz` fails while this is not empty).
+    pub fn dead_tasks(&self) -> Vec<String> {
+        let mut dead = self.events.dead_tasks();
+        dead.extend(self.dead_letters.dead_tasks());
+        dead
+    }
+
     /// Lets both sinks finish in-flight work (commit gathered batches) before exit.
     pub async fn close(&self) {
         tokio::join!(self.events.close(), self.dead_letters.close());
     }
 }
 
-/// Keeps `cxone_ingest_in_flight_requests` right even when a request is cancelled mid-way.
 /// Every in-flight slot is taken: answer with [`Pipeline::overloaded`].
 #[derive(Debug)]
 pub struct Overloaded;
 
-/// One in-flight slot, held from before the body is read until the answer is decided.
+/// One in-flight slot, held from the verified signature until the answer is decided.
 pub struct Admission<'p> {
     /// The slot itself; released on drop.
     _permit: tokio::sync::SemaphorePermit<'p>,
-    /// Keeps `cxone_ingest_in_flight_requests` in step with the slots held.
-    _gauge: InFlightGauge,
+    /// Keeps `cxone_ingest_in_flight_requests` in step with the slots held, even when a request
+    /// is cancelled mid-way.
+    _gauge: m::GaugeGuard,
 }
 
-struct InFlightGauge;
-
-impl InFlightGauge {
-    fn enter() -> InFlightGauge {
-        metrics::gauge!(m::IN_FLIGHT).increment(1.0);
-        InFlightGauge
+/// Counts a rejection's validation errors by labels from a closed set (the schema's id, the
+/// keyword, the path into the schema): never by anything the sender chose, such as a key name.
+fn count_validation_errors(rejection: &Rejection) {
+    if rejection.reason != Reason::SchemaValidation {
+        return;
     }
-}
-
-impl Drop for InFlightGauge {
-    fn drop(&mut self) {
-        metrics::gauge!(m::IN_FLIGHT).decrement(1.0);
+    let schema = rejection.schema.as_ref().map_or("none", |schema| schema.id.as_str());
+    // One increment per label set, however many errors share it (a body may hold thousands).
+    let mut counts: std::collections::BTreeMap<(&str, &str), u64> = std::collections::BTreeMap::new();
+    for error in &rejection.errors {
+        *counts.entry((error.keyword.as_str(), error.schema_path.as_str())).or_default() += 1;
     }
-}
-
-fn count_validation_errors(schema: &Option<SchemaRef>, errors: &[FieldError]) {
-    let schema = schema.as_ref().map_or("none", |schema| schema.id.as_str()).to_owned();
-    for error in errors {
+    for ((keyword, schema_path), count) in counts {
         metrics::counter!(
             m::VALIDATION_ERRORS,
-            "schema" => schema.clone(),
-            "instance_path" => m::path_label(&error.instance_path),
-            "keyword" => error.keyword.clone(),
+            "schema" => schema.to_owned(),
+            "keyword" => keyword.to_owned(),
+            "schema_path" => schema_path.to_owned(),
         )
-        .increment(1);
+        .increment(count);
     }
 }

@@ -381,6 +381,11 @@ async fn replay_one(
         body_sha256,
         event,
         replayed_from: Some(key.clone()),
+        // A replay is one more hop of the delivery's trace, when the record kept one.
+        trace: crate::trace::TraceContext::continue_or_start(
+            record.trace.as_ref().map(|trace| trace.traceparent.as_bytes()),
+            record.trace.as_ref().and_then(|trace| trace.tracestate.as_deref()).map(str::as_bytes),
+        ),
     };
     let committed = match sink.publish(event_record, Instant::now() + options.publish_timeout).await {
         Ok(committed) => committed,

@@ -57,7 +57,10 @@ fuzz_target!(|data: &[u8]| {
             ("User-Agent".into(), header_value.clone()),
             ("user-agent".into(), header_value),
         ],
+        error_count: rejection.errors.len(),
         rejection,
+        request_id_from_sender: false,
+        trace: cxone_ingest::trace::TraceContext::start(),
     };
     let record = DeadLetterRecord::build(&letter, "2026-11-28T10:00:01Z".parse().expect("timestamp"));
     let (json, digest) = record.to_json();

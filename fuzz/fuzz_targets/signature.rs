@@ -7,7 +7,7 @@
 //! `signature::sign` for the same body always verifies and stops verifying once the body changes.
 #![no_main]
 
-use cxone_ingest::config::{Secret, SignatureConfig, SignatureEncoding, SignedPayload};
+use cxone_ingest::http::config::{Secret, SignatureConfig, SignatureEncoding, SignedPayload};
 use cxone_ingest::http::signature::{self, SignatureError, Verifier};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;

@@ -69,7 +69,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         let mut kafka = config.kafka.clone();
         // Its own transactional.id: sharing the server's would fence the server's producer.
         kafka.instance_id = Some(format!("replay-{}", kafka.resolved_instance_id()));
-        Some(Arc::new(KafkaSink::start(&kafka).context("starting the Kafka sink")?))
+        Some(Arc::new(KafkaSink::start(&kafka, &config.dedupe).context("starting the Kafka sink")?))
     };
 
     let bar = if std::io::stderr().is_terminal() {

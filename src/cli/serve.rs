@@ -9,8 +9,8 @@ use anyhow::Context;
 use crate::config::{Config, ConfigArgs};
 use crate::contract::Contract;
 use crate::http::{self, AppState};
-use crate::pipeline::{Limits, Pipeline};
-use crate::shutdown::{self, Drained};
+use crate::pipeline::Pipeline;
+use crate::shutdown::{self, Drained, Stop};
 use crate::sinks::dead_letter::S3DeadLetterSink;
 use crate::sinks::kafka::KafkaSink;
 use crate::sinks::{DeadLetterSink, EventSink};
@@ -32,8 +32,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let upkeep = crate::metrics::spawn_upkeep(prometheus.clone(), Duration::from_secs(5));
 
     let (events, dead_letters) = start_sinks(&config).await?;
-    let pipeline =
-        Pipeline::new(Contract::builtin(), events, dead_letters, Limits::from_config(&config.server));
+    let pipeline = Pipeline::new(Contract::builtin(), events, dead_letters, config.server.limits());
     let state = Arc::new(AppState::new(&config, pipeline, Some(prometheus)).map_err(anyhow::Error::msg)?);
     let server = http::server::start(Arc::clone(&state), &config.server).await?;
     tracing::info!(
@@ -44,7 +43,17 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         "cxone-ingest serving"
     );
 
-    shutdown::signal().await;
+    let stop = shutdown::signal().await;
+    state.start_draining();
+    let pre_stop = config.server.pre_stop_delay();
+    if stop == Stop::Terminate && !pre_stop.is_zero() {
+        // Load balancers see /readyz 503 and stop routing here; what they still send is served.
+        tracing::info!(pre_stop_delay_ms = pre_stop.as_millis() as u64, "readyz now 503; still serving");
+        tokio::select! {
+            () = tokio::time::sleep(pre_stop) => {}
+            _ = shutdown::signal() => tracing::info!("second signal: skipping the rest of the pre-stop delay"),
+        }
+    }
     let drain = config.server.drain_timeout();
     tracing::info!(drain_timeout_ms = drain.as_millis() as u64, "draining in-flight requests");
     match server.shutdown(drain).await {
@@ -62,7 +71,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// Starts the Kafka and dead-letter sinks. Neither waits for its backend: an unreachable broker
 /// or bucket shows in `/readyz` and as 503s, not as a failed start.
 async fn start_sinks(config: &Config) -> anyhow::Result<(Arc<dyn EventSink>, Arc<dyn DeadLetterSink>)> {
-    let events = KafkaSink::start(&config.kafka).context("cannot start the Kafka sink")?;
+    let events = KafkaSink::start(&config.kafka, &config.dedupe).context("cannot start the Kafka sink")?;
     let dead_letters =
         S3DeadLetterSink::new(&config.dead_letter).await.context("cannot start the dead-letter sink")?;
     Ok((Arc::new(events), Arc::new(dead_letters)))

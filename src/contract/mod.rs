@@ -31,6 +31,9 @@ pub enum Reason {
     SchemaValidation,
     /// The payload passed the schema but not the generated type: a bug in the contract, kept for replay.
     TypedDecode,
+    /// The event is valid but Kafka will never take it as it is (larger than the producer's
+    /// `message.max.bytes`); replay it after raising the limit. Set by the pipeline, not the contract.
+    KafkaRefused,
 }
 
 impl Reason {
@@ -41,6 +44,7 @@ impl Reason {
             Reason::UnknownEvent => "unknown_event",
             Reason::SchemaValidation => "schema_validation",
             Reason::TypedDecode => "typed_decode",
+            Reason::KafkaRefused => "kafka_refused",
         }
     }
 }

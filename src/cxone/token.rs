@@ -9,32 +9,13 @@ use tokio::sync::Mutex;
 
 use super::CxoneError;
 use super::config::{ClientSecret, CxoneConfig};
+use crate::metrics as m;
 
 /// How long a token lives when CXone's answer has no `expires_in` (the seed's assumption).
 const DEFAULT_EXPIRES_IN: Duration = Duration::from_secs(3600);
 
 /// How much of CXone's response text an error keeps.
 const MAX_ERROR_BODY_CHARS: usize = 512;
-
-/// Counter of token requests sent to CXone, labelled `outcome` (`ok`, `rejected`, `server_error`, `timeout`,
-/// `network`, `invalid_response`); one per HTTP attempt, retries included.
-pub const METRIC_TOKEN_REQUESTS: &str = "cxone_ingest_cxone_token_requests_total";
-
-/// Histogram of token request latency in seconds (one per HTTP attempt), labelled `outcome` as above.
-pub const METRIC_TOKEN_REQUEST_DURATION: &str = "cxone_ingest_cxone_token_request_duration_seconds";
-
-/// Registers the help text of this module's metrics with the installed recorder (idempotent).
-pub fn describe_metrics() {
-    metrics::describe_counter!(
-        METRIC_TOKEN_REQUESTS,
-        "CXone OAuth token requests, by outcome (retries included)."
-    );
-    metrics::describe_histogram!(
-        METRIC_TOKEN_REQUEST_DURATION,
-        metrics::Unit::Seconds,
-        "CXone OAuth token request latency, by outcome."
-    );
-}
 
 /// A bearer token from CXone. Debug shows everything but the token itself.
 #[derive(Clone)]
@@ -152,7 +133,6 @@ impl TokenManager {
     /// Checks the config (URL, client id, secret from field or file) and builds the HTTP client. No request yet.
     pub fn new(config: &CxoneConfig) -> Result<Self, CxoneError> {
         config.validate()?;
-        describe_metrics();
         let timeout = config.timeout();
         let http = reqwest::Client::builder()
             .timeout(timeout)
@@ -222,8 +202,8 @@ impl TokenManager {
                 Ok(_) => "ok",
                 Err(error) => error.outcome(),
             };
-            metrics::counter!(METRIC_TOKEN_REQUESTS, "outcome" => outcome).increment(1);
-            metrics::histogram!(METRIC_TOKEN_REQUEST_DURATION, "outcome" => outcome)
+            metrics::counter!(m::CXONE_TOKEN_REQUESTS, "outcome" => outcome).increment(1);
+            metrics::histogram!(m::CXONE_TOKEN_REQUEST_DURATION, "outcome" => outcome)
                 .record(started.elapsed());
             match result {
                 Ok((token, refresh_at)) => {

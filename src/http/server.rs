@@ -33,15 +33,11 @@ use warp::http::{Request, Response};
 use warp::hyper;
 use warp::hyper::body::Incoming;
 
+use super::config::ServerConfig;
 use super::{AppState, admin_routes, routes};
-use crate::config::ServerConfig;
+use crate::metrics as m;
 use crate::shutdown::{self, Drained};
 
-/// Open connections per listener, by `listener` (`public`, `admin`).
-pub const OPEN_CONNECTIONS: &str = "cxone_ingest_open_connections";
-/// Connections the server closed on a timeout, by `listener` and `reason` (`header_timeout`,
-/// `idle_timeout`).
-pub const CONNECTIONS_TIMED_OUT: &str = "cxone_ingest_connections_timed_out_total";
 /// Connections open at once on the admin listener (one scraper and a few probes need a handful).
 const ADMIN_MAX_CONNECTIONS: usize = 64;
 
@@ -146,14 +142,14 @@ async fn serve<F>(
 ) where
     F: Filter<Extract = (Response<Bytes>,), Error = Infallible> + Clone + Send + Sync + 'static,
 {
-    let open = metrics::gauge!(OPEN_CONNECTIONS, "listener" => name);
+    let open = metrics::gauge!(m::OPEN_CONNECTIONS, "listener" => name);
     let connection_stop = stop.clone();
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             biased;
             () = stopping(&mut stop) => break,
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            Some(joined) = connections.join_next(), if !connections.is_empty() => log_panic(joined, name),
             accepted = listener.accept(), if connections.len() < limits.max_connections => {
                 match accepted {
                     Ok((stream, _peer)) => {
@@ -172,10 +168,22 @@ async fn serve<F>(
         open.set(connections.len() as f64);
     }
     drop(listener);
-    while connections.join_next().await.is_some() {
+    while let Some(joined) = connections.join_next().await {
+        log_panic(joined, name);
         open.set(connections.len() as f64);
     }
     open.set(0.0);
+}
+
+/// A connection task that panicked (a bug: hyper and the routes return errors, not panics) is
+/// logged and counted; the listener goes on.
+fn log_panic(joined: Result<(), tokio::task::JoinError>, listener: &'static str) {
+    if let Err(err) = joined
+        && err.is_panic()
+    {
+        tracing::error!(task = "connection", listener, error = %err, "task panicked");
+        metrics::counter!(m::TASK_PANICS, "task" => "connection").increment(1);
+    }
 }
 
 /// Resolves once the server is stopping (or its [`RunningServer`] is gone).
@@ -247,7 +255,7 @@ async fn connection<R>(
                 served.as_mut().graceful_shutdown();
             }
             reason = expired.as_mut() => {
-                metrics::counter!(CONNECTIONS_TIMED_OUT, "listener" => name, "reason" => reason).increment(1);
+                metrics::counter!(m::CONNECTIONS_TIMED_OUT, "listener" => name, "reason" => reason).increment(1);
                 tracing::debug!(listener = name, reason, "closing connection");
                 return;
             }

@@ -10,7 +10,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use warp::http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::config::{SignatureConfig, SignatureEncoding, SignedPayload};
+use super::config::{SignatureConfig, SignatureEncoding, SignedPayload};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -102,7 +102,7 @@ impl std::fmt::Debug for Verifier {
 }
 
 impl Verifier {
-    /// Prepares the scheme. Fails on what [`crate::config::Config::validate`] also reports.
+    /// Prepares the scheme. Fails on what [`SignatureConfig::check`] also reports.
     pub fn new(config: &SignatureConfig) -> Result<Verifier, String> {
         let header = HeaderName::from_bytes(config.header.as_bytes())
             .map_err(|_| format!("signature.header = {:?} is not a valid HTTP header name", config.header))?;
@@ -292,7 +292,7 @@ pub fn sign(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Secret;
+    use crate::http::config::Secret;
 
     const BODY: &[u8] = br#"{"event":"interaction.completed"}"#;
     const NOW: i64 = 1_800_000_000;

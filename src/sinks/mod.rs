@@ -12,6 +12,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use crate::contract::{Rejection, ValidEvent};
+use crate::trace::TraceContext;
 
 /// A valid event on its way to Kafka, with where it came from.
 #[derive(Debug, Clone)]
@@ -26,6 +27,27 @@ pub struct EventRecord {
     pub event: ValidEvent,
     /// Set by `replay`: the dead-letter object this event was re-driven from.
     pub replayed_from: Option<String>,
+    /// The delivery's trace context, written as the record's `traceparent`/`tracestate` headers.
+    pub trace: TraceContext,
+}
+
+impl EventRecord {
+    /// A record of a live delivery (not a replay), in a new trace.
+    pub fn new(
+        request_id: String,
+        received_at: DateTime<Utc>,
+        body_sha256: [u8; 32],
+        event: ValidEvent,
+    ) -> EventRecord {
+        EventRecord {
+            request_id,
+            received_at,
+            body_sha256,
+            event,
+            replayed_from: None,
+            trace: TraceContext::start(),
+        }
+    }
 }
 
 /// Proof that an event's transaction committed.
@@ -39,11 +61,15 @@ pub struct Committed {
     pub duplicate_of: Option<String>,
 }
 
-/// A payload that failed the contract, on its way to the dead-letter bucket.
+/// A payload that failed the contract (or that Kafka refused), on its way to the dead-letter bucket.
 #[derive(Debug, Clone)]
 pub struct DeadLetter {
     /// The request that delivered it; also the object's name.
     pub request_id: String,
+    /// Whether the sender chose `request_id` (`X-Request-Id`): then it is not trusted to be
+    /// unique, and the object name also carries the body hash (a different body under the same
+    /// id must not overwrite a record already acknowledged).
+    pub request_id_from_sender: bool,
     /// When the service received the request.
     pub received_at: DateTime<Utc>,
     /// The body exactly as received (it may not be UTF-8 or JSON).
@@ -52,8 +78,36 @@ pub struct DeadLetter {
     pub body_sha256: [u8; 32],
     /// Request headers worth keeping (never the signature or anything secret).
     pub headers: Vec<(String, String)>,
-    /// What was wrong.
+    /// What was wrong. Its `errors` may be cut to `server.max_reported_errors`.
     pub rejection: Rejection,
+    /// How many errors were found in all (at least `rejection.errors.len()`).
+    pub error_count: usize,
+    /// The delivery's trace context, kept in the record.
+    pub trace: TraceContext,
+}
+
+impl DeadLetter {
+    /// A dead letter with every error listed, under a service-made request id, in a new trace.
+    pub fn new(
+        request_id: String,
+        received_at: DateTime<Utc>,
+        raw_body: Bytes,
+        headers: Vec<(String, String)>,
+        rejection: Rejection,
+    ) -> DeadLetter {
+        use sha2::Digest as _;
+        DeadLetter {
+            request_id,
+            request_id_from_sender: false,
+            received_at,
+            body_sha256: sha2::Sha256::digest(&raw_body).into(),
+            raw_body,
+            headers,
+            error_count: rejection.errors.len(),
+            rejection,
+            trace: TraceContext::start(),
+        }
+    }
 }
 
 /// Where a dead letter was stored.
@@ -75,6 +129,10 @@ pub enum SinkError {
     /// The sink's bounded queue is full.
     #[error("{sink}: overloaded")]
     Overloaded { sink: &'static str },
+    /// The sink will never take this record as it is (Kafka: larger than the producer's
+    /// `message.max.bytes`). Retrying cannot help: the pipeline dead-letters it instead.
+    #[error("{sink} refused the record ({reason}): {detail}")]
+    Refused { sink: &'static str, reason: &'static str, detail: String },
 }
 
 /// Whether a sink can take writes now (`/readyz`).
@@ -89,6 +147,11 @@ pub enum Readiness {
 pub trait EventSink: Send + Sync + 'static {
     async fn publish(&self, record: EventRecord, deadline: Instant) -> Result<Committed, SinkError>;
     fn readiness(&self) -> Readiness;
+    /// Tasks of the sink that died (panicked) and will not come back: the process must be
+    /// restarted (`/healthz` fails). Empty while alive.
+    fn dead_tasks(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// Finishes in-flight work (commits gathered batches) before the process exits.
     async fn close(&self) {}
 }
@@ -98,6 +161,10 @@ pub trait EventSink: Send + Sync + 'static {
 pub trait DeadLetterSink: Send + Sync + 'static {
     async fn store(&self, letter: DeadLetter, deadline: Instant) -> Result<Stored, SinkError>;
     fn readiness(&self) -> Readiness;
+    /// Tasks of the sink that died (panicked) and will not come back (`/healthz` fails).
+    fn dead_tasks(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// Finishes in-flight writes before the process exits.
     async fn close(&self) {}
 }

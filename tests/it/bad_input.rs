@@ -7,23 +7,18 @@
 //! a real listener.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use cxone_ingest::config::{Config, Secret};
-use cxone_ingest::contract::{Contract, Reason};
+use cxone_ingest::config::Config;
+use cxone_ingest::contract::Reason;
 use cxone_ingest::http::{self, AppState, signature};
-use cxone_ingest::pipeline::{Limits, Pipeline};
-use cxone_ingest::sinks::{
-    Committed, DeadLetter, DeadLetterSink, EventRecord, EventSink, Readiness, SinkError, Stored,
-};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use warp::http::Response;
 
-use crate::support::{closed_within, poll_until, status_of, whole_answer};
+use crate::support::{FakeSink, app_state, closed_within, poll_until, status_of, test_config, whole_answer};
 
 const PATH: &str = "/webhooks/cxone-data-actions";
 const SECRET: &str = "bad-input-secret-0123456789abcdef";
@@ -31,62 +26,15 @@ const SECRET: &str = "bad-input-secret-0123456789abcdef";
 const CAP: usize = 1024 * 1024;
 const VALID: &str = r#"{"event":"interaction.completed","timestamp":"2026-11-28T10:00:00Z","correlation_id":"c-1","data":{"channel":"voice","duration_seconds":"120","agent_id":"a-7","customer_email":"Jane.Doe@Example.com","metadata":{"priority":"high","score":"4.5"}}}"#;
 
-// --- an in-test sink for both traits: confirms at once, counts, keeps the last dead letter ---
-
-#[derive(Default)]
-struct CountingSink {
-    published: AtomicUsize,
-    stored: AtomicUsize,
-    last_letter: std::sync::Mutex<Option<DeadLetter>>,
-}
-
-impl CountingSink {
-    /// (events published, dead letters stored)
-    fn counts(&self) -> (usize, usize) {
-        (self.published.load(Ordering::SeqCst), self.stored.load(Ordering::SeqCst))
-    }
-}
-
-#[async_trait::async_trait]
-impl EventSink for CountingSink {
-    async fn publish(&self, _record: EventRecord, _deadline: Instant) -> Result<Committed, SinkError> {
-        self.published.fetch_add(1, Ordering::SeqCst);
-        Ok(Committed { topic: "bad-input".into(), partition: 0, offset: 0, duplicate_of: None })
-    }
-
-    fn readiness(&self) -> Readiness {
-        Readiness::Ready
-    }
-}
-
-#[async_trait::async_trait]
-impl DeadLetterSink for CountingSink {
-    async fn store(&self, letter: DeadLetter, _deadline: Instant) -> Result<Stored, SinkError> {
-        self.stored.fetch_add(1, Ordering::SeqCst);
-        let key = format!("errors/{}.json", letter.request_id);
-        *self.last_letter.lock().unwrap() = Some(letter);
-        Ok(Stored { bucket: "bad-input".into(), key })
-    }
-
-    fn readiness(&self) -> Readiness {
-        Readiness::Ready
-    }
-}
-
 // --- set-up ---
 
 fn config() -> Config {
-    let mut config = Config::default();
-    config.signature.secrets = vec![Secret::new(SECRET)];
-    config
+    test_config(SECRET)
 }
 
-fn state_with(config: &Config) -> (Arc<AppState>, Arc<CountingSink>) {
-    let sink = Arc::new(CountingSink::default());
-    let pipeline =
-        Pipeline::new(Contract::builtin(), sink.clone(), sink.clone(), Limits::from_config(&config.server));
-    let state = AppState::new(config, pipeline, Some(cxone_ingest::metrics::install())).unwrap();
-    (Arc::new(state), sink)
+fn state_with(config: &Config) -> (Arc<AppState>, Arc<FakeSink>) {
+    let sink = FakeSink::ok();
+    (app_state(config, sink.clone(), sink.clone()), sink)
 }
 
 fn sign(body: &[u8]) -> String {
@@ -135,7 +83,7 @@ fn utf16(bom: [u8; 2], text: &str, little_endian: bool) -> Vec<u8> {
 }
 
 /// Routes-level proof of health: a valid signed delivery is published, exactly one more event.
-async fn assert_healthy<F>(routes: &F, sink: &CountingSink, case: &str)
+async fn assert_healthy<F>(routes: &F, sink: &FakeSink, case: &str)
 where
     F: warp::Filter<Extract = (Response<Bytes>,), Error = std::convert::Infallible> + Clone + 'static,
 {
@@ -242,7 +190,7 @@ async fn every_bad_body_gets_its_defined_answer_and_at_most_one_sink_write() {
                 assert_eq!(answer["reason"], reason.as_str(), "{case}: {answer}");
                 assert!(!answer["errors"].as_array().unwrap().is_empty(), "{case}: errors explain it");
                 assert_eq!(after, (before.0, before.1 + 1), "{case}: exactly one dead letter");
-                let letter = sink.last_letter.lock().unwrap().take().unwrap();
+                let letter = sink.last_letter().unwrap();
                 assert_eq!(
                     letter.raw_body.as_ref(),
                     &body[..],
@@ -349,7 +297,7 @@ async fn hostile_request_ids_are_replaced_not_echoed() {
 // --- on a real listener ---
 
 /// A server with `config` on free loopback ports.
-async fn listen(config: &Config) -> (http::server::RunningServer, Arc<CountingSink>) {
+async fn listen(config: &Config) -> (http::server::RunningServer, Arc<FakeSink>) {
     let (state, sink) = state_with(config);
     let mut server = config.server.clone();
     server.listen = "127.0.0.1:0".parse().unwrap();
@@ -420,7 +368,7 @@ fn request_head(extra_headers: &str, content_length: usize) -> String {
 }
 
 /// Wire-level proof of health: a fresh client's valid delivery is published.
-async fn assert_healthy_on(addr: std::net::SocketAddr, sink: &CountingSink, case: &str) {
+async fn assert_healthy_on(addr: std::net::SocketAddr, sink: &FakeSink, case: &str) {
     let before = sink.counts();
     let body = valid_body(&format!("wire-healthy-after-{}", case.replace(' ', "-")));
     let response = reqwest::Client::new()
@@ -472,7 +420,7 @@ async fn repeated_signature_or_timestamp_headers_are_401_whatever_their_order() 
 
     // With a signed timestamp, a repeated timestamp header is refused the same way.
     let mut timestamped = config();
-    timestamped.signature.signed = cxone_ingest::config::SignedPayload::TimestampDotBody;
+    timestamped.signature.signed = cxone_ingest::http::config::SignedPayload::TimestampDotBody;
     let (server, sink) = listen(&timestamped).await;
     let now = signature::now_unix();
     let signed = signature::sign(&timestamped.signature, 0, VALID.as_bytes(), Some(now)).unwrap();

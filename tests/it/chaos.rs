@@ -102,7 +102,7 @@ async fn deliver(
 /// memory broker is never killed or stopped: that deletes its data by design.
 #[ignore = "restart: chaos — pauses kafka (memory), stops and pauses garage"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn chaos_paused_broker_and_failing_object_store_lose_and_duplicate_no_acknowledged_event() {
+async fn restart_chaos_paused_broker_and_failing_object_store_lose_and_duplicate_no_acknowledged_event() {
     run_chaos(
         stack_kafka_brokers(),
         &[
@@ -121,7 +121,7 @@ async fn chaos_paused_broker_and_failing_object_store_lose_and_duplicate_no_ackn
 /// offsets after a kill (docs/reliability.md).
 #[ignore = "restart: chaos — kills and pauses kafka-durable, stops and pauses garage"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn chaos_broker_and_object_store_failures_lose_and_duplicate_no_acknowledged_event() {
+async fn restart_chaos_broker_and_object_store_failures_lose_and_duplicate_no_acknowledged_event() {
     run_chaos(
         stack_durable_kafka_brokers(),
         &[
@@ -440,7 +440,7 @@ async fn run_chaos(brokers: String, phases: &[Phase]) {
 /// the topic once, and the first request after the load is answered 200.
 #[ignore = "restart: not a restart, but must run alone: saturates both cores for ~30 s"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn overload_sheds_with_503_keeps_memory_bounded_and_recovers_at_once() {
+async fn restart_overload_sheds_with_503_keeps_memory_bounded_and_recovers_at_once() {
     const MAX_IN_FLIGHT: usize = 8;
     const DEADLINE: Duration = Duration::from_millis(2_000);
     const CLIENT_MARGIN: Duration = Duration::from_secs(2);

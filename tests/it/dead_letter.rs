@@ -13,9 +13,7 @@ use cxone_ingest::contract::{Checked, Contract, FieldError, Reason, Rejection, S
 use cxone_ingest::replay::{DeadLetterStore, ReplayOptions, Summary, replay};
 use cxone_ingest::sinks::dead_letter::record::RECORD_SCHEMA;
 use cxone_ingest::sinks::dead_letter::{DeadLetterConfig, DeadLetterRecord, S3DeadLetterSink, key};
-use cxone_ingest::sinks::{
-    Committed, DeadLetter, DeadLetterSink, EventRecord, EventSink, Readiness, SinkError,
-};
+use cxone_ingest::sinks::{DeadLetter, DeadLetterSink, Readiness, SinkError};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -56,6 +54,9 @@ fn dead_letter(raw: &[u8], received_at: DateTime<Utc>) -> DeadLetter {
         Checked::Valid(_) => panic!("test payload unexpectedly valid: {}", String::from_utf8_lossy(raw)),
     };
     DeadLetter {
+        request_id_from_sender: false,
+        error_count: rejection.errors.len(),
+        trace: cxone_ingest::trace::TraceContext::start(),
         request_id: unique("req"),
         received_at,
         raw_body: Bytes::copy_from_slice(raw),
@@ -461,7 +462,7 @@ impl Drop for RestartGarageOnDrop {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "restart: stops and starts the shared garage"]
-async fn garage_stopped_gives_503_class_errors_and_restarted_garage_takes_the_next_write() {
+async fn restart_garage_stopped_gives_503_class_errors_and_restarted_garage_takes_the_next_write() {
     let prefix = unique("it-dl-restart");
     let sink = S3DeadLetterSink::new(&sink_config(&prefix, None)).await.unwrap();
     let ready = poll_until(Duration::from_secs(10), || async {
@@ -504,6 +505,9 @@ async fn garage_stopped_gives_503_class_errors_and_restarted_garage_takes_the_ne
 /// Puts a record as an older, stricter contract would have written it.
 async fn put_record(prefix: &str, raw: &[u8], payload: Option<Value>, received_at: DateTime<Utc>) -> String {
     let letter = DeadLetter {
+        request_id_from_sender: false,
+        error_count: 1,
+        trace: cxone_ingest::trace::TraceContext::start(),
         request_id: unique("old-req"),
         received_at,
         raw_body: Bytes::copy_from_slice(raw),
@@ -695,33 +699,6 @@ async fn replay_publishes_each_now_valid_dead_letter_exactly_once() {
     }
 }
 
-/// An event sink that refuses every publish while `fail` is set and otherwise counts commits.
-struct CountingSink {
-    fail: std::sync::atomic::AtomicBool,
-    published: std::sync::Mutex<Vec<EventRecord>>,
-}
-
-#[async_trait::async_trait]
-impl EventSink for CountingSink {
-    async fn publish(&self, record: EventRecord, _deadline: Instant) -> Result<Committed, SinkError> {
-        if self.fail.load(Ordering::SeqCst) {
-            return Err(SinkError::Unavailable { sink: "counting", detail: "down for the test".to_owned() });
-        }
-        let mut published = self.published.lock().unwrap();
-        published.push(record);
-        Ok(Committed {
-            topic: "t".to_owned(),
-            partition: 0,
-            offset: published.len() as i64 - 1,
-            duplicate_of: None,
-        })
-    }
-
-    fn readiness(&self) -> Readiness {
-        Readiness::Ready
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_leaves_unpublished_dead_letters_unmarked_for_the_next_run() {
     let prefix = unique("it-dl-replay-core");
@@ -735,21 +712,22 @@ async fn replay_leaves_unpublished_dead_letters_unmarked_for_the_next_run() {
         concurrency: 4,
         publish_timeout: Duration::from_secs(5),
     };
-    let sink = CountingSink { fail: true.into(), published: Default::default() };
+    let sink = FakeSink::ok();
+    sink.set_failing(true);
     let no_progress = |_| {};
 
-    let down = replay(&store, Contract::builtin(), Some(&sink), &options, &no_progress).await.unwrap();
+    let down = replay(&store, Contract::builtin(), Some(&*sink), &options, &no_progress).await.unwrap();
     // Without date filters every partition counts, including the older day.
     assert_eq!((down.scanned, down.now_valid, down.published, down.failed), (6, 3, 0, 3), "{down:?}");
     assert!(down.failures.iter().all(|f| f.error.contains("down for the test")), "{:?}", down.failures);
 
-    sink.fail.store(false, Ordering::SeqCst);
-    let up = replay(&store, Contract::builtin(), Some(&sink), &options, &no_progress).await.unwrap();
+    sink.set_failing(false);
+    let up = replay(&store, Contract::builtin(), Some(&*sink), &options, &no_progress).await.unwrap();
     assert_eq!((up.published, up.failed, up.skipped_already_replayed), (3, 0, 0), "{up:?}");
-    let again = replay(&store, Contract::builtin(), Some(&sink), &options, &no_progress).await.unwrap();
+    let again = replay(&store, Contract::builtin(), Some(&*sink), &options, &no_progress).await.unwrap();
     assert_eq!((again.published, again.skipped_already_replayed), (0, 3), "{again:?}");
 
-    let published = sink.published.lock().unwrap();
+    let published = sink.published_records();
     assert_eq!(published.len(), 3, "each now-valid dead letter published once in total");
     for key in &valid_keys {
         let event =

@@ -99,8 +99,8 @@ async fn signed_valid_invalid_and_forged_requests_end_in_kafka_s3_or_nowhere() {
     let forged = e2e_valid_body(&unique("corr-forged"));
     let forged_invalid = e2e_invalid_body(&unique("corr-forged-invalid"));
     for (body, signature) in [
-        (&forged, e2e_sign_with("not-the-secret", forged.as_bytes())),
-        (&forged_invalid, e2e_sign_with("not-the-secret", forged_invalid.as_bytes())),
+        (&forged, sign_with("not-the-secret", forged.as_bytes())),
+        (&forged_invalid, sign_with("not-the-secret", forged_invalid.as_bytes())),
         (&forged, String::new()),
     ] {
         let answer = e2e_post(&client, &service.webhook_url(), body, &signature, None).await.unwrap();
@@ -419,7 +419,7 @@ async fn post_valid_until(service: &Service, status: u16, within: Duration) -> O
 /// and the 200s before and after are each in the topic once.
 #[ignore = "restart: stops and starts the shared kafka-durable"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn durable_broker_stop_gives_503_and_the_service_recovers_without_restart() {
+async fn restart_durable_broker_stop_gives_503_and_the_service_recovers_without_restart() {
     let brokers = stack_durable_kafka_brokers();
     let mut options = ServiceOptions::new("e2e-broker-restart", &brokers);
     options.request_deadline_ms = 2_000;
@@ -464,7 +464,7 @@ async fn durable_broker_stop_gives_503_and_the_service_recovers_without_restart(
 /// (valid ones still publish); with garage back they are dead-lettered again, no restart.
 #[ignore = "restart: stops and starts the shared garage"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn garage_stop_gives_503_for_invalid_payloads_and_the_service_recovers() {
+async fn restart_garage_stop_gives_503_for_invalid_payloads_and_the_service_recovers() {
     let brokers = stack_kafka_brokers();
     let mut options = ServiceOptions::new("e2e-s3-restart", &brokers);
     options.request_deadline_ms = 2_000;

@@ -4,154 +4,39 @@
 //! Sinks are in-test doubles implementing the sink traits: counting, failing, slow, gated.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use cxone_ingest::config::{Config, Secret, SignatureEncoding, SignedPayload};
-use cxone_ingest::contract::Contract;
+use cxone_ingest::config::Config;
+use cxone_ingest::http::config::{Secret, SignatureEncoding, SignedPayload};
 use cxone_ingest::http::{self, AppState, signature};
-use cxone_ingest::pipeline::{Limits, Pipeline};
 use cxone_ingest::shutdown::Drained;
-use cxone_ingest::sinks::{
-    Committed, DeadLetter, DeadLetterSink, EventRecord, EventSink, Readiness, SinkError, Stored,
-};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
 use warp::http::Response;
 
-use crate::support::{closed_within, poll_until, status_of, whole_answer};
+use crate::support::{
+    FakeSink, Mode, app_state, closed_within, poll_until, status_of, test_config, whole_answer,
+};
 
 const PATH: &str = "/webhooks/cxone-data-actions";
 const SECRET: &str = "test-webhook-secret-of-32-bytes-or-more";
 const VALID: &str = r#"{"event":"interaction.completed","timestamp":"2026-11-28T10:00:00Z","correlation_id":"c-1","data":{"channel":"voice","duration_seconds":"120","agent_id":"a-7","customer_email":"Jane.Doe@Example.com","metadata":{"priority":"high","score":"4.5"}}}"#;
 const INVALID: &str = r#"{"event":"interaction.completed","timestamp":"2026-11-28T10:00:00Z","correlation_id":"c-2","data":{"channel":"fax","duration_seconds":"120","agent_id":"a-7","customer_email":"jane@example.com"}}"#;
 
-// --- in-test sinks ---
-
-/// How a [`TestSink`] answers.
-#[derive(Clone)]
-enum Mode {
-    /// Confirms at once.
-    Ok,
-    /// Reports the sink unavailable.
-    Fail,
-    /// Reports the sink's bounded queue full.
-    Full,
-    /// Ignores the deadline and takes this long.
-    Slow(Duration),
-    /// Waits for a permit on the gate (tests release it), then confirms.
-    Gated(Arc<Semaphore>),
-}
-
-/// One double for both sink traits: counts calls, answers per [`Mode`].
-struct TestSink {
-    mode: Mode,
-    published: AtomicUsize,
-    stored: AtomicUsize,
-    ready: Readiness,
-    /// The last dead letter's headers, to check what is kept.
-    last_headers: std::sync::Mutex<Vec<(String, String)>>,
-}
-
-impl TestSink {
-    fn new(mode: Mode) -> Arc<TestSink> {
-        Arc::new(TestSink {
-            mode,
-            published: AtomicUsize::new(0),
-            stored: AtomicUsize::new(0),
-            ready: Readiness::Ready,
-            last_headers: std::sync::Mutex::new(Vec::new()),
-        })
-    }
-
-    fn not_ready(why: &str) -> Arc<TestSink> {
-        Arc::new(TestSink {
-            ready: Readiness::NotReady(why.to_owned()),
-            ..Arc::into_inner(TestSink::new(Mode::Ok)).unwrap()
-        })
-    }
-
-    fn calls(&self) -> usize {
-        self.published.load(Ordering::SeqCst) + self.stored.load(Ordering::SeqCst)
-    }
-
-    async fn answer<T>(&self, ok: T) -> Result<T, SinkError> {
-        match &self.mode {
-            Mode::Ok => Ok(ok),
-            Mode::Fail => Err(SinkError::Unavailable { sink: "test", detail: "down for the test".into() }),
-            Mode::Full => Err(SinkError::Overloaded { sink: "test" }),
-            Mode::Slow(delay) => {
-                tokio::time::sleep(*delay).await;
-                Ok(ok)
-            }
-            Mode::Gated(gate) => {
-                let permit = gate.acquire().await.expect("gate closed");
-                permit.forget();
-                Ok(ok)
-            }
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl EventSink for TestSink {
-    async fn publish(&self, record: EventRecord, _deadline: Instant) -> Result<Committed, SinkError> {
-        self.published.fetch_add(1, Ordering::SeqCst);
-        let committed = Committed { topic: "test-topic".into(), partition: 0, offset: 7, duplicate_of: None };
-        assert!(!record.request_id.is_empty());
-        self.answer(committed).await
-    }
-
-    fn readiness(&self) -> Readiness {
-        self.ready.clone()
-    }
-}
-
-#[async_trait::async_trait]
-impl DeadLetterSink for TestSink {
-    async fn store(&self, letter: DeadLetter, _deadline: Instant) -> Result<Stored, SinkError> {
-        self.stored.fetch_add(1, Ordering::SeqCst);
-        *self.last_headers.lock().unwrap() = letter.headers.clone();
-        let stored =
-            Stored { bucket: "test-bucket".into(), key: format!("errors/{}.json", letter.request_id) };
-        self.answer(stored).await
-    }
-
-    fn readiness(&self) -> Readiness {
-        self.ready.clone()
-    }
-}
-
 // --- set-up ---
 
-/// The defaults with the test secret, both listeners on free loopback ports.
 fn config() -> Config {
-    let mut config = Config::default();
-    config.signature.secrets = vec![Secret::new(SECRET)];
-    config.server.listen = "127.0.0.1:0".parse().unwrap();
-    config.server.admin_listen = "127.0.0.1:0".parse().unwrap();
-    config
+    test_config(SECRET)
 }
 
-fn limits(config: &Config) -> Limits {
-    Limits::from_config(&config.server)
+fn state_with(config: &Config, events: Arc<FakeSink>, dead_letters: Arc<FakeSink>) -> Arc<AppState> {
+    app_state(config, events, dead_letters)
 }
 
-fn state_with(
-    config: &Config,
-    limits: Limits,
-    events: Arc<TestSink>,
-    dead_letters: Arc<TestSink>,
-) -> Arc<AppState> {
-    let pipeline = Pipeline::new(Contract::builtin(), events, dead_letters, limits);
-    Arc::new(AppState::new(config, pipeline, Some(cxone_ingest::metrics::install())).unwrap())
-}
-
-fn state(events: Arc<TestSink>, dead_letters: Arc<TestSink>) -> Arc<AppState> {
-    let config = config();
-    state_with(&config, limits(&config), events, dead_letters)
+fn state(events: Arc<FakeSink>, dead_letters: Arc<FakeSink>) -> Arc<AppState> {
+    app_state(&config(), events, dead_letters)
 }
 
 fn sign(config: &Config, key_index: usize, body: &[u8], timestamp: Option<i64>) -> String {
@@ -194,7 +79,7 @@ fn assert_error(response: &Response<Bytes>, status: u16, error: &str) {
 
 #[tokio::test]
 async fn valid_payload_is_published_with_correlation_id() {
-    let (events, dead) = (TestSink::new(Mode::Ok), TestSink::new(Mode::Ok));
+    let (events, dead) = (FakeSink::new(Mode::Ok), FakeSink::new(Mode::Ok));
     let routes = http::routes(state(events.clone(), dead.clone()));
     let response = signed_post(VALID).header("x-request-id", "req-valid-1").reply(&routes).await;
     assert_eq!(response.status(), 200, "{:?}", response.body());
@@ -204,12 +89,12 @@ async fn valid_payload_is_published_with_correlation_id() {
     assert_eq!(body["request_id"], "req-valid-1");
     assert_eq!(body["correlation_id"], "c-1");
     assert_eq!(body["event"], "interaction.completed");
-    assert_eq!((events.published.load(Ordering::SeqCst), dead.calls()), (1, 0));
+    assert_eq!((events.counts().0, dead.calls()), (1, 0));
 }
 
 #[tokio::test]
 async fn invalid_payload_is_dead_lettered_with_errors_and_kept_headers() {
-    let (events, dead) = (TestSink::new(Mode::Ok), TestSink::new(Mode::Ok));
+    let (events, dead) = (FakeSink::new(Mode::Ok), FakeSink::new(Mode::Ok));
     let routes = http::routes(state(events.clone(), dead.clone()));
     let response = signed_post(INVALID).header("user-agent", "cxone-test").reply(&routes).await;
     assert_eq!(response.status(), 200, "{:?}", response.body());
@@ -219,9 +104,9 @@ async fn invalid_payload_is_dead_lettered_with_errors_and_kept_headers() {
     assert_eq!(body["request_id"], request_id(&response));
     let errors = body["errors"].as_array().expect("errors list");
     assert!(errors.iter().any(|e| e["instance_path"] == "/data/channel"), "{errors:?}");
-    assert_eq!((events.calls(), dead.stored.load(Ordering::SeqCst)), (0, 1));
+    assert_eq!((events.calls(), dead.counts().1), (0, 1));
 
-    let kept = dead.last_headers.lock().unwrap().clone();
+    let kept = dead.last_headers();
     let names: Vec<&str> = kept.iter().map(|(name, _)| name.as_str()).collect();
     assert!(names.contains(&"user-agent") && names.contains(&"content-type"), "{names:?}");
     assert!(!names.iter().any(|name| name.contains("signature")), "the signature is never kept: {names:?}");
@@ -229,7 +114,7 @@ async fn invalid_payload_is_dead_lettered_with_errors_and_kept_headers() {
 
 #[tokio::test]
 async fn malformed_json_is_dead_lettered() {
-    let (events, dead) = (TestSink::new(Mode::Ok), TestSink::new(Mode::Ok));
+    let (events, dead) = (FakeSink::new(Mode::Ok), FakeSink::new(Mode::Ok));
     let routes = http::routes(state(events.clone(), dead.clone()));
     let response = signed_post("{\"event\": oops").reply(&routes).await;
     assert_eq!(response.status(), 200, "{:?}", response.body());
@@ -237,12 +122,12 @@ async fn malformed_json_is_dead_lettered() {
     assert_eq!(body["status"], "dead_lettered");
     assert_eq!(body["reason"], "malformed_json");
     assert!(body["errors"].is_array());
-    assert_eq!((events.calls(), dead.stored.load(Ordering::SeqCst)), (0, 1));
+    assert_eq!((events.calls(), dead.counts().1), (0, 1));
 }
 
 #[tokio::test]
 async fn cxone_form_content_type_is_accepted_other_types_are_415() {
-    let (events, dead) = (TestSink::new(Mode::Ok), TestSink::new(Mode::Ok));
+    let (events, dead) = (FakeSink::new(Mode::Ok), FakeSink::new(Mode::Ok));
     let routes = http::routes(state(events.clone(), dead.clone()));
     let cfg = config();
     let form = warp::test::request()
@@ -271,8 +156,8 @@ async fn cxone_form_content_type_is_accepted_other_types_are_415() {
 #[tokio::test]
 async fn sink_failure_or_full_queue_is_503_with_retry_after() {
     for (events, dead, body) in [
-        (TestSink::new(Mode::Fail), TestSink::new(Mode::Ok), VALID),
-        (TestSink::new(Mode::Ok), TestSink::new(Mode::Fail), INVALID),
+        (FakeSink::new(Mode::Fail), FakeSink::new(Mode::Ok), VALID),
+        (FakeSink::new(Mode::Ok), FakeSink::new(Mode::Fail), INVALID),
     ] {
         let routes = http::routes(state(events.clone(), dead.clone()));
         let response = signed_post(body).reply(&routes).await;
@@ -285,8 +170,8 @@ async fn sink_failure_or_full_queue_is_503_with_retry_after() {
         assert_eq!(events.calls() + dead.calls(), 1);
     }
 
-    let events = TestSink::new(Mode::Full);
-    let routes = http::routes(state(events.clone(), TestSink::new(Mode::Ok)));
+    let events = FakeSink::new(Mode::Full);
+    let routes = http::routes(state(events.clone(), FakeSink::new(Mode::Ok)));
     let response = signed_post(VALID).reply(&routes).await;
     assert_eq!(response.status(), 503, "{:?}", response.body());
     assert!(response.headers().contains_key("retry-after"));
@@ -297,13 +182,13 @@ async fn sink_failure_or_full_queue_is_503_with_retry_after() {
 async fn deadline_is_503_even_when_the_sink_ignores_it() {
     let mut cfg = config();
     cfg.server.request_deadline_ms = 150;
-    let events = TestSink::new(Mode::Slow(Duration::from_secs(30)));
-    let routes = http::routes(state_with(&cfg, limits(&cfg), events.clone(), TestSink::new(Mode::Ok)));
+    let events = FakeSink::new(Mode::Slow(Duration::from_secs(30)));
+    let routes = http::routes(state_with(&cfg, events.clone(), FakeSink::new(Mode::Ok)));
     let response = signed_post(VALID).reply(&routes).await;
     assert_eq!(response.status(), 503, "{:?}", response.body());
     assert!(response.headers().contains_key("retry-after"));
     assert_eq!(json(&response)["reason"], "deadline_exceeded");
-    assert_eq!(events.published.load(Ordering::SeqCst), 1);
+    assert_eq!(events.counts().0, 1);
 }
 
 #[tokio::test]
@@ -311,15 +196,15 @@ async fn overload_is_503_at_once_and_the_held_request_still_completes() {
     let mut cfg = config();
     cfg.server.max_in_flight = 1;
     let gate = Arc::new(Semaphore::new(0));
-    let events = TestSink::new(Mode::Gated(gate.clone()));
-    let routes = http::routes(state_with(&cfg, limits(&cfg), events.clone(), TestSink::new(Mode::Ok)));
+    let events = FakeSink::new(Mode::Gated(gate.clone()));
+    let routes = http::routes(state_with(&cfg, events.clone(), FakeSink::new(Mode::Ok)));
 
     let held = tokio::spawn({
         let routes = routes.clone();
         async move { signed_post(VALID).reply(&routes).await }
     });
     let entered = poll_until(Duration::from_secs(10), || {
-        let n = events.published.load(Ordering::SeqCst);
+        let n = events.counts().0;
         async move { (n == 1).then_some(()) }
     })
     .await;
@@ -329,11 +214,10 @@ async fn overload_is_503_at_once_and_the_held_request_still_completes() {
     assert_eq!(refused.status(), 503, "{:?}", refused.body());
     assert!(refused.headers().contains_key("retry-after"));
     assert_eq!(json(&refused)["reason"], "overloaded");
-    assert_eq!(events.published.load(Ordering::SeqCst), 1, "the refused request touched no sink");
+    assert_eq!(events.counts().0, 1, "the refused request touched no sink");
 
-    // The slot is taken before the body is read: while every slot is busy, even an unsigned
-    // request is turned away without its body being buffered (memory stays bounded by
-    // max_in_flight × body limit, whoever sends the bodies).
+    // Unsigned requests never hold an in-flight slot: read under their own bound
+    // (`max_unverified_bodies`), they are refused 401 whether or not the slots are busy.
     let unsigned = warp::test::request()
         .method("POST")
         .path("/webhooks/cxone-data-actions")
@@ -341,8 +225,7 @@ async fn overload_is_503_at_once_and_the_held_request_still_completes() {
         .body(VALID)
         .reply(&routes)
         .await;
-    assert_eq!(unsigned.status(), 503, "{:?}", unsigned.body());
-    assert_eq!(json(&unsigned)["reason"], "overloaded");
+    assert_eq!(unsigned.status(), 401, "{:?}", unsigned.body());
 
     gate.add_permits(1);
     let first = held.await.unwrap();
@@ -353,7 +236,7 @@ async fn overload_is_503_at_once_and_the_held_request_still_completes() {
 
 #[tokio::test]
 async fn every_malformed_or_forged_signature_is_401_and_touches_nothing() {
-    let (events, dead) = (TestSink::new(Mode::Ok), TestSink::new(Mode::Ok));
+    let (events, dead) = (FakeSink::new(Mode::Ok), FakeSink::new(Mode::Ok));
     let routes = http::routes(state(events.clone(), dead.clone()));
     let good = sign(&config(), 0, VALID.as_bytes(), None);
     let mut wrong_secret = config();
@@ -392,8 +275,8 @@ async fn any_active_secret_passes_during_rotation() {
         Secret::new("old-secret-0123456789abcdef0123456789"),
         Secret::new("new-secret-0123456789abcdef0123456789"),
     ];
-    let events = TestSink::new(Mode::Ok);
-    let routes = http::routes(state_with(&cfg, limits(&cfg), events.clone(), TestSink::new(Mode::Ok)));
+    let events = FakeSink::new(Mode::Ok);
+    let routes = http::routes(state_with(&cfg, events.clone(), FakeSink::new(Mode::Ok)));
     for key_index in [0, 1] {
         let response = warp::test::request()
             .method("POST")
@@ -413,7 +296,7 @@ async fn any_active_secret_passes_during_rotation() {
         .reply(&routes)
         .await;
     assert_eq!(response.status(), 401);
-    assert_eq!(events.published.load(Ordering::SeqCst), 2);
+    assert_eq!(events.counts().0, 2);
 }
 
 #[tokio::test]
@@ -424,8 +307,8 @@ async fn timestamped_scheme_refuses_stale_and_future_timestamps() {
     cfg.signature.prefix = "sha256=".into();
     cfg.signature.signed = SignedPayload::TimestampDotBody;
     cfg.signature.timestamp_tolerance_secs = 300;
-    let events = TestSink::new(Mode::Ok);
-    let routes = http::routes(state_with(&cfg, limits(&cfg), events.clone(), TestSink::new(Mode::Ok)));
+    let events = FakeSink::new(Mode::Ok);
+    let routes = http::routes(state_with(&cfg, events.clone(), FakeSink::new(Mode::Ok)));
     let now = signature::now_unix();
     let post = |timestamp: i64| {
         warp::test::request()
@@ -438,12 +321,12 @@ async fn timestamped_scheme_refuses_stale_and_future_timestamps() {
     assert_eq!(post(now).reply(&routes).await.status(), 200);
     assert_eq!(post(now - 3600).reply(&routes).await.status(), 401, "stale");
     assert_eq!(post(now + 3600).reply(&routes).await.status(), 401, "future");
-    assert_eq!(events.published.load(Ordering::SeqCst), 1);
+    assert_eq!(events.counts().0, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_concurrent_forged_requests_are_401_and_reach_no_sink() {
-    let (events, dead) = (TestSink::new(Mode::Ok), TestSink::new(Mode::Ok));
+    let (events, dead) = (FakeSink::new(Mode::Ok), FakeSink::new(Mode::Ok));
     let routes = http::routes(state(events.clone(), dead.clone()));
     let forged = "0".repeat(64);
     let tasks: Vec<_> = (0..10_000)
@@ -480,8 +363,8 @@ async fn ten_thousand_concurrent_forged_requests_are_401_and_reach_no_sink() {
 async fn declared_body_over_the_cap_is_413_before_the_signature() {
     let mut cfg = config();
     cfg.server.body_limit_bytes = 1024;
-    let (events, dead) = (TestSink::new(Mode::Ok), TestSink::new(Mode::Ok));
-    let routes = http::routes(state_with(&cfg, limits(&cfg), events.clone(), dead.clone()));
+    let (events, dead) = (FakeSink::new(Mode::Ok), FakeSink::new(Mode::Ok));
+    let routes = http::routes(state_with(&cfg, events.clone(), dead.clone()));
     let big = "x".repeat(1025);
     let response = warp::test::request()
         .method("POST")
@@ -497,7 +380,7 @@ async fn declared_body_over_the_cap_is_413_before_the_signature() {
 
 #[tokio::test]
 async fn wrong_method_is_405_and_unknown_path_is_404_both_json() {
-    let routes = http::routes(state(TestSink::new(Mode::Ok), TestSink::new(Mode::Ok)));
+    let routes = http::routes(state(FakeSink::new(Mode::Ok), FakeSink::new(Mode::Ok)));
     let get = warp::test::request().method("GET").path(PATH).reply(&routes).await;
     assert_error(&get, 405, "method_not_allowed");
     assert_eq!(get.headers()["allow"], "POST");
@@ -516,7 +399,7 @@ async fn wrong_method_is_405_and_unknown_path_is_404_both_json() {
 
 #[tokio::test]
 async fn public_routes_have_health_and_status_only_readiness_admin_routes_have_metrics_and_detail() {
-    let state = state(TestSink::new(Mode::Ok), TestSink::new(Mode::Ok));
+    let state = state(FakeSink::new(Mode::Ok), FakeSink::new(Mode::Ok));
     let (public, admin) = (http::routes(state.clone()), http::admin_routes(state));
     assert_eq!(warp::test::request().path("/healthz").reply(&public).await.status(), 200);
     assert_eq!(warp::test::request().path("/healthz").reply(&admin).await.status(), 200);
@@ -547,7 +430,7 @@ async fn public_routes_have_health_and_status_only_readiness_admin_routes_have_m
     assert_error(&signed_on_admin, 404, "not_found");
 
     let why = "bucket unreachable: dispatch failure: io error: dispatch failure: ops@example.com";
-    let state = state_with(&config(), limits(&config()), TestSink::new(Mode::Ok), TestSink::not_ready(why));
+    let state = state_with(&config(), FakeSink::new(Mode::Ok), FakeSink::not_ready(why));
     let (public, admin) = (http::routes(state.clone()), http::admin_routes(state.clone()));
     let not_ready = warp::test::request().path("/readyz").reply(&public).await;
     assert_eq!(not_ready.status(), 503);
@@ -607,8 +490,8 @@ async fn raw_exchange(addr: std::net::SocketAddr, head: &str, chunks: &[Vec<u8>]
 async fn chunked_body_over_the_cap_is_413_without_reading_the_rest() {
     let mut cfg = config();
     cfg.server.body_limit_bytes = 64 * 1024;
-    let (events, dead) = (TestSink::new(Mode::Ok), TestSink::new(Mode::Ok));
-    let state = state_with(&cfg, limits(&cfg), events.clone(), dead.clone());
+    let (events, dead) = (FakeSink::new(Mode::Ok), FakeSink::new(Mode::Ok));
+    let state = state_with(&cfg, events.clone(), dead.clone());
     let server = http::server::start(state, &cfg.server).await.unwrap();
     let addr = server.local_addr();
 
@@ -639,8 +522,8 @@ async fn chunked_body_over_the_cap_is_413_without_reading_the_rest() {
 #[tokio::test]
 async fn shutdown_drains_an_in_flight_request_and_refuses_new_connections() {
     let gate = Arc::new(Semaphore::new(0));
-    let events = TestSink::new(Mode::Gated(gate.clone()));
-    let state = state(events.clone(), TestSink::new(Mode::Ok));
+    let events = FakeSink::new(Mode::Gated(gate.clone()));
+    let state = state(events.clone(), FakeSink::new(Mode::Ok));
     let server = http::server::start(state, &config().server).await.unwrap();
     let addr = server.local_addr();
     let url = format!("http://{addr}{PATH}");
@@ -662,7 +545,7 @@ async fn shutdown_drains_an_in_flight_request_and_refuses_new_connections() {
         }
     });
     let entered = poll_until(Duration::from_secs(10), || {
-        let n = events.published.load(Ordering::SeqCst);
+        let n = events.counts().0;
         async move { (n == 1).then_some(()) }
     })
     .await;
@@ -723,13 +606,10 @@ async fn exchange_on(stream: &mut tokio::net::TcpStream, correlation_id: &str) -
 async fn connections_over_the_cap_wait_until_one_closes() {
     let mut cfg = config();
     cfg.server.max_connections = 2;
-    let events = TestSink::new(Mode::Ok);
-    let server = http::server::start(
-        state_with(&cfg, limits(&cfg), events.clone(), TestSink::new(Mode::Ok)),
-        &cfg.server,
-    )
-    .await
-    .unwrap();
+    let events = FakeSink::new(Mode::Ok);
+    let server = http::server::start(state_with(&cfg, events.clone(), FakeSink::new(Mode::Ok)), &cfg.server)
+        .await
+        .unwrap();
     let addr = server.local_addr();
 
     // Two keep-alive connections, each served once and then held open.
@@ -744,13 +624,13 @@ async fn connections_over_the_cap_wait_until_one_closes() {
     third.write_all(&raw_signed_post("cap-3")).await.unwrap();
     let early = tokio::time::timeout(Duration::from_millis(500), read_status(&mut third)).await;
     assert!(early.is_err(), "a connection over the cap was served: {early:?}");
-    assert_eq!(events.published.load(Ordering::SeqCst), 2);
+    assert_eq!(events.counts().0, 2);
 
     // One closes: the waiting connection is taken and its request answered.
     drop(first);
     let late = tokio::time::timeout(Duration::from_secs(10), read_status(&mut third)).await;
     assert_eq!(late.ok().flatten(), Some(200), "the waiting connection was never served");
-    assert_eq!(events.published.load(Ordering::SeqCst), 3);
+    assert_eq!(events.counts().0, 3);
     assert_eq!(exchange_on(&mut second, "cap-2-again").await, Some(200), "keep-alive still works");
     assert_eq!(server.shutdown(Duration::from_secs(10)).await, Drained::Complete);
 }
@@ -762,8 +642,8 @@ async fn idle_keep_alive_outlives_the_header_timeout_and_closes_at_the_keep_aliv
     let mut cfg = config();
     cfg.server.header_read_timeout_ms = 200;
     cfg.server.keep_alive_timeout_ms = 60_000;
-    let events = TestSink::new(Mode::Ok);
-    let state = state_with(&cfg, limits(&cfg), events.clone(), TestSink::new(Mode::Ok));
+    let events = FakeSink::new(Mode::Ok);
+    let state = state_with(&cfg, events.clone(), FakeSink::new(Mode::Ok));
     let server = http::server::start(state, &cfg.server).await.unwrap();
     let mut stream = tokio::net::TcpStream::connect(server.local_addr()).await.unwrap();
     assert_eq!(exchange_on(&mut stream, "idle-1").await, Some(200));
@@ -775,12 +655,12 @@ async fn idle_keep_alive_outlives_the_header_timeout_and_closes_at_the_keep_aliv
     // A short keep-alive timeout closes the idle connection after its answer.
     let mut cfg = config();
     cfg.server.keep_alive_timeout_ms = 300;
-    let state = state_with(&cfg, limits(&cfg), events.clone(), TestSink::new(Mode::Ok));
+    let state = state_with(&cfg, events.clone(), FakeSink::new(Mode::Ok));
     let server = http::server::start(state, &cfg.server).await.unwrap();
     let mut stream = tokio::net::TcpStream::connect(server.local_addr()).await.unwrap();
     assert_eq!(exchange_on(&mut stream, "idle-3").await, Some(200));
     assert!(closed_within(&mut stream, Duration::from_secs(10)).await, "idle connection never closed");
-    assert_eq!(events.published.load(Ordering::SeqCst), 3);
+    assert_eq!(events.counts().0, 3);
     assert_eq!(server.shutdown(Duration::from_secs(10)).await, Drained::Complete);
 }
 
@@ -788,9 +668,9 @@ async fn idle_keep_alive_outlives_the_header_timeout_and_closes_at_the_keep_aliv
 async fn shutdown_closes_idle_keep_alive_connections_at_once() {
     // With the default 75 s keep-alive timeout, only the shutdown can close this connection
     // within the drain limit.
-    let events = TestSink::new(Mode::Ok);
+    let events = FakeSink::new(Mode::Ok);
     let server =
-        http::server::start(state(events.clone(), TestSink::new(Mode::Ok)), &config().server).await.unwrap();
+        http::server::start(state(events.clone(), FakeSink::new(Mode::Ok)), &config().server).await.unwrap();
     let mut idle = tokio::net::TcpStream::connect(server.local_addr()).await.unwrap();
     assert_eq!(exchange_on(&mut idle, "idle-at-shutdown").await, Some(200));
     assert_eq!(server.shutdown(Duration::from_secs(20)).await, Drained::Complete);
@@ -799,7 +679,7 @@ async fn shutdown_closes_idle_keep_alive_connections_at_once() {
 
 #[tokio::test]
 async fn the_admin_listener_serves_metrics_and_detail_the_public_one_does_not() {
-    let state = state(TestSink::new(Mode::Ok), TestSink::not_ready("bucket unreachable"));
+    let state = state(FakeSink::new(Mode::Ok), FakeSink::not_ready("bucket unreachable"));
     let server = http::server::start(state, &config().server).await.unwrap();
     let (public, admin) = (server.local_addr(), server.admin_addr());
     assert_ne!(public.port(), admin.port());

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cxone_ingest::dedupe::DedupeConfig;
 use cxone_ingest::sinks::kafka::{KafkaConfig, KafkaSink};
 use cxone_ingest::sinks::{Committed, EventSink, Readiness, SinkError};
 use futures::future::join_all;
@@ -46,7 +47,7 @@ async fn publishes_each_event_once_with_key_value_and_headers() {
     let topic = unique("kafka-it-once");
     stack_create_topic(&brokers, &topic, 3).await;
     let cfg = KafkaConfig { committers: 3, ..kafka_sink_config(&brokers, &topic) };
-    let sink = Arc::new(KafkaSink::start(&cfg).unwrap());
+    let sink = Arc::new(KafkaSink::start(&cfg, &DedupeConfig::default()).unwrap());
     wait_ready(&sink).await;
 
     const N: usize = 400;
@@ -140,7 +141,7 @@ async fn an_aborted_batch_fails_every_waiter_and_stays_invisible() {
     let brokers = mock.bootstrap_servers();
     // A long linger so that the whole burst below lands in one transaction.
     let cfg = KafkaConfig { linger_ms: 200, ..kafka_sink_config(&brokers, &topic) };
-    let sink = Arc::new(KafkaSink::start(&cfg).unwrap());
+    let sink = Arc::new(KafkaSink::start(&cfg, &DedupeConfig::default()).unwrap());
     wait_ready(&sink).await;
 
     // `delivery` names the sender's delivery: a retry repeats correlation id and body.
@@ -209,7 +210,7 @@ async fn a_fenced_producer_is_rebuilt_and_nothing_is_acknowledged_twice() {
     let topic = unique("kafka-it-fence");
     stack_create_topic(&brokers, &topic, 1).await;
     let cfg = KafkaConfig { committers: 2, ..kafka_sink_config(&brokers, &topic) };
-    let sink = KafkaSink::start(&cfg).unwrap();
+    let sink = KafkaSink::start(&cfg, &DedupeConfig::default()).unwrap();
     wait_ready(&sink).await;
 
     let mut acknowledged = Vec::new();
@@ -299,7 +300,7 @@ async fn starts_without_a_broker_and_recovers_after_a_broker_restart() {
     let mut broker = PrivateTansu::on_free_port();
     let brokers = broker.brokers();
     let topic = unique("kafka-it-down");
-    let sink = KafkaSink::start(&kafka_sink_config(&brokers, &topic)).unwrap();
+    let sink = KafkaSink::start(&kafka_sink_config(&brokers, &topic), &DedupeConfig::default()).unwrap();
     assert!(matches!(sink.readiness(), Readiness::NotReady(_)));
     let r = sink.publish(kafka_event_record("down-1", "corr-down-1", "a"), deadline()).await;
     assert!(matches!(r, Err(SinkError::Unavailable { .. })), "{r:?}");
@@ -353,7 +354,7 @@ async fn measure_throughput() {
         stack_create_topic(&brokers, &topic, 3).await;
         let cfg =
             KafkaConfig { batch_max_events: batch, linger_ms: 5, ..kafka_sink_config(&brokers, &topic) };
-        let sink = Arc::new(KafkaSink::start(&cfg).unwrap());
+        let sink = Arc::new(KafkaSink::start(&cfg, &DedupeConfig::default()).unwrap());
         wait_ready(&sink).await;
         let started = Instant::now();
         let per_worker = events / concurrency;
@@ -400,7 +401,7 @@ async fn a_retry_after_a_deadline_is_deduplicated_and_a_full_queue_sheds_load() 
     mock.create_topic(&topic, 1, 1).unwrap();
     let brokers = mock.bootstrap_servers();
     let cfg = KafkaConfig { queue_capacity: 2, batch_max_events: 1, ..kafka_sink_config(&brokers, &topic) };
-    let sink = Arc::new(KafkaSink::start(&cfg).unwrap());
+    let sink = Arc::new(KafkaSink::start(&cfg, &DedupeConfig::default()).unwrap());
     wait_ready(&sink).await;
     mock.broker_round_trip_time(1, Duration::from_millis(300)).unwrap();
 
@@ -450,7 +451,7 @@ async fn routes_event_types_and_creates_missing_topics_when_asked() {
         ..kafka_sink_config(&brokers, &default_topic)
     };
     cfg.topics.insert("survey.scored".to_owned(), routed_topic.clone());
-    let sink = KafkaSink::start(&cfg).unwrap();
+    let sink = KafkaSink::start(&cfg, &DedupeConfig::default()).unwrap();
     wait_ready(&sink).await;
 
     let mut survey = kafka_event_record("route-1", "corr-route-1", "s");

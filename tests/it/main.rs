@@ -8,6 +8,8 @@ mod contract;
 mod cxone;
 mod dead_letter;
 mod e2e;
+mod hostile;
 mod http;
 mod kafka;
+mod lifecycle;
 mod stack;

@@ -145,17 +145,20 @@ impl DeadLetterConfig {
         {
             return fail("sse_kms_key_id", "only applies with server_side_encryption = \"aws:kms\"");
         }
-        if self.max_concurrency == 0 {
-            return fail("max_concurrency", "must be at least 1");
+        for (field, value, high) in [
+            ("max_concurrency", self.max_concurrency as u64, 10_000),
+            ("attempt_timeout_ms", self.attempt_timeout_ms, 300_000),
+            ("connect_timeout_ms", self.connect_timeout_ms, 300_000),
+            ("backoff_base_ms", self.backoff_base_ms, 60_000),
+            ("backoff_max_ms", self.backoff_max_ms, 600_000),
+            ("probe_interval_ms", self.probe_interval_ms, 3_600_000),
+        ] {
+            if !(1..=high).contains(&value) {
+                return fail(field, &format!("{value} is out of range: use 1 to {high}"));
+            }
         }
-        if self.attempt_timeout_ms == 0 || self.connect_timeout_ms == 0 {
-            return fail("attempt_timeout_ms", "attempt and connect timeouts must be positive");
-        }
-        if self.backoff_base_ms == 0 || self.backoff_max_ms < self.backoff_base_ms {
-            return fail("backoff_base_ms", "need 0 < backoff_base_ms <= backoff_max_ms");
-        }
-        if self.probe_interval_ms == 0 {
-            return fail("probe_interval_ms", "must be positive");
+        if self.backoff_max_ms < self.backoff_base_ms {
+            return fail("backoff_max_ms", "must be at least backoff_base_ms");
         }
         Ok(())
     }

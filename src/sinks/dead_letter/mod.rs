@@ -17,8 +17,9 @@ use chrono::Utc;
 use tokio::sync::Notify;
 
 pub use config::{DeadLetterConfig, DeadLetterConfigError, ServerSideEncryption};
-pub use record::{DeadLetterRecord, OriginalPayload, PayloadEncoding};
+pub use record::{DeadLetterRecord, OriginalPayload, PayloadEncoding, RecordTrace};
 
+use crate::metrics as m;
 use crate::sinks::{DeadLetter, DeadLetterSink, Readiness, SinkError, Stored};
 use writer::{Failure, PutError, S3Writer, SdkRetries};
 
@@ -33,6 +34,8 @@ pub struct S3DeadLetterSink {
     prefix: String,
     /// The readiness probe; aborted on drop.
     probe: tokio::task::JoinHandle<()>,
+    /// Set by `close`: the probe ended on purpose.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 /// What the sink and its probe task share.
@@ -62,9 +65,14 @@ impl S3DeadLetterSink {
             wake: Notify::new(),
             probe_interval: config.probe_interval(),
         });
-        metrics::gauge!("cxone_ingest_dead_letter_ready").set(0.0);
+        m::set_ready("dead_letter", false);
         let probe = tokio::spawn(probe_loop(Arc::clone(&shared)));
-        Ok(S3DeadLetterSink { shared, prefix: config.normalized_prefix().to_owned(), probe })
+        Ok(S3DeadLetterSink {
+            shared,
+            prefix: config.normalized_prefix().to_owned(),
+            probe,
+            closed: std::sync::atomic::AtomicBool::new(false),
+        })
     }
 
     /// The bucket written to.
@@ -80,10 +88,7 @@ impl S3DeadLetterSink {
     /// a repeated delivery (same id, same body) still lands on the same object and a different body
     /// on its own.
     pub fn key_for(&self, letter: &DeadLetter) -> String {
-        let sender_chosen = letter.headers.iter().any(|(name, value)| {
-            name.eq_ignore_ascii_case(crate::http::REQUEST_ID_HEADER) && *value == letter.request_id
-        });
-        if sender_chosen {
+        if letter.request_id_from_sender {
             let name = format!("{}-{}", letter.request_id, hex::encode(&letter.body_sha256[..6]));
             key::object_key(&self.prefix, letter.received_at, &name)
         } else {
@@ -105,11 +110,12 @@ impl DeadLetterSink for S3DeadLetterSink {
         let (json, sha256) = record.to_json();
         let key = self.key_for(&letter);
         let reason = record.reason.as_str();
+        let schema = record.schema.as_ref().map_or_else(|| "none".to_owned(), |schema| schema.id.clone());
         let bucket = self.bucket().to_owned();
         let result = self.shared.writer.put(&key, Bytes::from(json), &sha256, deadline).await;
         match result {
             Ok(report) => {
-                metrics::counter!("cxone_ingest_dead_letters_total", "reason" => reason).increment(1);
+                metrics::counter!(m::DEAD_LETTERS, "reason" => reason, "schema" => schema).increment(1);
                 self.shared.set_readiness(Readiness::Ready);
                 tracing::info!(request_id = %letter.request_id, reason, bucket = %bucket, key = %key,
                     attempts = report.attempts, "dead letter stored");
@@ -140,7 +146,7 @@ impl DeadLetterSink for S3DeadLetterSink {
                     }
                     PutError::Overloaded => SinkError::Overloaded { sink: SINK },
                 };
-                metrics::counter!("cxone_ingest_dead_letter_failures_total", "cause" => cause).increment(1);
+                metrics::counter!(m::DEAD_LETTER_FAILURES, "cause" => cause).increment(1);
                 tracing::warn!(request_id = %letter.request_id, reason, bucket = %bucket, key = %key, cause,
                     error = %error, last_error = last_error.as_deref().unwrap_or(""), "dead letter NOT stored");
                 Err(error)
@@ -152,7 +158,18 @@ impl DeadLetterSink for S3DeadLetterSink {
         self.shared.readiness()
     }
 
+    /// The readiness probe is the one task of this sink; it loops for ever unless it panicked.
+    fn dead_tasks(&self) -> Vec<String> {
+        let closed = self.closed.load(std::sync::atomic::Ordering::Acquire);
+        if self.probe.is_finished() && !closed {
+            vec!["dead-letter readiness probe".to_owned()]
+        } else {
+            Vec::new()
+        }
+    }
+
     async fn close(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::Release);
         self.shared.writer.close().await;
         self.probe.abort();
     }
@@ -167,11 +184,7 @@ impl Shared {
     }
 
     fn set_readiness(&self, readiness: Readiness) {
-        metrics::gauge!("cxone_ingest_dead_letter_ready").set(if readiness == Readiness::Ready {
-            1.0
-        } else {
-            0.0
-        });
+        m::set_ready("dead_letter", readiness == Readiness::Ready);
         let mut guard = match self.readiness.write() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),

@@ -37,8 +37,18 @@ pub struct DeadLetterRecord {
     pub reason: Reason,
     /// The schema that judged it, when one was picked.
     pub schema: Option<RecordSchemaRef>,
-    /// Every validation error, with JSON pointers into the payload and the schema.
+    /// The validation errors, with JSON pointers into the payload and the schema: all of them, or
+    /// the first `server.max_reported_errors` when `errors_truncated`.
     pub errors: Vec<FieldError>,
+    /// How many errors were found in all (`None` in records written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_count: Option<u64>,
+    /// Whether `errors` lists only some of `error_count`.
+    #[serde(default)]
+    pub errors_truncated: bool,
+    /// The delivery's trace context (`None` in records written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<RecordTrace>,
     /// Coercions applied before validation failed.
     pub coercions: Vec<Coercion>,
     /// How `payload` holds the original body.
@@ -63,6 +73,16 @@ pub struct RecordSchemaRef {
     pub id: String,
     /// The schema's version annotation.
     pub version: String,
+}
+
+/// The W3C trace context kept in a record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordTrace {
+    /// `00-<trace id>-<this service's span id>-<flags>`.
+    pub traceparent: String,
+    /// The sender's `tracestate`, as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracestate: Option<String>,
 }
 
 /// How the original body is held in `payload`.
@@ -134,6 +154,12 @@ impl DeadLetterRecord {
                 .as_ref()
                 .map(|schema| RecordSchemaRef { id: schema.id.clone(), version: schema.version.clone() }),
             errors: rejection.errors.clone(),
+            error_count: Some(letter.error_count.max(rejection.errors.len()) as u64),
+            errors_truncated: letter.error_count > rejection.errors.len(),
+            trace: Some(RecordTrace {
+                traceparent: letter.trace.traceparent(),
+                tracestate: letter.trace.tracestate.clone(),
+            }),
             coercions: rejection.coercions.clone(),
             payload_encoding,
             payload,
@@ -219,6 +245,9 @@ mod tests {
     fn letter(raw: &[u8], payload: Option<Value>, reason: Reason) -> DeadLetter {
         DeadLetter {
             request_id: "req-1".into(),
+            request_id_from_sender: false,
+            error_count: 1,
+            trace: crate::trace::TraceContext::start(),
             received_at: "2026-11-28T23:59:58.5Z".parse().unwrap(),
             raw_body: Bytes::copy_from_slice(raw),
             body_sha256: Sha256::digest(raw).into(),

@@ -16,6 +16,7 @@ use rand::Rng as _;
 use tokio::sync::Semaphore;
 
 use super::config::{DeadLetterConfig, DeadLetterConfigError, ServerSideEncryption};
+use crate::metrics as m;
 
 /// Who retries failed S3 calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -282,8 +283,7 @@ impl S3Writer {
             let elapsed = started.elapsed().as_secs_f64();
             let failure = match outcome {
                 Ok(Ok(())) => {
-                    metrics::histogram!("cxone_ingest_dead_letter_put_seconds", "outcome" => "ok")
-                        .record(elapsed);
+                    metrics::histogram!(m::DEAD_LETTER_PUT_DURATION, "outcome" => "ok").record(elapsed);
                     return Ok(PutReport { attempts });
                 }
                 Ok(Err(err)) => classify(&err),
@@ -292,7 +292,7 @@ impl S3Writer {
                     detail: format!("attempt timed out after {} ms", attempt_timeout.as_millis()),
                 },
             };
-            metrics::histogram!("cxone_ingest_dead_letter_put_seconds", "outcome" => "error").record(elapsed);
+            metrics::histogram!(m::DEAD_LETTER_PUT_DURATION, "outcome" => "error").record(elapsed);
             match failure {
                 Failure::Permanent { detail } => return Err(PutError::Permanent { detail }),
                 Failure::Retryable { cause, detail } => {
@@ -300,8 +300,7 @@ impl S3Writer {
                     if tokio::time::Instant::now() + wait >= deadline {
                         return Err(PutError::Deadline { last: Some(detail), attempts });
                     }
-                    metrics::counter!("cxone_ingest_dead_letter_retries_total", "cause" => cause.as_str())
-                        .increment(1);
+                    metrics::counter!(m::DEAD_LETTER_RETRIES, "cause" => cause.as_str()).increment(1);
                     tracing::debug!(bucket = %self.bucket, key, attempts, cause = cause.as_str(), %detail,
                         wait_ms = wait.as_millis() as u64, "dead-letter put failed; retrying");
                     last = Some(detail);

@@ -18,9 +18,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::KafkaSinkStats;
 use super::config::KafkaConfig;
-use super::dedupe::DedupeClaim;
 use super::error::{ErrorClass, classify, describe};
-use super::producer::{self, OutRecord, TRANSACTION_STAGE_SECONDS, TxProducer, TxnOutcome};
+use super::producer::{self, OutRecord, TxProducer, TxnOutcome};
+use crate::dedupe::memory::DedupeClaim;
+use crate::metrics as m;
 use crate::sinks::{Committed, EventRecord, Readiness, SinkError};
 
 const SINK: &str = "kafka";
@@ -50,7 +51,7 @@ pub(crate) struct Completion {
 impl Completion {
     /// Counts the event as in flight until it is answered.
     pub fn new(reply: oneshot::Sender<Result<Committed, SinkError>>, claim: DedupeClaim) -> Completion {
-        metrics::gauge!("cxone_ingest_kafka_in_flight_events").increment(1.0);
+        metrics::gauge!(m::KAFKA_IN_FLIGHT_EVENTS).increment(1.0);
         Completion { reply: Some(reply), claim: Some(claim) }
     }
 
@@ -66,7 +67,7 @@ impl Completion {
 
 impl Drop for Completion {
     fn drop(&mut self) {
-        metrics::gauge!("cxone_ingest_kafka_in_flight_events").decrement(1.0);
+        metrics::gauge!(m::KAFKA_IN_FLIGHT_EVENTS).decrement(1.0);
     }
 }
 
@@ -79,6 +80,10 @@ pub(crate) struct Shared {
     pub(crate) events: AtomicU64,
     pub(crate) aborted: AtomicU64,
     pub(crate) rebuilds: AtomicU64,
+    /// Committers whose thread died of a panic: the sink can never recover them (`/healthz` fails).
+    dead: Mutex<Vec<usize>>,
+    /// Set by [`super::KafkaSink::crash_committer_for_tests`]: the next committer to wake panics.
+    pub(crate) crash_requested: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -90,6 +95,8 @@ impl Shared {
             events: AtomicU64::new(0),
             aborted: AtomicU64::new(0),
             rebuilds: AtomicU64::new(0),
+            dead: Mutex::new(Vec::new()),
+            crash_requested: std::sync::atomic::AtomicBool::new(false),
         });
         shared.set(0, initial);
         shared
@@ -102,6 +109,17 @@ impl Shared {
             aborted: self.aborted.load(Ordering::Relaxed),
             rebuilds: self.rebuilds.load(Ordering::Relaxed),
         }
+    }
+
+    /// Records that committer `index`'s thread died.
+    pub fn mark_dead(&self, index: usize) {
+        self.dead.lock().unwrap_or_else(|p| p.into_inner()).push(index);
+    }
+
+    /// The committers that died, as task names.
+    pub fn dead_committers(&self) -> Vec<String> {
+        let dead = self.dead.lock().unwrap_or_else(|p| p.into_inner());
+        dead.iter().map(|index| format!("kafka-committer-{index}")).collect()
     }
 
     /// Ready while any committer is; otherwise the first committer's reason.
@@ -124,7 +142,7 @@ impl Shared {
             *slot = readiness;
         }
         let after = Self::overall(&each);
-        metrics::gauge!("cxone_ingest_kafka_ready").set(if after == Readiness::Ready { 1.0 } else { 0.0 });
+        m::set_ready("kafka", after == Readiness::Ready);
         if before != after {
             match &after {
                 Readiness::Ready => tracing::info!("kafka sink ready"),
@@ -186,7 +204,13 @@ pub(crate) struct GroupCommitter {
     intake: Arc<AsyncMutex<Intake>>,
     shared: Arc<Shared>,
     producer: ProducerState,
+    /// Set when a transaction failed because the topic refuses writes (authorization, deleted):
+    /// not ready, and no batch is tried, until then; the reason is what `/readyz` shows.
+    refused_until: Option<(Instant, String)>,
 }
+
+/// How long a committer stays not ready after the topic refused writes, before it tries again.
+const TOPIC_REFUSED_PAUSE: Duration = Duration::from_secs(5);
 
 impl GroupCommitter {
     pub fn new(
@@ -204,6 +228,7 @@ impl GroupCommitter {
             intake,
             shared,
             producer: ProducerState::Created(first),
+            refused_until: None,
         }
     }
 
@@ -214,6 +239,10 @@ impl GroupCommitter {
                 break;
             }
             let Some(batch) = self.gather().await else { break };
+            if self.shared.crash_requested.swap(false, Ordering::AcqRel) {
+                // Test hook: a real panic on this thread, with a batch in hand.
+                panic!("kafka committer {}: crash requested by a test", self.index);
+            }
             self.commit(batch).await;
         }
         self.shared.set(self.index, Readiness::NotReady("kafka sink closed".to_owned()));
@@ -225,6 +254,22 @@ impl GroupCommitter {
     /// no other committer is usable either (otherwise they are left to the usable ones).
     /// Returns false when the sink closed before that happened.
     async fn ensure_usable(&mut self) -> bool {
+        if let Some((until, why)) = self.refused_until.take() {
+            self.not_ready(why);
+            while Instant::now() < until {
+                if !self.reject_queued() {
+                    return false;
+                }
+                tokio::time::sleep(
+                    until.saturating_duration_since(Instant::now()).min(Duration::from_millis(100)),
+                )
+                .await;
+            }
+            // Try again: the next batch tells whether the topic takes writes now.
+            if matches!(self.producer, ProducerState::Usable(_)) {
+                self.shared.set(self.index, Readiness::Ready);
+            }
+        }
         let mut backoff = Duration::from_millis(100);
         loop {
             let call_timeout = self.cfg.call_timeout();
@@ -246,8 +291,7 @@ impl GroupCommitter {
                         let detail = describe(&e);
                         self.not_ready(format!("init_transactions against {}: {detail}", self.cfg.brokers));
                         if classify(&e) == ErrorClass::Fatal {
-                            metrics::counter!("cxone_ingest_kafka_producer_rebuilds_total", "reason" => "init")
-                                .increment(1);
+                            metrics::counter!(m::KAFKA_PRODUCER_REBUILDS, "reason" => "init").increment(1);
                             (ProducerState::Absent, false)
                         } else {
                             // Timed out (broker down) or retriable: librdkafka allows calling again.
@@ -358,7 +402,7 @@ impl GroupCommitter {
             batch.push(next);
         }
         drop(intake);
-        metrics::histogram!(TRANSACTION_STAGE_SECONDS, "stage" => "gather")
+        metrics::histogram!(m::KAFKA_TRANSACTION_STAGE, "stage" => "gather")
             .record(started.elapsed().as_secs_f64());
         Some(batch)
     }
@@ -379,7 +423,7 @@ impl GroupCommitter {
             live.into_iter().for_each(|p| unavailable(p, &why));
             return;
         };
-        metrics::histogram!("cxone_ingest_kafka_batch_events").record(live.len() as f64);
+        metrics::histogram!(m::KAFKA_BATCH_EVENTS).record(live.len() as f64);
         let records: Vec<OutRecord<'_>> =
             live.iter().map(|p| OutRecord { topic: &p.topic, record: &p.record }).collect();
         let started = Instant::now();
@@ -388,35 +432,48 @@ impl GroupCommitter {
         let elapsed = started.elapsed().as_secs_f64();
         match outcome {
             TxnOutcome::Committed(landed) => {
-                metrics::histogram!("cxone_ingest_kafka_commit_seconds").record(elapsed);
-                metrics::counter!("cxone_ingest_kafka_transactions_total", "outcome" => "committed")
-                    .increment(1);
-                metrics::counter!("cxone_ingest_kafka_events_total").increment(live.len() as u64);
+                metrics::histogram!(m::KAFKA_COMMIT_DURATION).record(elapsed);
+                metrics::counter!(m::KAFKA_TRANSACTIONS, "outcome" => "committed").increment(1);
+                metrics::counter!(m::KAFKA_EVENTS).increment(live.len() as u64);
                 self.shared.transactions.fetch_add(1, Ordering::Relaxed);
                 self.shared.events.fetch_add(live.len() as u64, Ordering::Relaxed);
-                for (p, at) in live.into_iter().zip(landed) {
-                    let committed = Committed {
-                        topic: p.topic.to_string(),
-                        partition: at.partition,
-                        offset: at.offset,
-                        duplicate_of: None,
+                for (p, result) in live.into_iter().zip(landed) {
+                    let result = match result {
+                        Ok(at) => Ok(Committed {
+                            topic: p.topic.to_string(),
+                            partition: at.partition,
+                            offset: at.offset,
+                            duplicate_of: None,
+                        }),
+                        Err(refusal) => Err(SinkError::Refused {
+                            sink: SINK,
+                            reason: refusal.reason,
+                            detail: format!("librdkafka refused the record: {}", refusal.detail),
+                        }),
                     };
-                    p.completion.complete(&p.record.request_id, Ok(committed));
+                    p.completion.complete(&p.record.request_id, result);
                 }
             }
             TxnOutcome::Aborted(why) => {
-                metrics::counter!("cxone_ingest_kafka_transactions_total", "outcome" => "aborted")
-                    .increment(1);
+                metrics::counter!(m::KAFKA_TRANSACTIONS, "outcome" => "aborted").increment(1);
                 self.shared.aborted.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(events = live.len(), reason = %why, "kafka transaction aborted");
                 let why = format!("transaction aborted: {why}");
                 live.into_iter().for_each(|p| unavailable(p, &why));
             }
+            TxnOutcome::TopicRefused(why) => {
+                metrics::counter!(m::KAFKA_TRANSACTIONS, "outcome" => "aborted").increment(1);
+                self.shared.aborted.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(events = live.len(), reason = %why, "kafka topic refuses writes; not ready");
+                let why = format!("the topic refuses writes: {why}");
+                // Not ready before anyone is answered, so a sender's next look at /readyz agrees.
+                self.not_ready(why.clone());
+                self.refused_until = Some((Instant::now() + TOPIC_REFUSED_PAUSE, why.clone()));
+                live.into_iter().for_each(|p| unavailable(p, &why));
+            }
             TxnOutcome::Fatal(why) => {
-                metrics::counter!("cxone_ingest_kafka_transactions_total", "outcome" => "failed")
-                    .increment(1);
-                metrics::counter!("cxone_ingest_kafka_producer_rebuilds_total", "reason" => "fatal")
-                    .increment(1);
+                metrics::counter!(m::KAFKA_TRANSACTIONS, "outcome" => "failed").increment(1);
+                metrics::counter!(m::KAFKA_PRODUCER_REBUILDS, "reason" => "fatal").increment(1);
                 self.shared.rebuilds.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(events = live.len(), reason = %why, "kafka producer unusable; rebuilding it");
                 self.not_ready(format!("rebuilding the Kafka producer after: {why}"));

@@ -53,10 +53,6 @@ pub struct KafkaConfig {
     /// Events waiting for the committer; when full, `publish` answers overloaded (503) at once
     /// instead of growing memory.
     pub queue_capacity: usize,
-    /// How long a committed delivery is remembered to recognise the sender's retry of it.
-    pub dedupe_window_secs: u64,
-    /// Most remembered deliveries (oldest evicted first); memory is about 400 bytes each.
-    pub dedupe_max_entries: usize,
     /// Extra librdkafka properties, passed through as-is (`security.protocol`, `sasl.mechanism`,
     /// `sasl.username`, `sasl.password`, `ssl.ca.location`, ...). Values of secret properties are
     /// redacted whenever the config is printed. The exactly-once properties (`transactional.id`,
@@ -81,8 +77,6 @@ impl Default for KafkaConfig {
             batch_max_bytes: default_batch_max_bytes(),
             linger_ms: default_linger_ms(),
             queue_capacity: default_queue_capacity(),
-            dedupe_window_secs: default_dedupe_window_secs(),
-            dedupe_max_entries: default_dedupe_max_entries(),
             client: ClientProperties::default(),
         }
     }
@@ -151,16 +145,6 @@ pub fn default_queue_capacity() -> usize {
     10_000
 }
 
-/// Ten minutes: covers CXone's retries of a failed delivery.
-pub fn default_dedupe_window_secs() -> u64 {
-    600
-}
-
-/// 100k deliveries, about 40 MB per replica.
-pub fn default_dedupe_max_entries() -> usize {
-    100_000
-}
-
 /// Properties the sink sets itself because exactly-once depends on them.
 const RESERVED_PROPERTIES: &[&str] = &[
     "bootstrap.servers",
@@ -185,8 +169,20 @@ impl KafkaConfig {
         if let Some((event, _)) = self.topics.iter().find(|(_, t)| t.trim().is_empty()) {
             return fail(format!("kafka.topics.\"{event}\" is empty"));
         }
-        if self.batch_max_events == 0 || self.batch_max_bytes == 0 || self.queue_capacity == 0 {
-            return fail("kafka.batch_max_events, batch_max_bytes and queue_capacity must be > 0".into());
+        for (key, value, high, default) in [
+            ("batch_max_events", self.batch_max_events as u64, 100_000, "1000"),
+            ("batch_max_bytes", self.batch_max_bytes as u64, 64 << 20, "1048576"),
+            ("queue_capacity", self.queue_capacity as u64, 1_000_000, "10000"),
+            ("linger_ms", self.linger_ms.max(1), 1_000, "2"),
+            ("call_timeout_ms", self.call_timeout_ms, 300_000, "5000"),
+            ("transaction_timeout_ms", self.transaction_timeout_ms, 900_000, "60000"),
+        ] {
+            if !(1..=high).contains(&value) {
+                return fail(format!(
+                    "kafka.{key} = {value} is out of range: use {} to {high} (default {default})",
+                    if key == "linger_ms" { 0 } else { 1 }
+                ));
+            }
         }
         if self.committers == 0 || self.committers > MAX_COMMITTERS {
             return fail(format!(
@@ -194,17 +190,17 @@ impl KafkaConfig {
                 self.committers
             ));
         }
-        if self.call_timeout_ms == 0 {
-            return fail("kafka.call_timeout_ms must be > 0".into());
-        }
         if self.transaction_timeout_ms < self.call_timeout_ms {
             return fail(format!(
                 "kafka.transaction_timeout_ms ({}) must be at least kafka.call_timeout_ms ({})",
                 self.transaction_timeout_ms, self.call_timeout_ms
             ));
         }
-        if self.auto_create_topics && self.auto_create_partitions < 1 {
-            return fail("kafka.auto_create_partitions must be >= 1".into());
+        if self.auto_create_topics && !(1..=10_000).contains(&self.auto_create_partitions) {
+            return fail(format!(
+                "kafka.auto_create_partitions = {} is out of range: use 1 to 10000 (default 3)",
+                self.auto_create_partitions
+            ));
         }
         if let Some(key) = self.client.0.keys().find(|k| RESERVED_PROPERTIES.contains(&k.as_str())) {
             return fail(format!(
@@ -269,10 +265,6 @@ impl KafkaConfig {
 
     pub(crate) fn linger(&self) -> Duration {
         Duration::from_millis(self.linger_ms)
-    }
-
-    pub(crate) fn dedupe_window(&self) -> Duration {
-        Duration::from_secs(self.dedupe_window_secs)
     }
 }
 

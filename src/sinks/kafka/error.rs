@@ -4,6 +4,7 @@
 //! |-------------|------------------------------------------------------------|-------------------------------------------------|
 //! | `Retriable` | `_TIMED_OUT` of a commit, coordinator moving, transport    | calls again while the call budget lasts, then `Fatal` |
 //! | `Abortable` | a failed delivery, `txn_requires_abort`                    | `abort_transaction`; every waiter of the batch gets 503 |
+//! | `TopicRefused` | the topic refuses writes (`TopicAuthorizationFailed`, unknown topic) | abort; every waiter gets 503; not ready for a while, then tries again |
 //! | `Fatal`     | fenced (`ProducerFenced`, `InvalidProducerEpoch`), `TransactionalIdAuthorizationFailed`, `UnknownProducerId`/`TransactionalIdNotFound` after a broker restart, an exhausted budget | drops the producer, not ready until a new one has run `init_transactions` |
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -30,6 +31,9 @@ pub enum ErrorClass {
     Retriable,
     /// Abort the transaction; the producer stays usable.
     Abortable,
+    /// Abort the transaction: the topic refuses writes (permissions, deleted). Not ready until a
+    /// later attempt succeeds; the producer stays usable.
+    TopicRefused,
     /// The producer is unusable: build a new one.
     Fatal,
 }
@@ -71,12 +75,40 @@ pub fn classify(err: &KafkaError) -> ErrorClass {
         KafkaError::MessageProduction(code) | KafkaError::Flush(code) => {
             if is_fatal_code(*code) {
                 ErrorClass::Fatal
+            } else if is_topic_refusal(*code) {
+                ErrorClass::TopicRefused
             } else {
                 ErrorClass::Abortable
             }
         }
         // Client creation, metadata, anything else from a transactional path: start afresh.
         _ => ErrorClass::Fatal,
+    }
+}
+
+/// Codes that say the topic itself refuses writes, whatever the record.
+fn is_topic_refusal(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::TopicAuthorizationFailed
+            | RDKafkaErrorCode::ClusterAuthorizationFailed
+            | RDKafkaErrorCode::UnknownTopicOrPartition
+            | RDKafkaErrorCode::UnknownTopic
+            | RDKafkaErrorCode::InvalidTopic
+    )
+}
+
+/// Why librdkafka refused to take one record into its queue (`send_result` failed for it alone):
+/// the record will never be accepted as it is. Any other local failure is not about the record.
+pub fn record_refusal(err: &KafkaError) -> Option<&'static str> {
+    match err {
+        KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge) => Some("too_large"),
+        KafkaError::MessageProduction(
+            RDKafkaErrorCode::InvalidRecord
+            | RDKafkaErrorCode::InvalidMessage
+            | RDKafkaErrorCode::InvalidMessageSize,
+        ) => Some("invalid_record"),
+        _ => None,
     }
 }
 
@@ -111,5 +143,16 @@ mod tests {
             ErrorClass::Fatal
         );
         assert_eq!(classify(&KafkaError::ClientCreation("x".into())), ErrorClass::Fatal);
+    }
+
+    #[test]
+    fn topic_refusals_and_record_refusals_are_told_apart() {
+        for code in [RDKafkaErrorCode::TopicAuthorizationFailed, RDKafkaErrorCode::UnknownTopicOrPartition] {
+            assert_eq!(classify(&KafkaError::MessageProduction(code)), ErrorClass::TopicRefused, "{code:?}");
+            assert_eq!(record_refusal(&KafkaError::MessageProduction(code)), None);
+        }
+        let too_large = KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge);
+        assert_eq!(record_refusal(&too_large), Some("too_large"));
+        assert_eq!(record_refusal(&KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)), None);
     }
 }

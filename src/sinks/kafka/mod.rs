@@ -4,13 +4,11 @@
 //! - [`producer`]: the transactional producer and one transaction's protocol.
 //! - [`committer`]: batches waiting events into transactions, owns the producer's lifecycle.
 //! - [`error`]: retriable / abortable / fatal, decided in one place.
-//! - [`dedupe`]: a sender's repeated delivery is answered with the original commit.
 //!
 //! `publish` answers `Ok` only after the transaction holding the event committed. See docs/kafka.md.
 
 mod committer;
 pub mod config;
-pub mod dedupe;
 pub mod error;
 pub mod producer;
 
@@ -24,9 +22,10 @@ use tokio::sync::{mpsc, oneshot};
 pub use config::KafkaConfig;
 pub use error::KafkaSinkError;
 
+use crate::dedupe::DedupeConfig;
+use crate::dedupe::memory::{Claim, Dedupe, DedupeClaim};
 use crate::sinks::{Committed, EventRecord, EventSink, Readiness, SinkError};
 use committer::{Completion, GroupCommitter, Intake, Pending, Shared};
-use dedupe::{Claim, Dedupe};
 
 const SINK: &str = "kafka";
 
@@ -55,14 +54,23 @@ pub struct KafkaSink {
     default_topic: Arc<str>,
     /// The committer threads, joined by `close`.
     committers: Mutex<Vec<JoinHandle<()>>>,
+    /// The largest record the producer takes (`message.max.bytes`): larger events are refused
+    /// before they can fail a batch.
+    max_record_bytes: usize,
 }
 
 impl KafkaSink {
     /// Validates the config, creates the producer and starts the committer thread. Does not wait
     /// for the broker: until `init_transactions` succeeded (retried in the background) and the
     /// topics are there, `readiness()` says why not and `publish` answers `Unavailable`.
-    pub fn start(cfg: &KafkaConfig) -> Result<KafkaSink, KafkaSinkError> {
+    pub fn start(cfg: &KafkaConfig, dedupe: &DedupeConfig) -> Result<KafkaSink, KafkaSinkError> {
         cfg.validate()?;
+        if dedupe.store != crate::dedupe::DedupeStore::Memory {
+            return Err(KafkaSinkError::Config(format!(
+                "dedupe.store = {}: only \"memory\" is supported by this build",
+                dedupe.store.redacted()
+            )));
+        }
         let transactional_ids = cfg.transactional_ids();
         let shared = Shared::new(
             transactional_ids.len(),
@@ -106,7 +114,7 @@ impl KafkaSink {
         Ok(KafkaSink {
             queue: Mutex::new(Some(tx)),
             shared,
-            dedupe: Dedupe::new(cfg.dedupe_window(), cfg.dedupe_max_entries),
+            dedupe: Dedupe::new(dedupe.window(), dedupe.max_entries),
             routes: cfg
                 .topics
                 .iter()
@@ -114,12 +122,20 @@ impl KafkaSink {
                 .collect(),
             default_topic: Arc::from(cfg.topic.as_str()),
             committers: Mutex::new(committers),
+            max_record_bytes: producer::max_record_bytes(cfg),
         })
     }
 
     /// Totals since start.
     pub fn stats(&self) -> KafkaSinkStats {
         self.shared.stats()
+    }
+
+    /// Makes the next committer that takes a batch panic, as a bug would: for the tests that show
+    /// a dead committer turns `/healthz` red. Never called by the service itself.
+    #[doc(hidden)]
+    pub fn crash_committer_for_tests(&self) {
+        self.shared.crash_requested.store(true, std::sync::atomic::Ordering::Release);
     }
 
     fn topic_for(&self, event_type: &str) -> Arc<str> {
@@ -131,8 +147,21 @@ impl KafkaSink {
         &self,
         record: EventRecord,
         deadline: Instant,
-        claim: dedupe::DedupeClaim,
+        claim: DedupeClaim,
     ) -> Result<Committed, SinkError> {
+        let size = producer::record_size(&record);
+        if size > self.max_record_bytes {
+            return Err(SinkError::Refused {
+                sink: SINK,
+                reason: "too_large",
+                detail: format!(
+                    "the event is up to {size} bytes as a Kafka record (key, value and headers), more than \
+                     the producer's message.max.bytes of {} bytes: raise kafka.client.\"message.max.bytes\" \
+                     (and the topic's max.message.bytes), then replay this dead letter",
+                    self.max_record_bytes
+                ),
+            });
+        }
         if let Readiness::NotReady(why) = self.shared.readiness() {
             return Err(SinkError::Unavailable { sink: SINK, detail: why });
         }
@@ -142,7 +171,7 @@ impl KafkaSink {
         let (reply, answer) = oneshot::channel();
         let pending = Pending {
             topic: self.topic_for(&record.event.event_type),
-            size: producer::record_size(&record),
+            size,
             record,
             deadline,
             enqueued_at: Instant::now(),
@@ -190,6 +219,10 @@ impl EventSink for KafkaSink {
         self.shared.readiness()
     }
 
+    fn dead_tasks(&self) -> Vec<String> {
+        self.shared.dead_committers()
+    }
+
     /// Stops taking events, commits what is queued, and stops the committer threads.
     async fn close(&self) {
         drop(self.queue.lock().unwrap_or_else(|p| p.into_inner()).take());
@@ -203,14 +236,17 @@ impl EventSink for KafkaSink {
     }
 }
 
-/// Marks a committer not ready when its thread panics (a normal end says "closed").
+/// Marks a committer dead (and not ready) when its thread panics (a normal end says "closed").
 struct NotReadyOnExit(Arc<Shared>, usize);
 
 impl Drop for NotReadyOnExit {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            tracing::error!(committer = self.1, "kafka committer thread panicked");
+            let task = format!("kafka-committer-{}", self.1);
+            tracing::error!(task, "task panicked: the process must be restarted (/healthz fails)");
+            metrics::counter!(crate::metrics::TASK_PANICS, "task" => task).increment(1);
             self.0.set(self.1, Readiness::NotReady("kafka committer thread panicked".to_owned()));
+            self.0.mark_dead(self.1);
         }
     }
 }

@@ -17,7 +17,8 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 use super::config::KafkaConfig;
-use super::error::{ErrorClass, classify, describe};
+use super::error::{ErrorClass, classify, describe, record_refusal};
+use crate::metrics as m;
 use crate::sinks::EventRecord;
 
 /// Where one record of a committed transaction landed.
@@ -39,13 +40,25 @@ impl Landed {
     }
 }
 
+/// A record librdkafka refused to take (it was left out of the transaction; the others went on).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// `too_large` or `invalid_record`.
+    pub reason: &'static str,
+    /// librdkafka's words, for the dead-letter record.
+    pub detail: String,
+}
+
 /// How a transaction ended.
 #[derive(Debug)]
 pub enum TxnOutcome {
-    /// Committed: where each record (in batch order) landed.
-    Committed(Vec<Landed>),
+    /// Committed: for each record in batch order, where it landed, or why it was left out.
+    Committed(Vec<Result<Landed, Refusal>>),
     /// Aborted (nothing of it is visible to `read_committed` readers); the producer is still usable.
     Aborted(String),
+    /// Aborted because the topic refuses writes (authorization, unknown topic): the producer is
+    /// still usable, but batches would fail the same way until someone fixes the topic.
+    TopicRefused(String),
     /// The producer is unusable (fenced, broker lost our producer id, a call outlived its budget):
     /// the outcome of this transaction is unknown to us and the producer must be rebuilt.
     Fatal(String),
@@ -112,7 +125,7 @@ pub fn headers(record: &EventRecord) -> OwnedHeaders {
         Ok(()) => std::str::from_utf8(&body_sha256).unwrap_or_default(),
         Err(_) => "",
     };
-    let mut headers = OwnedHeaders::new_with_capacity(8)
+    let mut headers = OwnedHeaders::new_with_capacity(10)
         .insert(Header { key: "event_type", value: Some(&*event.event_type) })
         .insert(Header { key: "schema_id", value: Some(event.schema.id.as_str()) })
         .insert(Header { key: "schema_version", value: Some(event.schema.version.as_str()) })
@@ -122,6 +135,11 @@ pub fn headers(record: &EventRecord) -> OwnedHeaders {
         .insert(Header { key: "body_sha256", value: Some(body_sha256) });
     if let Some(from) = &record.replayed_from {
         headers = headers.insert(Header { key: "replayed_from", value: Some(from.as_str()) });
+    }
+    let traceparent = record.trace.traceparent();
+    headers = headers.insert(Header { key: "traceparent", value: Some(traceparent.as_str()) });
+    if let Some(tracestate) = &record.trace.tracestate {
+        headers = headers.insert(Header { key: "tracestate", value: Some(tracestate.as_str()) });
     }
     headers
 }
@@ -142,11 +160,44 @@ pub fn assemble<'a>(records: &'a [OutRecord<'a>]) -> Vec<FutureRecord<'a, [u8], 
         .collect()
 }
 
-/// The bytes an event adds to a transaction (for `batch_max_bytes`).
+/// An upper bound of an event's size as a Kafka record, the way librdkafka measures it against
+/// `message.max.bytes` (key + value + every header's name and value with their length varints +
+/// the record's own overhead). Also its share of `batch_max_bytes`.
 pub fn record_size(record: &EventRecord) -> usize {
+    const PER_HEADER: usize = 10;
+    const RECORD_OVERHEAD: usize = 64;
     let event = &record.event;
-    // Header values are short and bounded except coercions; 200 B covers names and fixed values.
-    event.correlation_id.len() + event.canonical_json.len() + record.request_id.len() + 200
+    let coercions = if event.coercions.is_empty() {
+        2
+    } else {
+        serde_json::to_vec(&event.coercions).map_or(usize::MAX / 4, |json| json.len())
+    };
+    let header_values = event.event_type.len()
+        + event.schema.id.len()
+        + event.schema.version.len()
+        + coercions
+        + 32 // received_at, RFC 3339 with microseconds
+        + record.request_id.len()
+        + 64 // body_sha256, hex
+        + record.replayed_from.as_ref().map_or(0, String::len)
+        + 55 // traceparent
+        + record.trace.tracestate.as_ref().map_or(0, String::len);
+    let header_names = "event_type schema_id schema_version coercions received_at request_id body_sha256 \
+                        replayed_from traceparent tracestate"
+        .len();
+    event.correlation_id.len()
+        + event.canonical_json.len()
+        + header_values
+        + header_names
+        + 10 * PER_HEADER
+        + RECORD_OVERHEAD
+}
+
+/// The largest record the producer takes: the client's `message.max.bytes` (`[kafka.client]`),
+/// else librdkafka's default of 1,000,000 bytes. A record above it is refused at once (and
+/// dead-lettered by the pipeline) instead of failing its whole batch.
+pub fn max_record_bytes(cfg: &KafkaConfig) -> usize {
+    cfg.client.0.get("message.max.bytes").and_then(|v| v.trim().parse().ok()).unwrap_or(1_000_000)
 }
 
 /// The process's transactional producer.
@@ -198,16 +249,26 @@ impl TxProducer {
         }
         stages.lap("begin");
 
+        // Per record in batch order: filled with where it landed, or why it was refused.
+        let mut results: Vec<Option<Result<Landed, Refusal>>> = Vec::with_capacity(records.len());
         let mut deliveries = Vec::with_capacity(records.len());
         for future_record in assemble(records) {
             match self.inner.send_result(future_record) {
-                Ok(delivery) => deliveries.push(delivery),
-                Err((e, _)) => return self.fail(e, "produce").await,
+                Ok(delivery) => {
+                    deliveries.push((results.len(), delivery));
+                    results.push(None);
+                }
+                Err((e, _)) => match record_refusal(&e) {
+                    // Refused before it was queued: the transaction is untouched; the rest go on.
+                    Some(reason) => results.push(Some(Err(Refusal { reason, detail: describe(&e) }))),
+                    None => return self.fail(e, "produce").await,
+                },
             }
         }
         stages.lap("produce");
 
-        let reports = match tokio::time::timeout_at(budget_end.into(), futures::future::join_all(deliveries))
+        let (slots, futures): (Vec<usize>, Vec<_>) = deliveries.into_iter().unzip();
+        let reports = match tokio::time::timeout_at(budget_end.into(), futures::future::join_all(futures))
             .await
         {
             Ok(reports) => reports,
@@ -216,11 +277,10 @@ impl TxProducer {
             }
         };
         stages.lap("deliver");
-        let mut landed = Vec::with_capacity(reports.len());
-        for report in reports {
+        for (slot, report) in slots.into_iter().zip(reports) {
             match report {
                 Ok(Ok(delivery)) => match Landed::reported(delivery.partition, delivery.offset) {
-                    Some(at) => landed.push(at),
+                    Some(at) => results[slot] = Some(Ok(at)),
                     None => {
                         let why = format!(
                             "delivery to partition {} reported no offset (the broker answered \
@@ -245,13 +305,20 @@ impl TxProducer {
             match self.inner.commit_transaction(remaining) {
                 Ok(()) => {
                     stages.lap("commit");
-                    return TxnOutcome::Committed(landed);
+                    let results = results.into_iter().map(|result| {
+                        result.unwrap_or_else(|| {
+                            Err(Refusal { reason: "invalid_record", detail: "no delivery report".to_owned() })
+                        })
+                    });
+                    return TxnOutcome::Committed(results.collect());
                 }
                 Err(e) => match classify(&e) {
                     ErrorClass::Retriable => {
                         tracing::debug!(error = %describe(&e), "commit_transaction: retrying");
                     }
-                    ErrorClass::Abortable => return self.abort(format!("commit: {}", describe(&e))).await,
+                    ErrorClass::Abortable | ErrorClass::TopicRefused => {
+                        return self.abort(format!("commit: {}", describe(&e))).await;
+                    }
                     ErrorClass::Fatal => return TxnOutcome::Fatal(format!("commit: {}", describe(&e))),
                 },
             }
@@ -274,6 +341,10 @@ impl TxProducer {
         let detail = format!("{step}: {}", describe(&e));
         match classify(&e) {
             ErrorClass::Fatal => TxnOutcome::Fatal(detail),
+            ErrorClass::TopicRefused => match self.abort(detail).await {
+                TxnOutcome::Aborted(why) => TxnOutcome::TopicRefused(why),
+                other => other,
+            },
             ErrorClass::Abortable | ErrorClass::Retriable => self.abort(detail).await,
         }
     }
@@ -293,7 +364,7 @@ impl TxProducer {
                 Ok(()) => return TxnOutcome::Aborted(why),
                 Err(e) => match classify(&e) {
                     ErrorClass::Retriable => tokio::task::yield_now().await,
-                    ErrorClass::Abortable | ErrorClass::Fatal => {
+                    ErrorClass::Abortable | ErrorClass::TopicRefused | ErrorClass::Fatal => {
                         return TxnOutcome::Fatal(format!("{why}; abort: {}", describe(&e)));
                     }
                 },
@@ -315,16 +386,11 @@ impl StageClock {
     /// Records the time since the previous lap as `stage`.
     fn lap(&mut self, stage: &'static str) {
         let now = Instant::now();
-        metrics::histogram!(TRANSACTION_STAGE_SECONDS, "stage" => stage)
+        metrics::histogram!(m::KAFKA_TRANSACTION_STAGE, "stage" => stage)
             .record(now.duration_since(self.last).as_secs_f64());
         self.last = now;
     }
 }
-
-/// Time spent in each stage of a transaction, by `stage`: `gather` (the committer waiting for and
-/// collecting its batch), `begin`, `produce` (building records and handing them to librdkafka),
-/// `deliver` (until every delivery report is in), `release`, `commit` (EndTxn round trip).
-pub const TRANSACTION_STAGE_SECONDS: &str = "cxone_ingest_kafka_transaction_stage_seconds";
 
 /// Creates `topics` with the configured partition count and the broker's default replication.
 pub async fn create_topics(cfg: &KafkaConfig, topics: &[String], timeout: Duration) -> Result<(), String> {

@@ -1,5 +1,4 @@
-//! Recognises a sender's repeated delivery (same correlation id, same raw-body SHA-256) so that it
-//! is answered with the original commit instead of being published twice.
+//! The in-process dedupe table: a sender's repeated delivery is answered with the original commit.
 //!
 //! Per replica, in memory, bounded: a delivery is remembered from its commit for `window`, at most
 //! `max_entries` of them (oldest forgotten first). A repeat that reaches another replica, arrives
@@ -15,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use crate::metrics as m;
 use crate::sinks::Committed;
 
 /// One remembered delivery.
@@ -79,7 +79,7 @@ impl Dedupe {
                 if let Some((_, slot)) = slots.iter_mut().find(|(h, _)| *h == body_sha256) {
                     return match slot {
                         Slot::Done { committed, request_id, .. } => {
-                            metrics::counter!("cxone_ingest_kafka_dedupe_hits_total").increment(1);
+                            metrics::counter!(m::DEDUPE_HITS).increment(1);
                             Claim::Duplicate(Committed {
                                 duplicate_of: Some(request_id.clone()),
                                 ..committed.clone()
@@ -104,7 +104,7 @@ impl Dedupe {
             }
         };
         if reused {
-            metrics::counter!("cxone_ingest_kafka_correlation_id_reuse_total").increment(1);
+            metrics::counter!(m::CORRELATION_ID_REUSE).increment(1);
         }
         let key = state.by_correlation.get_key_value(correlation_id).map(|(k, _)| Arc::clone(k));
         Claim::Owner(DedupeClaim {

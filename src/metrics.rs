@@ -253,4 +253,25 @@ mod tests {
             assert!(name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "{name}");
         }
     }
+
+    /// The alert rules and the dashboard are checked against `deploy/metrics-catalogue.txt`
+    /// (names with their types and labels); it must list exactly the names defined here.
+    #[test]
+    fn the_deploy_catalogue_lists_exactly_these_names() {
+        let source = include_str!("metrics.rs");
+        let mut here: Vec<&str> = source
+            .lines()
+            .filter_map(|line| line.strip_prefix("pub const "))
+            .filter_map(|rest| rest.split_once("= \"").map(|(_, name)| name.trim_end_matches("\";")))
+            .collect();
+        let listed = include_str!("../deploy/metrics-catalogue.txt");
+        let mut there: Vec<&str> = listed
+            .lines()
+            .filter(|line| !line.trim().is_empty() && !line.starts_with('#'))
+            .filter_map(|line| line.split_whitespace().next())
+            .collect();
+        here.sort_unstable();
+        there.sort_unstable();
+        assert_eq!(here, there, "src/metrics.rs and deploy/metrics-catalogue.txt disagree");
+    }
 }

@@ -139,8 +139,18 @@ impl PayloadFactory {
         Ok(PayloadFactory { run_id, target_size, mac, wrong_mac })
     }
 
+    #[cfg(test)]
     pub fn correlation_id(&self, seq: u64) -> String {
-        format!("{}-{seq:0width$}", self.run_id, width = SEQ_DIGITS)
+        let mut id = Vec::with_capacity(self.run_id.len() + 1 + SEQ_DIGITS);
+        self.push_correlation_id(seq, &mut id);
+        String::from_utf8_lossy(&id).into_owned()
+    }
+
+    /// Appends `<run id>-<seq, zero-padded to SEQ_DIGITS>`.
+    fn push_correlation_id(&self, seq: u64, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.run_id.as_bytes());
+        out.push(b'-');
+        push_decimal(out, seq, SEQ_DIGITS);
     }
 
     /// The sequence number of one of our correlation ids, or `None` for someone else's key.
@@ -149,27 +159,28 @@ impl PayloadFactory {
         rest.parse().ok()
     }
 
-    /// The body of a request of `kind` (a `Repeat` is built by the caller from an earlier body).
+    /// The body of a request of `kind` (a `Repeat` is built by the caller from an earlier body). Written
+    /// piece by piece into `out` (no formatting machinery, no allocation once `out` is large enough).
     pub fn body(&self, kind: Kind, seq: u64, out: &mut Vec<u8>) {
         let (channel, duration) = match kind {
             Kind::Invalid => ("fax", "two minutes"),
             _ => ("voice", "120"),
         };
-        let head = format!(
-            concat!(
-                r#"{{"event":"interaction.completed","timestamp":"2026-11-28T10:00:00Z","correlation_id":"{}","#,
-                r#""data":{{"channel":"{}","duration_seconds":"{}","agent_id":"a-7","#,
-                r#""customer_email":"Jane.Doe@Example.com","metadata":{{"priority":"high","score":"4.5""#
-            ),
-            self.correlation_id(seq),
-            channel,
-            duration
-        );
         const PAD_OPEN: &str = r#","padding":""#;
         const TAIL: &str = "}}}";
         out.clear();
-        out.extend_from_slice(head.as_bytes());
-        let bare = head.len() + TAIL.len();
+        out.extend_from_slice(
+            br#"{"event":"interaction.completed","timestamp":"2026-11-28T10:00:00Z","correlation_id":""#,
+        );
+        self.push_correlation_id(seq, out);
+        out.extend_from_slice(br#"","data":{"channel":""#);
+        out.extend_from_slice(channel.as_bytes());
+        out.extend_from_slice(br#"","duration_seconds":""#);
+        out.extend_from_slice(duration.as_bytes());
+        out.extend_from_slice(
+            br#"","agent_id":"a-7","customer_email":"Jane.Doe@Example.com","metadata":{"priority":"high","score":"4.5""#,
+        );
+        let bare = out.len() + TAIL.len();
         let padded_overhead = bare + PAD_OPEN.len() + 1;
         if self.target_size > padded_overhead {
             out.extend_from_slice(PAD_OPEN.as_bytes());
@@ -184,12 +195,35 @@ impl PayloadFactory {
         }
     }
 
-    /// `X-CXone-Signature` value: hex HMAC-SHA256(secret, body). `BadSignature` requests sign with another key.
-    pub fn sign(&self, kind: Kind, body: &[u8]) -> String {
+    /// `X-CXone-Signature` value: lowercase hex HMAC-SHA256(secret, body). `BadSignature` requests sign
+    /// with another key.
+    pub fn signature(&self, kind: Kind, body: &[u8]) -> [u8; 64] {
         let mut mac = if kind == Kind::BadSignature { self.wrong_mac.clone() } else { self.mac.clone() };
         mac.update(body);
-        hex::encode(mac.finalize().into_bytes())
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut hex = [0u8; 64];
+        for (pair, byte) in hex.chunks_exact_mut(2).zip(mac.finalize().into_bytes()) {
+            pair[0] = HEX[usize::from(byte >> 4)];
+            pair[1] = HEX[usize::from(byte & 0x0f)];
+        }
+        hex
     }
+}
+
+/// Appends `n` in decimal, left-padded with zeros to at least `min_width` digits (at most 20).
+pub fn push_decimal(out: &mut Vec<u8>, mut n: u64, min_width: usize) {
+    let mut digits = [b'0'; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let start = start.min(digits.len().saturating_sub(min_width));
+    out.extend_from_slice(&digits[start..]);
 }
 
 #[cfg(test)]
@@ -228,5 +262,102 @@ mod tests {
         assert_eq!(f.parse_correlation_id("other-42"), None);
         assert_eq!(parse_size("4k").unwrap(), 4096);
         assert_eq!(parse_size("0.3k").unwrap(), 307);
+    }
+
+    #[test]
+    fn sizes_parse_with_units_and_reject_words() {
+        assert_eq!(parse_size("0").unwrap(), 0);
+        assert_eq!(parse_size("300").unwrap(), 300);
+        assert_eq!(parse_size("300b").unwrap(), 300);
+        assert_eq!(parse_size("64KiB").unwrap(), 65536);
+        assert_eq!(parse_size("1m").unwrap(), 1048576);
+        assert!(parse_size("big").is_err());
+        assert!(parse_size("").is_err());
+    }
+
+    #[test]
+    fn mixes_reject_unknown_kinds_bad_weights_and_all_zero() {
+        assert_eq!(Mix::parse(" valid = 9 , invalid=1 ").unwrap().describe(), "valid=9,invalid=1");
+        for bad in ["valid", "valid=x", "valid=-1", "fax=1", "valid=0", ""] {
+            assert!(Mix::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+        // Same seed, same kinds; another seed, another sequence.
+        let mix = Mix::parse("valid=1,invalid=1").unwrap();
+        let a: Vec<Kind> = (0..64).map(|n| mix.pick(n, 1)).collect();
+        assert_eq!(a, (0..64).map(|n| mix.pick(n, 1)).collect::<Vec<_>>());
+        assert_ne!(a, (0..64).map(|n| mix.pick(n, 2)).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn signatures_are_hex_hmac_sha256_of_the_body() {
+        // RFC 4231, test case 2.
+        let f = PayloadFactory::new("t".into(), 0, b"Jefe").unwrap();
+        assert_eq!(
+            &f.signature(Kind::Valid, b"what do ya want for nothing?"),
+            b"5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        // Invalid and malformed bodies are signed correctly too; only badsig uses another key.
+        assert_eq!(f.signature(Kind::Invalid, b"x"), f.signature(Kind::Malformed, b"x"));
+        assert_ne!(f.signature(Kind::BadSignature, b"x"), f.signature(Kind::Valid, b"x"));
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"not-the-webhook-secret").unwrap();
+        mac.update(b"x");
+        assert_eq!(
+            f.signature(Kind::BadSignature, b"x").to_vec(),
+            hex::encode(mac.finalize().into_bytes()).into_bytes()
+        );
+    }
+
+    #[test]
+    fn bodies_are_the_documented_event_byte_for_byte() {
+        let f = PayloadFactory::new("load-0000abcd".into(), 0, b"s").unwrap();
+        let mut body = Vec::new();
+        for (kind, channel, duration) in
+            [(Kind::Valid, "voice", "120"), (Kind::Invalid, "fax", "two minutes")]
+        {
+            f.body(kind, 12_345_678_901, &mut body);
+            let expected = format!(
+                concat!(
+                    r#"{{"event":"interaction.completed","timestamp":"2026-11-28T10:00:00Z","correlation_id":"{}","#,
+                    r#""data":{{"channel":"{}","duration_seconds":"{}","agent_id":"a-7","#,
+                    r#""customer_email":"Jane.Doe@Example.com","metadata":{{"priority":"high","score":"4.5"}}}}}}"#
+                ),
+                "load-0000abcd-12345678901", channel, duration
+            );
+            assert_eq!(String::from_utf8(body.clone()).unwrap(), expected);
+        }
+    }
+
+    #[test]
+    fn decimals_are_zero_padded_to_a_minimum_width() {
+        let mut out = Vec::new();
+        for (n, width, expected) in [
+            (0, 0, "0"),
+            (7, 0, "7"),
+            (7, 10, "0000000007"),
+            (12_345, 3, "12345"),
+            (u64::MAX, 25, "18446744073709551615"),
+        ] {
+            out.clear();
+            push_decimal(&mut out, n, width);
+            assert_eq!(out, expected.as_bytes(), "{n} {width}");
+        }
+    }
+
+    #[test]
+    fn invalid_bodies_break_the_schema_and_bare_bodies_are_the_bare_event() {
+        // A default run id is `load-` and 8 hex digits.
+        let f = PayloadFactory::new("load-0000abcd".into(), 0, b"s").unwrap();
+        let mut body = Vec::new();
+        f.body(Kind::Invalid, 3, &mut body);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            (v["data"]["channel"].as_str(), v["data"]["duration_seconds"].as_str()),
+            (Some("fax"), Some("two minutes"))
+        );
+        f.body(Kind::Valid, 3, &mut body);
+        assert_eq!(body.len(), 266);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["correlation_id"], "load-0000abcd-0000000003");
+        assert_eq!(v["event"], "interaction.completed");
     }
 }

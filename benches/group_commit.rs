@@ -16,7 +16,7 @@ use cxone_ingest::sinks::kafka::producer::{self, OutRecord};
 use sha2::{Digest, Sha256};
 
 #[global_allocator]
-static GLOBAL: cxone_ingest::alloc::Allocator = cxone_ingest::alloc::Allocator;
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The seed's example payload (three coercions, so the `coercions` header is not empty).
 const SEED_PAYLOAD: &str = r#"{"event":"interaction.completed","timestamp":"2026-11-28T10:00:00Z","correlation_id":"CORR","data":{"channel":"voice","duration_seconds":"120","agent_id":"a-7","customer_email":"Jane.Doe@Example.com","metadata":{"priority":"high","score":"4.5"}}}"#;

@@ -10,10 +10,10 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group};
-use cxone_ingest::contract::{Checked, Contract, coerce, generated};
+use cxone_ingest::contract::{Checked, Contract, coerce, types};
 
 #[global_allocator]
-static GLOBAL: cxone_ingest::alloc::Allocator = cxone_ingest::alloc::Allocator;
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The seed's example payload, string numbers and mixed-case e-mail included (three coercions).
 const SEED_PAYLOAD: &[u8] = br#"{"event":"interaction.completed","timestamp":"2026-11-28T10:00:00Z","correlation_id":"c-1","data":{"channel":"voice","duration_seconds":"120","agent_id":"a-7","customer_email":"Jane.Doe@Example.com","metadata":{"priority":"high","score":"4.5"}}}"#;
@@ -47,7 +47,7 @@ fn contract(c: &mut Criterion) {
     });
 
     // The stages after parsing, on their own (same schema bytes, same validator options).
-    let builtin = &generated::BUILTIN_SCHEMAS[0];
+    let builtin = &types::BUILTIN_SCHEMAS[0];
     let schema: serde_json::Value = serde_json::from_str(builtin.text).unwrap();
     let plan = coerce::compile(&schema).unwrap();
     let validator = jsonschema::options()
@@ -136,16 +136,22 @@ fn dead_letter(c: &mut Criterion) {
 
 criterion_group!(benches, contract, signature, dead_letter);
 
-/// `CONTRACT_PROFILE_CALLS=N` runs `Contract::check` on the seed payload N times and nothing else,
-/// for instruction counts that stay put on a busy machine:
-/// `CONTRACT_PROFILE_CALLS=2000 valgrind --tool=callgrind <bench binary> --bench`
-/// (callgrind_annotate --inclusive=yes shows the stages: `Doc::parse`, `Plan::apply_doc`,
-/// `Validator::is_valid`, `canonicalize_doc`).
+/// `CONTRACT_PROFILE_CALLS=N` runs `Contract::check` N times on one payload and nothing else, for
+/// instruction counts that stay put on a busy machine (`CONTRACT_PROFILE_PAYLOAD` = `seed`, the
+/// default, `clean` or `invalid`):
+/// `CONTRACT_PROFILE_CALLS=2000 valgrind --tool=callgrind <bench binary> --bench`; the difference
+/// of a 4,000- and a 2,000-call run, divided by 2,000, is the count per payload
+/// (`callgrind_annotate --inclusive=yes` shows the stages).
 fn main() {
     if let Some(calls) = std::env::var("CONTRACT_PROFILE_CALLS").ok().and_then(|n| n.parse::<u64>().ok()) {
+        let payload = match std::env::var("CONTRACT_PROFILE_PAYLOAD").as_deref() {
+            Ok("clean") => CLEAN_PAYLOAD,
+            Ok("invalid") => INVALID_PAYLOAD,
+            _ => SEED_PAYLOAD,
+        };
         let contract = Contract::builtin();
         for _ in 0..calls {
-            drop(black_box(contract.check(black_box(SEED_PAYLOAD))));
+            drop(black_box(contract.check(black_box(payload))));
         }
         return;
     }

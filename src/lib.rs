@@ -15,7 +15,7 @@
 //!
 //! Modules:
 //! - [`contract`]: schemas/ as the single source of truth: registry, schema-driven coercion,
-//!   all-errors validation, build.rs-generated types, canonical JSON.
+//!   all-errors validation (jsonschema), build.rs-generated types, canonical JSON (serde_json).
 //! - [`http`]: warp routes and listeners, body limits, signature verification, probes, JSON answers.
 //! - [`pipeline`]: raw request -> `Outcome` (published, dead-lettered, retry).
 //! - [`sinks`]: the narrow traits the pipeline writes through, and their Kafka and S3 implementations.
@@ -27,9 +27,9 @@
 //!   settings live with the module they configure).
 //! - [`metrics`], [`telemetry`], [`shutdown`]: Prometheus metrics, logging with redaction, graceful stop.
 //! - [`cli`]: the `cxone-ingest` subcommands.
-//! - [`alloc`]: the process allocator (mimalloc on its fast path).
+//!
+//! The binaries' allocator is the `mimalloc` crate's (`#[global_allocator]` in `main.rs`).
 
-pub mod alloc;
 pub mod cli;
 pub mod config;
 pub mod contract;

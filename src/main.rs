@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 #[global_allocator]
-static GLOBAL: cxone_ingest::alloc::Allocator = cxone_ingest::alloc::Allocator;
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = cxone_ingest::cli::Cli::parse();

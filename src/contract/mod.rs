@@ -1,19 +1,14 @@
 //! The contract: `schemas/*.json` turned into a registry that checks raw payloads.
 //!
-//! `check` runs, in order: parse JSON -> pick the schema by the payload's `event` ->
-//! schema-driven coercion (recorded) -> validation collecting every error ->
-//! decode into the build.rs-generated type -> canonical JSON of that typed value.
-//! A body that passes takes a fast path that never builds a `serde_json::Value` (`doc`); any
-//! other body is judged by the reference path on a `Value`, which explains every error.
+//! `check` runs, in order, on one `serde_json::Value`: parse -> pick the schema by the payload's
+//! `event` -> schema-driven coercion (recorded) -> `is_valid` (every error collected only when it
+//! fails) -> decode into the build.rs-generated type -> canonical JSON of that typed value.
 
 pub mod coerce;
-mod doc;
-pub mod generated;
 mod registry;
 pub mod report;
-mod timestamp;
+pub mod types;
 mod validate;
-mod writer;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -101,6 +96,7 @@ pub struct ValidEvent {
 /// A payload that did not pass, with everything needed to explain and replay it.
 #[derive(Debug, Clone)]
 pub struct Rejection {
+    /// Why it was not accepted: the dead letter's `reason`.
     pub reason: Reason,
     /// The schema that judged it, when one was picked.
     pub schema: Option<SchemaRef>,
@@ -118,7 +114,9 @@ pub struct Rejection {
 /// The verdict on one payload.
 #[derive(Debug, Clone)]
 pub enum Checked {
+    /// Passed: publish it.
     Valid(ValidEvent),
+    /// Did not pass: dead-letter it (boxed: a rejection is twice the size of a valid event).
     Invalid(Box<Rejection>),
 }
 
@@ -126,9 +124,12 @@ pub enum Checked {
 #[derive(Debug, thiserror::Error)]
 #[error("{path}: {message}")]
 pub struct ContractError {
+    /// The schema file (or folder) at fault.
     pub path: String,
+    /// What is wrong with it.
     pub message: String,
 }
 
-pub use registry::{Contract, EVENTS_ANNOTATION, SchemaInfo, VERSION_ANNOTATION};
-pub use timestamp::Timestamp;
+pub use registry::{
+    BuiltinSchema, Contract, EVENTS_ANNOTATION, SchemaInfo, VERSION_ANNOTATION, canonical_json,
+};

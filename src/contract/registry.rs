@@ -1,17 +1,14 @@
 //! The registry: event schemas loaded (built in or from a folder), routed by the payload's `event`,
 //! and the `check` pipeline that runs one payload through them.
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
-use bumpalo::Bump;
 use serde_json::Value;
 
 use super::coerce::{self, Plan};
-use super::doc::{Doc, DocJson};
-use super::generated::{BUILTIN_SCHEMAS, BuiltinSchema, DocCanonicalize};
+use super::types::BUILTIN_SCHEMAS;
 use super::validate;
 use super::{Checked, Coercion, ContractError, FieldError, Reason, Rejection, SchemaRef, ValidEvent};
 
@@ -20,12 +17,31 @@ pub const EVENTS_ANNOTATION: &str = "x-cxone-events";
 /// Root annotation carrying the schema's version (semver).
 pub const VERSION_ANNOTATION: &str = "x-cxone-schema-version";
 
+/// One event schema compiled into the binary: an entry of the table build.rs writes
+/// ([`types::BUILTIN_SCHEMAS`](super::types::BUILTIN_SCHEMAS)).
+#[derive(Debug)]
+pub struct BuiltinSchema {
+    /// File name in `schemas/`: how `from_dir` recognises an unchanged copy.
+    pub file_name: &'static str,
+    /// The schema's text: the very bytes the generated types were made from, so the validator is
+    /// compiled from them too.
+    pub text: &'static str,
+    /// [`canonical_json`] for the schema's generated root type.
+    pub canonicalize: fn(&Value) -> Result<Vec<u8>, serde_json::Error>,
+}
+
+/// The canonical event: a validated payload decoded into the generated type `T`, serialized back.
+pub fn canonical_json<T: serde::de::DeserializeOwned + serde::Serialize>(
+    value: &Value,
+) -> Result<Vec<u8>, serde_json::Error> {
+    serde_json::to_vec(&T::deserialize(value)?)
+}
+
 /// Turns a validated payload into the canonical event bytes.
 #[derive(Clone, Copy)]
 enum Canonicalize {
-    /// Through the build.rs-generated type (built-in schemas, and folder schemas byte-identical to
-    /// one): from a `Value` (reference path) or from a borrowed document (fast path).
-    Typed(fn(&Value) -> Result<Vec<u8>, serde_json::Error>, DocCanonicalize),
+    /// Through the build.rs-generated type (built-in schemas, and folder schemas byte-identical to one).
+    Typed(fn(&Value) -> Result<Vec<u8>, serde_json::Error>),
     /// Run-time-only schema with no generated type: the coerced value itself, keys sorted.
     Untyped,
 }
@@ -40,9 +56,6 @@ struct EventSchema {
     origin: String,
     /// The compiled schema (jsonschema), built from the same bytes as the generated type.
     validator: jsonschema::Validator,
-    /// The same schema compiled for the fast path's borrowed documents (see
-    /// [`validate::build_accepting_validator`]: it may refuse more, never less).
-    doc_validator: jsonschema::Validator<DocJson>,
     /// Compiled coercion rules.
     plan: Plan,
     /// How the canonical event is produced.
@@ -63,17 +76,6 @@ impl std::fmt::Debug for Contract {
         f.debug_struct("Contract").field("schemas", &self.schemas().collect::<Vec<_>>()).finish()
     }
 }
-
-thread_local! {
-    /// The fast path's document arena, reused from payload to payload on each thread.
-    static ARENA: RefCell<Bump> = RefCell::new(Bump::with_capacity(ARENA_START_BYTES));
-}
-
-/// The arena's first chunk: a usual payload's document fits in it (the seed's takes ~1.5 KiB).
-const ARENA_START_BYTES: usize = 16 << 10;
-
-/// An arena grown beyond this by one large body is dropped rather than kept for the next one.
-const ARENA_KEPT_BYTES: usize = 1 << 20;
 
 /// Where an `event` value leads.
 struct Route {
@@ -109,9 +111,13 @@ impl Contract {
     pub fn builtin() -> &'static Contract {
         static BUILTIN: OnceLock<Contract> = OnceLock::new();
         BUILTIN.get_or_init(|| {
-            let sources = BUILTIN_SCHEMAS
-                .iter()
-                .map(|builtin| (builtin.file_name.to_owned(), builtin.text.as_bytes(), typed(builtin)));
+            let sources = BUILTIN_SCHEMAS.iter().map(|builtin| {
+                (
+                    builtin.file_name.to_owned(),
+                    builtin.text.as_bytes(),
+                    Canonicalize::Typed(builtin.canonicalize),
+                )
+            });
             // The texts were checked by build.rs and by the tests; failing here is a build bug.
             Contract::from_sources(sources).unwrap_or_else(|err| panic!("built-in schema is unusable: {err}"))
         })
@@ -142,7 +148,7 @@ impl Contract {
             let typed = BUILTIN_SCHEMAS
                 .iter()
                 .find(|builtin| builtin.text.as_bytes() == bytes.as_slice())
-                .map_or(Canonicalize::Untyped, typed);
+                .map_or(Canonicalize::Untyped, |builtin| Canonicalize::Typed(builtin.canonicalize));
             (path.clone(), bytes.as_slice(), typed)
         });
         Contract::from_sources(sources)
@@ -176,7 +182,6 @@ impl Contract {
                 .ok_or_else(|| fail(format!("an event schema needs a string `{VERSION_ANNOTATION}`")))?;
             check_envelope(root).map_err(fail)?;
             let validator = validate::build_validator(&schema).map_err(fail)?;
-            let doc_validator = validate::build_accepting_validator(&schema).map_err(fail)?;
             let plan = coerce::compile(&schema).map_err(fail)?;
             let index = schemas.len();
             for event in &events {
@@ -191,7 +196,6 @@ impl Contract {
                 events,
                 origin,
                 validator,
-                doc_validator,
                 plan,
                 canonicalize,
             });
@@ -222,68 +226,17 @@ impl Contract {
         self.routes.get(event).map(|route| &*self.schemas[route.schema].schema_ref)
     }
 
-    /// Judges one raw request body.
+    /// Judges one raw request body: parse (serde_json), then [`Contract::check_value`].
     pub fn check(&self, raw: &[u8]) -> Checked {
-        if let Some(valid) = self.accept_fast(raw) {
-            return Checked::Valid(valid);
-        }
         match serde_json::from_slice::<Value>(raw) {
             Ok(value) => self.check_value(value),
             Err(err) => reject(Reason::MalformedJson, None, vec![malformed(raw, &err)], Vec::new(), None),
         }
     }
 
-    /// The fast path for a body that passes: parse into a borrowed document, route, coerce,
-    /// `is_valid`, decode into the generated type, serialize. It gives the same `ValidEvent` as
-    /// the reference path ([`Contract::check_value`]) and never judges a body invalid: `None` (not
-    /// parsed, not routed, invalid, no generated type, decode failed) sends the body to the reference
-    /// path, which explains the verdict.
-    fn accept_fast(&self, raw: &[u8]) -> Option<ValidEvent> {
-        ARENA.with(|arena| match arena.try_borrow_mut() {
-            Ok(mut arena) => {
-                // What the previous payload left is garbage now; its largest chunk is kept.
-                arena.reset();
-                let accepted = self.accept_in(raw, &arena);
-                if arena.allocated_bytes() > ARENA_KEPT_BYTES {
-                    *arena = Bump::with_capacity(ARENA_START_BYTES);
-                }
-                accepted
-            }
-            // `check` does not re-enter itself; should that change, a fresh arena keeps it right.
-            Err(_) => self.accept_in(raw, &Bump::new()),
-        })
-    }
-
-    /// [`Contract::accept_fast`] with the document in `arena`.
-    fn accept_in(&self, raw: &[u8], arena: &Bump) -> Option<ValidEvent> {
-        let mut doc = Doc::parse(raw, arena)?;
-        let event = doc.get("event")?.as_str()?;
-        let route = self.routes.get(event)?;
-        let schema = &self.schemas[route.schema];
-        let Canonicalize::Typed(_, canonicalize) = schema.canonicalize else { return None };
-        let mut coercions = Vec::new();
-        schema.plan.apply_doc(&mut doc, arena, &mut coercions);
-        if !schema.doc_validator.is_valid(&doc) {
-            return None;
-        }
-        let mut canonical_json = Vec::with_capacity(raw.len() + 64);
-        canonicalize(&doc, &mut canonical_json).ok()?;
-        Some(ValidEvent {
-            // `event` is the routed value unless coercion changed it (a schema that normalises it):
-            // skip looking it up again when no coercion record says so.
-            event_type: if coercions.iter().any(|coercion| coercion.path == "/event") {
-                route.event_type_of(doc.get("event")?.as_str()?)
-            } else {
-                Arc::clone(&route.event_type)
-            },
-            schema: Arc::clone(&schema.schema_ref),
-            correlation_id: doc.get("correlation_id")?.as_str()?.to_owned(),
-            canonical_json,
-            coercions,
-        })
-    }
-
-    /// Judges an already-parsed payload (replay).
+    /// Judges an already-parsed payload (`check` after parsing, and replay): route by `event`,
+    /// coerce, `is_valid` (every error collected only when not), canonical JSON through the
+    /// generated type.
     pub fn check_value(&self, mut value: Value) -> Checked {
         let (route, schema) = match self.route(&value) {
             Ok(route) => (route, &self.schemas[route.schema]),
@@ -309,7 +262,7 @@ impl Contract {
         }
 
         let canonical = match schema.canonicalize {
-            Canonicalize::Typed(canonicalize, _) => canonicalize(&value),
+            Canonicalize::Typed(canonicalize) => canonicalize(&value),
             Canonicalize::Untyped => serde_json::to_vec(&value),
         };
         let canonical_json = match canonical {
@@ -400,12 +353,6 @@ impl Contract {
     }
 }
 
-/// How a built-in schema's canonical event is made: its generated type, from a `Value` and from a
-/// borrowed document.
-fn typed(builtin: &BuiltinSchema) -> Canonicalize {
-    Canonicalize::Typed(builtin.canonicalize, builtin.canonicalize_doc)
-}
-
 /// The envelope every event schema must declare: a string `event` and a string `correlation_id`,
 /// both required (routing and the Kafka key depend on them).
 fn check_envelope(root: &serde_json::Map<String, Value>) -> Result<(), String> {
@@ -482,7 +429,6 @@ fn reject(
         .and_then(|payload| payload.get("correlation_id"))
         .and_then(Value::as_str)
         .map(str::to_owned);
-    count_rejection(reason, &errors);
     Checked::Invalid(Box::new(Rejection {
         reason,
         schema: schema.cloned(),
@@ -501,7 +447,6 @@ fn reject_with(
     payload: Value,
     correlation_id: Option<String>,
 ) -> Checked {
-    count_rejection(reason, &errors);
     Checked::Invalid(Box::new(Rejection {
         reason,
         schema: schema.map(|schema| SchemaRef::clone(&schema.schema_ref)),
@@ -510,20 +455,6 @@ fn reject_with(
         payload: Some(payload),
         correlation_id,
     }))
-}
-
-fn count_rejection(reason: Reason, errors: &[FieldError]) {
-    metrics::counter!("cxone_ingest_contract_rejections_total", "reason" => reason.as_str()).increment(1);
-    if reason == Reason::SchemaValidation {
-        for error in errors {
-            metrics::counter!(
-                "cxone_ingest_contract_validation_errors_total",
-                "schema_path" => error.schema_path.clone(),
-                "keyword" => error.keyword.clone()
-            )
-            .increment(1);
-        }
-    }
 }
 
 #[cfg(test)]
@@ -554,54 +485,5 @@ mod tests {
             let shared = &contract.routes["Ping"].event_type;
             assert_eq!(Arc::ptr_eq(&event.event_type, shared), expected == "Ping");
         }
-    }
-
-    /// One large body does not leave a large arena behind on its thread; a usual one reuses it.
-    #[test]
-    fn arena_of_a_large_body_is_not_kept() {
-        let arena_bytes = || ARENA.with(|arena| arena.borrow().allocated_bytes());
-        let extras: Vec<String> = (0..25_000).map(|i| format!(r#""k{i}":"v""#)).collect();
-        let large = format!(
-            r#"{{"event":"interaction.completed","timestamp":"2026-11-28T10:00:00Z","correlation_id":"c-1","data":{{"channel":"voice","duration_seconds":1,"agent_id":"a","customer_email":"a@b.co","metadata":{{"score":1,{}}}}}}}"#,
-            extras.join(",")
-        );
-        assert!(Contract::builtin().accept_fast(large.as_bytes()).is_some(), "the large body is valid");
-        assert!(arena_bytes() <= ARENA_KEPT_BYTES, "{} bytes kept", arena_bytes());
-        let usual = br#"{"event":"interaction.completed","timestamp":"2026-11-28T10:00:00Z","correlation_id":"c-1","data":{"channel":"voice","duration_seconds":"120","agent_id":"a-7","customer_email":"Jane.Doe@Example.com","metadata":{"priority":"high","score":"4.5"}}}"#;
-        assert!(Contract::builtin().accept_fast(usual).is_some());
-        let kept = arena_bytes();
-        assert!(kept > 0);
-        // More payloads than one chunk holds without a reset in between.
-        for _ in 0..32 {
-            assert!(Contract::builtin().accept_fast(usual).is_some());
-        }
-        assert_eq!(arena_bytes(), kept, "a usual body reuses the arena it left");
-    }
-
-    /// The fast path really serves the valid fixtures (the integration tests show it agrees with
-    /// the reference path; this shows it is taken), and the seed example.
-    #[test]
-    fn fast_path_serves_valid_fixtures() {
-        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
-        let (mut served, mut gave_up) = (0, Vec::new());
-        for family in std::fs::read_dir(&fixtures).unwrap() {
-            let valid = family.unwrap().path().join("valid");
-            let Ok(entries) = std::fs::read_dir(&valid) else { continue };
-            for entry in entries {
-                let path = entry.unwrap().path();
-                let name = path.display().to_string();
-                if !name.ends_with(".json") || name.ends_with(".expected.json") {
-                    continue;
-                }
-                let raw = std::fs::read(&path).unwrap();
-                match Contract::builtin().accept_fast(&raw) {
-                    Some(_) => served += 1,
-                    None => gave_up.push(path.file_name().unwrap().to_string_lossy().into_owned()),
-                }
-            }
-        }
-        // Duplicate keys are left to serde_json (last one wins) by design.
-        assert_eq!(gave_up, ["duplicate-keys-last-wins.json"], "the fast path gave up on these");
-        assert!(served >= 20, "only {served} valid fixtures");
     }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use cxone_ingest::contract::{Checked, Contract, Reason, generated, report};
+use cxone_ingest::contract::{Checked, Contract, Reason, report, types};
 use serde_json::{Value, json};
 
 fn crate_dir() -> PathBuf {
@@ -182,13 +182,13 @@ fn generated_code_matches_snapshot() {
     let snapshot = crate_dir().join("tests/snapshots/contract_types.rs");
     if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
         std::fs::create_dir_all(snapshot.parent().unwrap()).unwrap();
-        std::fs::write(&snapshot, generated::SOURCE).unwrap();
+        std::fs::write(&snapshot, types::SOURCE).unwrap();
         return;
     }
     let committed = std::fs::read_to_string(&snapshot).unwrap_or_default();
-    if committed != generated::SOURCE {
+    if committed != types::SOURCE {
         let first_difference =
-            committed.lines().zip(generated::SOURCE.lines()).position(|(a, b)| a != b).map_or_else(
+            committed.lines().zip(types::SOURCE.lines()).position(|(a, b)| a != b).map_or_else(
                 || "one is a prefix of the other".to_owned(),
                 |line| format!("first difference at line {}", line + 1),
             );
@@ -205,9 +205,9 @@ fn builtin_registry_lists_both_families() {
     let events: Vec<&str> = schemas.iter().flat_map(|info| info.events.iter().map(String::as_str)).collect();
     assert_eq!(events, ["interaction.completed", "survey.completed"]);
     assert!(schemas.iter().all(|info| info.typed && info.schema.version == "1.0.0"));
-    assert_eq!(generated::BUILTIN_SCHEMAS.len(), 2);
+    assert_eq!(types::BUILTIN_SCHEMAS.len(), 2);
     // The validator's schema text is the exact file content.
-    for builtin in generated::BUILTIN_SCHEMAS {
+    for builtin in types::BUILTIN_SCHEMAS {
         let file = std::fs::read_to_string(crate_dir().join("schemas").join(builtin.file_name)).unwrap();
         assert_eq!(file, builtin.text, "{} drifted from the embedded copy", builtin.file_name);
     }
@@ -249,60 +249,92 @@ fn check_value_agrees_with_check() {
     assert_eq!(a.coercions, b.coercions);
 }
 
-/// `check` takes a fast path (borrowed document, no `Value`) for bodies that pass; it must give
-/// exactly what the reference path (`serde_json` -> `check_value`) gives, on every fixture and on
-/// variants of the valid ones (pretty-printed, keys in reverse order, strings with `\u` escapes).
+/// The canonical event depends on what was sent, not on how it was written: pretty-printed, with
+/// keys in reverse order, or with strings spelled in `\u` escapes, every fixture gets the same
+/// verdict (same canonical bytes and coercions, or the same errors) as its compact original.
 #[test]
-fn fast_path_agrees_with_reference_path() {
+fn layout_key_order_and_escapes_do_not_change_the_verdict() {
     let mut payloads = Vec::new();
     payload_files(&crate_dir().join("fixtures"), &mut payloads);
-    let mut bodies: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut compared_valid = 0;
     for payload in &payloads {
         let name = payload.strip_prefix(crate_dir()).unwrap().display().to_string();
         let raw = std::fs::read(payload).unwrap();
-        if let Ok(value) = serde_json::from_slice::<Value>(&raw) {
-            bodies.push((format!("{name} (pretty)"), serde_json::to_vec_pretty(&value).unwrap()));
-            let mut reversed = String::new();
-            write_reversed(&value, &mut reversed);
-            bodies.push((format!("{name} (reversed, escaped)"), reversed.into_bytes()));
-        }
-        bodies.push((name, raw));
-    }
-    let mut fast_valid = 0;
-    for (name, raw) in &bodies {
-        let fast = Contract::builtin().check(raw);
-        let reference = match serde_json::from_slice::<Value>(raw) {
-            Ok(value) => Contract::builtin().check_value(value),
-            Err(_) => continue, // malformed: both go through serde_json's refusal
-        };
-        match (fast, reference) {
-            (Checked::Valid(a), Checked::Valid(b)) => {
-                fast_valid += 1;
-                assert_eq!(a.event_type, b.event_type, "{name}");
-                assert_eq!(a.schema, b.schema, "{name}");
-                assert_eq!(a.correlation_id, b.correlation_id, "{name}");
-                assert_eq!(
-                    String::from_utf8_lossy(&a.canonical_json),
-                    String::from_utf8_lossy(&b.canonical_json),
-                    "{name}"
-                );
-                assert_eq!(a.coercions, b.coercions, "{name}");
+        let Ok(value) = serde_json::from_slice::<Value>(&raw) else { continue };
+        let mut reversed = String::new();
+        write_reversed(&value, &mut reversed);
+        let variants = [
+            ("pretty", serde_json::to_vec_pretty(&value).unwrap()),
+            ("reversed, escaped", reversed.into_bytes()),
+        ];
+        let original = Contract::builtin().check(&raw);
+        for (variant, body) in variants {
+            match (&original, Contract::builtin().check(&body)) {
+                (Checked::Valid(a), Checked::Valid(b)) => {
+                    compared_valid += 1;
+                    assert_eq!(a.event_type, b.event_type, "{name} ({variant})");
+                    assert_eq!(a.correlation_id, b.correlation_id, "{name} ({variant})");
+                    assert_eq!(
+                        String::from_utf8_lossy(&a.canonical_json),
+                        String::from_utf8_lossy(&b.canonical_json),
+                        "{name} ({variant})"
+                    );
+                    assert_eq!(a.coercions, b.coercions, "{name} ({variant})");
+                }
+                (Checked::Invalid(a), Checked::Invalid(b)) => {
+                    assert_eq!(a.reason, b.reason, "{name} ({variant})");
+                    assert_eq!(a.errors, b.errors, "{name} ({variant})");
+                    assert_eq!(a.payload, b.payload, "{name} ({variant})");
+                }
+                (a, b) => panic!("{name} ({variant}): the original is {a:?}, the variant {b:?}"),
             }
-            (Checked::Invalid(a), Checked::Invalid(b)) => {
-                assert_eq!(a.reason, b.reason, "{name}");
-                assert_eq!(a.errors, b.errors, "{name}");
-                assert_eq!(a.coercions, b.coercions, "{name}");
-                assert_eq!(a.payload, b.payload, "{name}");
-                assert_eq!(a.correlation_id, b.correlation_id, "{name}");
-            }
-            (a, b) => panic!("{name}: check says {a:?}, the reference path says {b:?}"),
         }
     }
-    assert!(fast_valid >= 20, "only {fast_valid} valid bodies compared");
+    assert!(compared_valid >= 40, "only {compared_valid} valid variants compared");
+}
+
+/// Guards against a quadratic pass over an object's members (the removed hand-written parser
+/// scanned for duplicate keys pairwise: 11 s for this body). A ~1 MiB body whose closed `data`
+/// object holds 80,000 undeclared keys is judged invalid with one `additionalProperties` error per
+/// key, and one whose open `data.metadata` holds them is valid and keeps them all. The time bound
+/// is a complexity guard, generous for a debug build on a busy machine, not a timing benchmark.
+#[test]
+fn eighty_thousand_keys_in_one_object_are_judged_in_milliseconds_regression() {
+    const KEYS: usize = 80_000;
+    let keys: String = (0..KEYS).map(|i| format!(r#","k{i:06}":0"#)).collect();
+    let closed = format!(
+        r#"{{"event":"interaction.completed","timestamp":"2026-11-28T10:00:00Z","correlation_id":"c-1","data":{{"channel":"voice","duration_seconds":1,"agent_id":"a","customer_email":"a@b.co"{keys}}}}}"#
+    );
+    let open = format!(
+        r#"{{"event":"interaction.completed","timestamp":"2026-11-28T10:00:00Z","correlation_id":"c-1","data":{{"channel":"voice","duration_seconds":1,"agent_id":"a","customer_email":"a@b.co","metadata":{{"score":1{keys}}}}}}}"#
+    );
+    assert!(closed.len() > 900 << 10 && closed.len() < 1 << 20, "{} bytes", closed.len());
+
+    let start = std::time::Instant::now();
+    let Checked::Invalid(rejection) = Contract::builtin().check(closed.as_bytes()) else {
+        panic!("80,000 undeclared keys in `data` accepted")
+    };
+    let closed_took = start.elapsed();
+    assert_eq!(rejection.reason, Reason::SchemaValidation);
+    assert_eq!(rejection.errors.len(), KEYS);
+    assert!(rejection.errors.iter().all(|error| error.keyword == "additionalProperties"));
+    assert!(rejection.errors.iter().any(|error| error.instance_path == "/data/k079999"));
+
+    let start = std::time::Instant::now();
+    let Checked::Valid(event) = Contract::builtin().check(open.as_bytes()) else {
+        panic!("80,000 extra keys in the open `metadata` rejected")
+    };
+    let open_took = start.elapsed();
+    let canonical: Value = serde_json::from_slice(&event.canonical_json).unwrap();
+    assert_eq!(canonical["data"]["metadata"].as_object().map(|extras| extras.len()), Some(KEYS + 1));
+
+    println!("80,000 keys: closed object {closed_took:?} (invalid), open object {open_took:?} (valid)");
+    let bound = std::time::Duration::from_secs(2);
+    assert!(closed_took < bound && open_took < bound, "closed {closed_took:?}, open {open_took:?}");
 }
 
 /// JSON text of `value` with object members in reverse key order and every non-ASCII or `e`
-/// character written as a `\u` escape (so the fast parser sees document order and escapes).
+/// character written as a `\u` escape.
 fn write_reversed(value: &Value, out: &mut String) {
     match value {
         Value::Object(members) => {

@@ -76,7 +76,7 @@ pub mod interaction_completed {
         ///The event type; routes the payload to this schema.
         pub event: ::std::string::String,
         ///When the contact ended (RFC 3339).
-        pub timestamp: crate::contract::Timestamp,
+        pub timestamp: ::chrono::DateTime<::chrono::offset::Utc>,
     }
     ///Unique per delivery of this event; the Kafka key.
     #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
@@ -99,10 +99,10 @@ pub mod interaction_completed {
         fn from_str(
             value: &str,
         ) -> ::std::result::Result<Self, self::error::ConversionError> {
-            if super::char_count(value) > 256usize {
+            if value.chars().count() > 256usize {
                 return Err("longer than 256 characters".into());
             }
-            if super::char_count(value) < 1usize {
+            if value.chars().count() < 1usize {
                 return Err("shorter than 1 characters".into());
             }
             Ok(Self(value.to_string()))
@@ -130,9 +130,7 @@ pub mod interaction_completed {
         where
             D: ::serde::Deserializer<'de>,
         {
-            <super::LentStr<
-                'de,
-            > as ::serde::Deserialize<'de>>::deserialize(deserializer)?
+            ::std::string::String::deserialize(deserializer)?
                 .parse()
                 .map_err(|e: self::error::ConversionError| {
                     <D::Error as ::serde::de::Error>::custom(e.to_string())
@@ -173,10 +171,10 @@ pub mod interaction_completed {
         fn from_str(
             value: &str,
         ) -> ::std::result::Result<Self, self::error::ConversionError> {
-            if super::char_count(value) > 128usize {
+            if value.chars().count() > 128usize {
                 return Err("longer than 128 characters".into());
             }
-            if super::char_count(value) < 1usize {
+            if value.chars().count() < 1usize {
                 return Err("shorter than 1 characters".into());
             }
             Ok(Self(value.to_string()))
@@ -203,9 +201,7 @@ pub mod interaction_completed {
         where
             D: ::serde::Deserializer<'de>,
         {
-            <super::LentStr<
-                'de,
-            > as ::serde::Deserialize<'de>>::deserialize(deserializer)?
+            ::std::string::String::deserialize(deserializer)?
                 .parse()
                 .map_err(|e: self::error::ConversionError| {
                     <D::Error as ::serde::de::Error>::custom(e.to_string())
@@ -232,7 +228,7 @@ pub mod interaction_completed {
         fn from_str(
             value: &str,
         ) -> ::std::result::Result<Self, self::error::ConversionError> {
-            if super::char_count(value) > 254usize {
+            if value.chars().count() > 254usize {
                 return Err("longer than 254 characters".into());
             }
             Ok(Self(value.to_string()))
@@ -260,9 +256,7 @@ pub mod interaction_completed {
         where
             D: ::serde::Deserializer<'de>,
         {
-            <super::LentStr<
-                'de,
-            > as ::serde::Deserialize<'de>>::deserialize(deserializer)?
+            ::std::string::String::deserialize(deserializer)?
                 .parse()
                 .map_err(|e: self::error::ConversionError| {
                     <D::Error as ::serde::de::Error>::custom(e.to_string())
@@ -300,7 +294,7 @@ pub mod interaction_completed {
         fn from_str(
             value: &str,
         ) -> ::std::result::Result<Self, self::error::ConversionError> {
-            if super::char_count(value) > 64usize {
+            if value.chars().count() > 64usize {
                 return Err("longer than 64 characters".into());
             }
             Ok(Self(value.to_string()))
@@ -327,9 +321,7 @@ pub mod interaction_completed {
         where
             D: ::serde::Deserializer<'de>,
         {
-            <super::LentStr<
-                'de,
-            > as ::serde::Deserialize<'de>>::deserialize(deserializer)?
+            ::std::string::String::deserialize(deserializer)?
                 .parse()
                 .map_err(|e: self::error::ConversionError| {
                     <D::Error as ::serde::de::Error>::custom(e.to_string())
@@ -367,13 +359,6 @@ pub mod interaction_completed {
                 Self(value.into())
             }
         }
-    }
-    /// Decodes a validated payload into the generated type and serializes it back: the canonical event.
-    pub fn canonicalize(
-        value: &::serde_json::Value,
-    ) -> ::std::result::Result<::std::vec::Vec<u8>, ::serde_json::Error> {
-        let typed: InteractionCompleted = ::serde::Deserialize::deserialize(value)?;
-        ::serde_json::to_vec(&typed)
     }
 }
 /// Types generated from `schemas/survey-completed.json`.
@@ -416,7 +401,7 @@ pub mod survey_completed {
         fn from_str(
             value: &str,
         ) -> ::std::result::Result<Self, self::error::ConversionError> {
-            if super::char_count(value) < 1usize {
+            if value.chars().count() < 1usize {
                 return Err("shorter than 1 characters".into());
             }
             Ok(Self(value.to_string()))
@@ -443,9 +428,7 @@ pub mod survey_completed {
         where
             D: ::serde::Deserializer<'de>,
         {
-            <super::LentStr<
-                'de,
-            > as ::serde::Deserialize<'de>>::deserialize(deserializer)?
+            ::std::string::String::deserialize(deserializer)?
                 .parse()
                 .map_err(|e: self::error::ConversionError| {
                     <D::Error as ::serde::de::Error>::custom(e.to_string())
@@ -531,10 +514,10 @@ pub mod survey_completed {
         fn from_str(
             value: &str,
         ) -> ::std::result::Result<Self, self::error::ConversionError> {
-            if super::char_count(value) > 128usize {
+            if value.chars().count() > 128usize {
                 return Err("longer than 128 characters".into());
             }
-            if super::char_count(value) < 1usize {
+            if value.chars().count() < 1usize {
                 return Err("shorter than 1 characters".into());
             }
             Ok(Self(value.to_string()))
@@ -561,9 +544,7 @@ pub mod survey_completed {
         where
             D: ::serde::Deserializer<'de>,
         {
-            <super::LentStr<
-                'de,
-            > as ::serde::Deserialize<'de>>::deserialize(deserializer)?
+            ::std::string::String::deserialize(deserializer)?
                 .parse()
                 .map_err(|e: self::error::ConversionError| {
                     <D::Error as ::serde::de::Error>::custom(e.to_string())
@@ -593,7 +574,7 @@ pub mod survey_completed {
         ///The event type; routes the payload to this schema.
         pub event: ::std::string::String,
         ///When the survey was submitted (RFC 3339).
-        pub timestamp: crate::contract::Timestamp,
+        pub timestamp: ::chrono::DateTime<::chrono::offset::Utc>,
     }
     ///Unique per delivery of this event; the Kafka key.
     #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
@@ -615,10 +596,10 @@ pub mod survey_completed {
         fn from_str(
             value: &str,
         ) -> ::std::result::Result<Self, self::error::ConversionError> {
-            if super::char_count(value) > 256usize {
+            if value.chars().count() > 256usize {
                 return Err("longer than 256 characters".into());
             }
-            if super::char_count(value) < 1usize {
+            if value.chars().count() < 1usize {
                 return Err("shorter than 1 characters".into());
             }
             Ok(Self(value.to_string()))
@@ -646,9 +627,7 @@ pub mod survey_completed {
         where
             D: ::serde::Deserializer<'de>,
         {
-            <super::LentStr<
-                'de,
-            > as ::serde::Deserialize<'de>>::deserialize(deserializer)?
+            ::std::string::String::deserialize(deserializer)?
                 .parse()
                 .map_err(|e: self::error::ConversionError| {
                     <D::Error as ::serde::de::Error>::custom(e.to_string())
@@ -701,10 +680,10 @@ pub mod survey_completed {
         fn from_str(
             value: &str,
         ) -> ::std::result::Result<Self, self::error::ConversionError> {
-            if super::char_count(value) > 128usize {
+            if value.chars().count() > 128usize {
                 return Err("longer than 128 characters".into());
             }
-            if super::char_count(value) < 1usize {
+            if value.chars().count() < 1usize {
                 return Err("shorter than 1 characters".into());
             }
             Ok(Self(value.to_string()))
@@ -731,9 +710,7 @@ pub mod survey_completed {
         where
             D: ::serde::Deserializer<'de>,
         {
-            <super::LentStr<
-                'de,
-            > as ::serde::Deserialize<'de>>::deserialize(deserializer)?
+            ::std::string::String::deserialize(deserializer)?
                 .parse()
                 .map_err(|e: self::error::ConversionError| {
                     <D::Error as ::serde::de::Error>::custom(e.to_string())
@@ -819,7 +796,7 @@ pub mod survey_completed {
         fn from_str(
             value: &str,
         ) -> ::std::result::Result<Self, self::error::ConversionError> {
-            if super::char_count(value) > 4000usize {
+            if value.chars().count() > 4000usize {
                 return Err("longer than 4000 characters".into());
             }
             Ok(Self(value.to_string()))
@@ -846,9 +823,7 @@ pub mod survey_completed {
         where
             D: ::serde::Deserializer<'de>,
         {
-            <super::LentStr<
-                'de,
-            > as ::serde::Deserialize<'de>>::deserialize(deserializer)?
+            ::std::string::String::deserialize(deserializer)?
                 .parse()
                 .map_err(|e: self::error::ConversionError| {
                     <D::Error as ::serde::de::Error>::custom(e.to_string())
@@ -906,9 +881,7 @@ pub mod survey_completed {
         where
             D: ::serde::Deserializer<'de>,
         {
-            <super::LentStr<
-                'de,
-            > as ::serde::Deserialize<'de>>::deserialize(deserializer)?
+            ::std::string::String::deserialize(deserializer)?
                 .parse()
                 .map_err(|e: self::error::ConversionError| {
                     <D::Error as ::serde::de::Error>::custom(e.to_string())
@@ -935,10 +908,10 @@ pub mod survey_completed {
         fn from_str(
             value: &str,
         ) -> ::std::result::Result<Self, self::error::ConversionError> {
-            if super::char_count(value) > 128usize {
+            if value.chars().count() > 128usize {
                 return Err("longer than 128 characters".into());
             }
-            if super::char_count(value) < 1usize {
+            if value.chars().count() < 1usize {
                 return Err("shorter than 1 characters".into());
             }
             Ok(Self(value.to_string()))
@@ -965,9 +938,7 @@ pub mod survey_completed {
         where
             D: ::serde::Deserializer<'de>,
         {
-            <super::LentStr<
-                'de,
-            > as ::serde::Deserialize<'de>>::deserialize(deserializer)?
+            ::std::string::String::deserialize(deserializer)?
                 .parse()
                 .map_err(|e: self::error::ConversionError| {
                     <D::Error as ::serde::de::Error>::custom(e.to_string())
@@ -1006,30 +977,23 @@ pub mod survey_completed {
             }
         }
     }
-    /// Decodes a validated payload into the generated type and serializes it back: the canonical event.
-    pub fn canonicalize(
-        value: &::serde_json::Value,
-    ) -> ::std::result::Result<::std::vec::Vec<u8>, ::serde_json::Error> {
-        let typed: SurveyCompleted = ::serde::Deserialize::deserialize(value)?;
-        ::serde_json::to_vec(&typed)
-    }
 }
 /// Every event schema compiled into the binary, in file-name order.
-pub static BUILTIN_SCHEMAS: &[BuiltinSchema] = &[
-    BuiltinSchema {
+pub static BUILTIN_SCHEMAS: &[crate::contract::BuiltinSchema] = &[
+    crate::contract::BuiltinSchema {
         file_name: "interaction-completed.json",
         text: include_str!(
             concat!(env!("OUT_DIR"), "/schema-interaction-completed.json")
         ),
-        root_type: "InteractionCompleted",
-        canonicalize: interaction_completed::canonicalize,
-        canonicalize_doc: canonicalize_doc::<interaction_completed::InteractionCompleted>,
+        canonicalize: crate::contract::canonical_json::<
+            interaction_completed::InteractionCompleted,
+        >,
     },
-    BuiltinSchema {
+    crate::contract::BuiltinSchema {
         file_name: "survey-completed.json",
         text: include_str!(concat!(env!("OUT_DIR"), "/schema-survey-completed.json")),
-        root_type: "SurveyCompleted",
-        canonicalize: survey_completed::canonicalize,
-        canonicalize_doc: canonicalize_doc::<survey_completed::SurveyCompleted>,
+        canonicalize: crate::contract::canonical_json::<
+            survey_completed::SurveyCompleted,
+        >,
     },
 ];

@@ -26,6 +26,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// The same allocator as the service: the driver shares the cores with it, so it should cost as
+/// little CPU per request as it can.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = args::Args::parse();
     let runtime = if args.threads <= 1 {

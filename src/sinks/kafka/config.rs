@@ -130,7 +130,9 @@ pub fn default_batch_max_events() -> usize {
     1_000
 }
 
-/// 1 MiB, librdkafka's default `message.max.bytes`.
+/// 1 MiB of records per transaction. (This bounds a whole batch; one record is bounded by the
+/// producer's `message.max.bytes`, librdkafka's default 1,000,000 bytes: see docs/kafka.md,
+/// "Record size".)
 pub fn default_batch_max_bytes() -> usize {
     1 << 20
 }

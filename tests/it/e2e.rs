@@ -507,3 +507,64 @@ async fn restart_garage_stop_gives_503_for_invalid_payloads_and_the_service_reco
     assert!(keys.iter().any(|k| k.ends_with(&format!("/{}.json", back.request_id))), "{keys:?}");
     service.wait_ready(Duration::from_secs(30)).await;
 }
+
+/// Trace context (issue 17, item 3), on the real binary with real sinks: the sender's trace id
+/// reaches the Kafka record's `traceparent` header (with this service's span as the parent) and
+/// `tracestate`, the dead-letter record's `trace`, and the service's log lines of the request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_senders_trace_reaches_kafka_the_dead_letter_and_the_logs() {
+    const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let sent = format!("00-{TRACE_ID}-00f067aa0ba902b7-01");
+    let brokers = stack_kafka_brokers();
+    let options = ServiceOptions::new("e2e-trace", &brokers);
+    stack_create_topic(&brokers, &options.topic, 3).await;
+    let service = Service::start_ready(options.clone()).await;
+    let client = e2e_client();
+    let post = |body: String| {
+        let (client, url, sent) = (client.clone(), service.webhook_url(), sent.clone());
+        async move {
+            let response = client
+                .post(url)
+                .header("content-type", "application/json")
+                .header("x-cxone-signature", e2e_sign(body.as_bytes()))
+                .header("traceparent", sent)
+                .header("tracestate", "cxone=studio-7")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+    let parent_of = |traceparent: &str| -> String {
+        assert!(traceparent.starts_with(&format!("00-{TRACE_ID}-")), "{traceparent}");
+        assert!(traceparent.ends_with("-01"), "{traceparent}");
+        traceparent.split('-').nth(2).unwrap().to_owned()
+    };
+
+    let (status, answer) = post(e2e_valid_body(&unique("corr-trace"))).await;
+    assert_eq!(status, 200, "{answer}");
+    let read = e2e_read_topic(&brokers, &options.topic, 1).await;
+    assert_eq!(read.len(), 1);
+    let span = parent_of(&read[0].headers["traceparent"]);
+    assert_ne!(span, "00f067aa0ba902b7", "this service's span is the parent downstream");
+    assert_eq!(read[0].headers["tracestate"], "cxone=studio-7");
+
+    let (status, answer) = post(e2e_invalid_body(&unique("corr-trace-invalid"))).await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("dead_lettered")), "{answer}");
+    let keys = e2e_s3_keys(&options.s3_prefix).await;
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let record = e2e_s3_json(&keys[0]).await;
+    parent_of(record["trace"]["traceparent"].as_str().unwrap());
+    assert_eq!(record["trace"]["tracestate"], "cxone=studio-7");
+
+    let logged = poll_until(Duration::from_secs(10), || {
+        let log = service.log_tail(64_000);
+        let lines = log.lines().filter(|line| line.contains(&format!("\"trace_id\":\"{TRACE_ID}\""))).count();
+        // Each request logs its "webhook" line; the dead letter also logs where it was stored.
+        async move { (lines >= 3).then_some(()) }
+    })
+    .await;
+    assert!(logged.is_some(), "both requests' log lines carry the trace id\n{}", service.log_tail(4_000));
+}

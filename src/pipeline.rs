@@ -249,9 +249,6 @@ impl Pipeline {
     ) -> Outcome {
         let event_type = Arc::clone(&event.event_type);
         let correlation_id = event.correlation_id.clone();
-        // Kept for the rare event Kafka refuses: it is then dead-lettered with what it had.
-        let schema = SchemaRef::clone(&event.schema);
-        let coercions = event.coercions.clone();
         let record = EventRecord {
             request_id: delivery.request_id.clone(),
             received_at: delivery.received_at,
@@ -266,9 +263,15 @@ impl Pipeline {
             Err(Err(SinkError::Refused { reason, detail, .. })) => {
                 metrics::counter!(m::KAFKA_RECORDS_REFUSED, "reason" => reason).increment(1);
                 tracing::warn!(reason, %detail, "kafka refused the event: dead-lettering it");
+                // The verdict is judged again for its schema and coercions (the check is
+                // deterministic): rare here, rather than a copy kept on every valid event's path.
+                let (schema, coercions) = match self.contract.check(&delivery.body) {
+                    Checked::Valid(event) => (Some(SchemaRef::clone(&event.schema)), event.coercions),
+                    Checked::Invalid(_) => (None, Vec::new()),
+                };
                 let rejection = Rejection {
                     reason: Reason::KafkaRefused,
-                    schema: Some(schema),
+                    schema,
                     errors: vec![FieldError {
                         instance_path: String::new(),
                         schema_path: String::new(),

@@ -2,7 +2,8 @@
 //!
 //! Group `contract`: parse + route + coerce + validate + typed decode + canonical JSON of the seed's
 //! example payload (`Contract::check`), plus the stages on their own for orientation.
-//! Run: `cargo bench --bench pipeline -- contract`; compare with `scripts/bench-seed-validation.py`.
+//! Run: `cargo bench --bench pipeline -- contract`. The whole request is measured elsewhere
+//! (`scripts/bench-side-by-side`, `scripts/bench-instructions`): these are for orientation.
 //!
 //! Group `signature`: HMAC-SHA256 verification of the seed's payload (hex header, one secret).
 //! Group `dead_letter`: building a dead-letter record from a rejection and serializing it.
@@ -30,8 +31,7 @@ fn contract(c: &mut Criterion) {
         "the invalid payload must be rejected"
     );
 
-    // The same method as scripts/bench-seed-validation.py (best of 5 rounds), so the numbers compare
-    // directly on a busy machine; criterion's statistics follow.
+    // Best of 5 rounds first (robust on a busy machine); criterion's statistics follow.
     for (name, payload) in [("seed_payload", SEED_PAYLOAD), ("clean_payload", CLEAN_PAYLOAD)] {
         let ns = best_of_rounds_ns(|| drop(black_box(contract.check(black_box(payload)))));
         println!("contract/check/{name}: {ns:.0} ns/payload (best of 5 rounds)");

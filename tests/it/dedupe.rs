@@ -1,0 +1,307 @@
+//! Integration tests: the shared dedupe store (the stack's redis-server): every transition of a
+//! claim, a store that is down, and repeats across replicas (two `KafkaSink`s), with the
+//! `memory` store for contrast (where the cross-replica duplicate does happen, as documented).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cxone_ingest::dedupe::DedupeConfig;
+use cxone_ingest::dedupe::DedupeStore;
+use cxone_ingest::dedupe::claim::{Admission, Deduper, Ticket};
+use cxone_ingest::dedupe::memory::Dedupe;
+use cxone_ingest::dedupe::redis::RedisStore;
+use cxone_ingest::dedupe::store::{ClaimState, Offsets, claim_key, now_ms};
+use cxone_ingest::sinks::kafka::{KafkaConfig, KafkaSink};
+use cxone_ingest::sinks::{Committed, EventSink, Readiness, SinkError};
+use rdkafka::mocking::MockCluster;
+
+use crate::support::*;
+
+const WINDOW: Duration = Duration::from_secs(600);
+const TX_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn deduper(store: &Arc<RedisStore>, owner: &str) -> Deduper {
+    Deduper::new(Dedupe::new(WINDOW, 1000), Some(Arc::clone(store)), owner.to_owned(), WINDOW, TX_TIMEOUT)
+}
+
+fn soon(ms: u64) -> Instant {
+    Instant::now() + Duration::from_millis(ms)
+}
+
+fn ticket(admission: Result<Admission, SinkError>) -> Ticket {
+    match admission {
+        Ok(Admission::Publish(ticket)) => ticket,
+        Ok(Admission::Duplicate(c)) => panic!("expected to publish, was a duplicate of {c:?}"),
+        Err(e) => panic!("expected to publish, got {e}"),
+    }
+}
+
+async fn stored(store: &RedisStore, key: &str) -> Option<ClaimState> {
+    store.claim_state("get", key).await.expect("get").map(|(_, state)| state)
+}
+
+/// Commits a ticket the way the committer does: offsets before, committed state after.
+async fn commit(store: &RedisStore, mut ticket: Ticket, request_id: &str, offset: i64) {
+    let offsets = Offsets { topic: "t".into(), partition: 0, offset };
+    let swap = ticket.offsets_swap(request_id, offsets).expect("a shared claim");
+    assert!(store.compare_and_set("offsets", &swap, WINDOW).await.unwrap());
+    ticket.swapped(&swap, false);
+    let committed = Committed { topic: "t".into(), partition: 0, offset, duplicate_of: None };
+    let swap = ticket.committed_swap(request_id, &committed).expect("a shared claim");
+    assert!(store.compare_and_set("commit", &swap, WINDOW).await.unwrap());
+    ticket.swapped(&swap, true);
+    ticket.finish(Some((&committed, request_id)));
+}
+
+/// Each transition of a claim against the real store: claim new (with the window as TTL), find a
+/// live owner's pending claim (wait, then 503), release by the owner only, claim again after a
+/// release, find committed (answered `duplicate_of`), and take over abandoned claims (without
+/// offsets) but never one with offsets (its transaction may have committed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_moves_through_its_states_on_the_real_store() {
+    let store = stack_redis_store().await;
+    let (a, b) = (deduper(&store, "replica-a"), deduper(&store, "replica-b"));
+    let correlation = unique("corr");
+    let body = [7u8; 32];
+    let key = claim_key(&correlation, &body);
+
+    // Claim new: pending, owned by a, with the window as TTL.
+    let first = ticket(a.admit(&correlation, body, "req-1", soon(2_000)).await);
+    match stored(&store, &key).await {
+        Some(ClaimState::Pending { owner, request_id, offsets: None, .. }) => {
+            assert_eq!((owner.as_str(), request_id.as_str()), ("replica-a", "req-1"));
+        }
+        other => panic!("expected a pending claim, found {other:?}"),
+    }
+    let ttl = store.ttl_ms(&key).await.unwrap();
+    assert!(ttl > 590_000 && ttl <= 600_000, "TTL = the dedupe window, got {ttl} ms");
+
+    // Another replica finds it pending (its owner alive): it waits until its deadline, then 503.
+    let waited = Instant::now();
+    let busy = b.admit(&correlation, body, "req-2", soon(300)).await;
+    assert!(matches!(busy, Err(SinkError::DeadlineExceeded { .. })), "{:?}", busy.as_ref().err());
+    assert!(waited.elapsed() >= Duration::from_millis(200), "it polled until its deadline");
+
+    // Release by a non-owner (another value) is refused; the claim is still there.
+    let other_value = ClaimState::Pending {
+        owner: "replica-b".into(),
+        request_id: "req-2".into(),
+        claimed_at: now_ms(),
+        offsets: None,
+    }
+    .to_json();
+    let refused = store.compare_and_delete_many("release", &[(key.clone(), other_value)]).await.unwrap();
+    assert_eq!(refused, vec![false]);
+    assert!(stored(&store, &key).await.is_some(), "a non-owner cannot release the claim");
+
+    // A waiter is released by the owner's definite non-commit and then claims it itself.
+    let waiter = {
+        let b = deduper(&store, "replica-b");
+        let correlation = correlation.clone();
+        tokio::spawn(async move { ticket(b.admit(&correlation, body, "req-2", soon(5_000)).await) })
+    };
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    first.finish(None); // aborted: the owner releases its own claim
+    let second = waiter.await.expect("the waiter claimed the released delivery");
+    match stored(&store, &key).await {
+        Some(ClaimState::Pending { owner, request_id, .. }) => {
+            assert_eq!((owner.as_str(), request_id.as_str()), ("replica-b", "req-2"));
+        }
+        other => panic!("expected the waiter's claim, found {other:?}"),
+    }
+    second.finish(None);
+    let released =
+        poll_until(Duration::from_secs(5), || async { stored(&store, &key).await.is_none().then_some(()) });
+    assert!(released.await.is_some(), "the owner's release deletes the claim");
+
+    // Committed (by another claimant c): every replica's repeat is answered duplicate_of at once.
+    let c = deduper(&store, "replica-c");
+    let third = ticket(c.admit(&correlation, body, "req-3", soon(2_000)).await);
+    commit(&store, third, "req-3", 42).await;
+    for replica in ["replica-a", "replica-d"] {
+        match deduper(&store, replica).admit(&correlation, body, "req-4", soon(2_000)).await {
+            Ok(Admission::Duplicate(c)) => {
+                assert_eq!((c.offset, c.duplicate_of.as_deref()), (42, Some("req-3")));
+            }
+            Ok(Admission::Publish(_)) => panic!("{replica}: a committed delivery was claimed again"),
+            Err(e) => panic!("{replica}: {e}"),
+        }
+    }
+
+    // Abandoned claims without offsets are taken over: a dead replica's older than the
+    // transaction timeout, and this replica's own orphan (no request of it holds it).
+    for (owner, age) in
+        [("replica-dead", TX_TIMEOUT + Duration::from_secs(10)), ("replica-e", Duration::ZERO)]
+    {
+        let correlation = unique("corr-abandoned");
+        let key = claim_key(&correlation, &body);
+        let value = ClaimState::Pending {
+            owner: owner.into(),
+            request_id: "req-old".into(),
+            claimed_at: now_ms() - age.as_millis() as u64,
+            offsets: None,
+        }
+        .to_json();
+        assert!(matches!(
+            store.set_if_absent("claim", &key, &value, WINDOW).await.unwrap(),
+            cxone_ingest::dedupe::redis::SetIfAbsent::Created
+        ));
+        let taken =
+            ticket(deduper(&store, "replica-e").admit(&correlation, body, "req-new", soon(2_000)).await);
+        match stored(&store, &key).await {
+            Some(ClaimState::Pending { owner, request_id, .. }) => {
+                assert_eq!((owner.as_str(), request_id.as_str()), ("replica-e", "req-new"));
+            }
+            other => panic!("expected the taken-over claim, found {other:?}"),
+        }
+        drop(taken);
+    }
+
+    // ...but never a claim with offsets: its transaction may have committed.
+    let correlation = unique("corr-offsets");
+    let key = claim_key(&correlation, &body);
+    let value = ClaimState::Pending {
+        owner: "replica-dead".into(),
+        request_id: "req-old".into(),
+        claimed_at: now_ms() - 3_600_000,
+        offsets: Some(Offsets { topic: "t".into(), partition: 0, offset: 1 }),
+    }
+    .to_json();
+    store.set_if_absent("claim", &key, &value, WINDOW).await.unwrap();
+    let blocked = deduper(&store, "replica-e").admit(&correlation, body, "req-new", soon(300)).await;
+    assert!(matches!(blocked, Err(SinkError::DeadlineExceeded { .. })), "{:?}", blocked.as_ref().err());
+    assert_eq!(store.get("get", &key).await.unwrap().as_deref(), Some(value.as_str()));
+}
+
+/// With a shared store configured and the store down, nothing is published: the delivery is
+/// answered unavailable naming the store, and the sink's store readiness says not ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_store_down_nothing_is_published_and_readiness_names_it() {
+    let mock = MockCluster::new(1).unwrap();
+    let topic = unique("dedupe-down");
+    mock.create_topic(&topic, 1, 1).unwrap();
+    let brokers = mock.bootstrap_servers();
+    let port = free_loopback_port(); // nothing listens there
+    let dedupe = DedupeConfig {
+        store: DedupeStore::Redis(format!("redis://:s3cret-pw@127.0.0.1:{port}")),
+        ..DedupeConfig::default()
+    };
+    let sink = KafkaSink::start(&kafka_sink_config(&brokers, &topic), &dedupe).unwrap();
+    let ready = poll_until(Duration::from_secs(30), || async {
+        (sink.readiness() == Readiness::Ready).then_some(())
+    });
+    assert!(ready.await.is_some(), "kafka itself is ready");
+
+    let answer = sink.publish(kafka_event_record("down-1", "corr-down", "body"), soon(3_000)).await;
+    match &answer {
+        Err(SinkError::Unavailable { sink, detail }) => {
+            assert_eq!(*sink, "dedupe_store");
+            assert!(!detail.contains("s3cret-pw"), "the password never shows: {detail}");
+        }
+        other => panic!("expected the store to be named unavailable, got {other:?}"),
+    }
+    match sink.dedupe_store_readiness() {
+        Some(Readiness::NotReady(why)) => assert!(!why.contains("s3cret-pw"), "{why}"),
+        other => panic!("expected the store not ready, got {other:?}"),
+    }
+    assert_eq!(sink.stats().events, 0, "nothing was published without a claim");
+    let read = kafka_read_committed(&brokers, &topic, 1, 0, Duration::from_secs(3));
+    assert!(read.is_empty(), "{read:?}");
+    sink.close().await;
+}
+
+async fn wait_ready(sink: &KafkaSink) {
+    let ready = poll_until(Duration::from_secs(30), || async {
+        (sink.readiness() == Readiness::Ready).then_some(())
+    })
+    .await;
+    assert!(ready.is_some(), "sink not ready: {:?}", sink.readiness());
+    if let Some(store) = sink.dedupe_store_readiness() {
+        let ready = poll_until(Duration::from_secs(10), || async {
+            (sink.dedupe_store_readiness() == Some(Readiness::Ready)).then_some(())
+        })
+        .await;
+        assert!(ready.is_some(), "store not ready: {store:?}");
+    }
+}
+
+/// Two replicas (two sinks, own instance ids) on the stack's broker: the same delivery sent to
+/// each, one after the other and then both at once. With `memory` the second replica publishes
+/// it again (the documented limit); with the shared store it is in the topic once and the
+/// other replica answers `duplicate_of`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_repeat_on_another_replica_is_published_again_with_memory_and_once_with_the_shared_store() {
+    let brokers = stack_kafka_brokers();
+    for (name, dedupe) in [("memory", DedupeConfig::default()), ("shared", shared_dedupe_config())] {
+        let topic = unique(&format!("dedupe-replicas-{name}"));
+        stack_create_topic(&brokers, &topic, 1).await;
+        let a = Arc::new(KafkaSink::start(&kafka_sink_config(&brokers, &topic), &dedupe).unwrap());
+        let b = Arc::new(KafkaSink::start(&kafka_sink_config(&brokers, &topic), &dedupe).unwrap());
+        wait_ready(&a).await;
+        wait_ready(&b).await;
+        let correlation = unique("corr");
+
+        let first =
+            a.publish(kafka_event_record("req-a", &correlation, "same body"), soon(10_000)).await.unwrap();
+        let repeat =
+            b.publish(kafka_event_record("req-b", &correlation, "same body"), soon(10_000)).await.unwrap();
+        // Both at once, a second delivery.
+        let both_correlation = unique("corr-both");
+        let (x, y) = tokio::join!(
+            a.publish(kafka_event_record("req-x", &both_correlation, "body 2"), soon(10_000)),
+            b.publish(kafka_event_record("req-y", &both_correlation, "body 2"), soon(10_000)),
+        );
+        let (x, y) = (x.unwrap(), y.unwrap());
+        let read = kafka_read_committed(&brokers, &topic, 1, 4, Duration::from_secs(10));
+        let by_id = kafka_by_request_id(&read);
+        let written = |id: &str| by_id.get(id).map_or(0, Vec::len);
+        assert_eq!(first.duplicate_of, None);
+        if name == "memory" {
+            assert_eq!(repeat.duplicate_of, None, "memory: the other replica does not know the delivery");
+            assert_eq!((written("req-a"), written("req-b")), (1, 1), "memory: published twice");
+        } else {
+            assert_eq!(repeat.duplicate_of.as_deref(), Some("req-a"));
+            assert_eq!((repeat.partition, repeat.offset), (first.partition, first.offset));
+            assert_eq!((written("req-a"), written("req-b")), (1, 0), "shared: published once");
+            let duplicates = [&x, &y].iter().filter(|c| c.duplicate_of.is_some()).count();
+            assert_eq!(duplicates, 1, "one of two concurrent deliveries is the duplicate: {x:?} {y:?}");
+            assert_eq!(written("req-x") + written("req-y"), 1, "concurrent: once in the topic");
+            assert_eq!(read.len(), 2, "{read:?}");
+        }
+        a.close().await;
+        b.close().await;
+    }
+}
+
+/// The case: replica A answers 503 at its deadline while its transaction still commits;
+/// the sender's retry lands on replica B, which waits for A's claim and answers `duplicate_of`.
+/// The event is in the topic once. (Mock cluster: it delays the broker on demand.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_late_commit_retried_on_another_replica_is_answered_duplicate_of() {
+    let mock = MockCluster::new(1).unwrap();
+    let topic = unique("dedupe-late");
+    mock.create_topic(&topic, 1, 1).unwrap();
+    let brokers = mock.bootstrap_servers();
+    let cfg = |_: &str| KafkaConfig { batch_max_events: 1, ..kafka_sink_config(&brokers, &topic) };
+    let dedupe = shared_dedupe_config();
+    let a = KafkaSink::start(&cfg("a"), &dedupe).unwrap();
+    let b = KafkaSink::start(&cfg("b"), &dedupe).unwrap();
+    wait_ready(&a).await;
+    wait_ready(&b).await;
+    mock.broker_round_trip_time(1, Duration::from_millis(300)).unwrap();
+
+    let correlation = unique("corr-late");
+    let gave_up = a.publish(kafka_event_record("late-a", &correlation, "body"), soon(50)).await;
+    assert!(matches!(gave_up, Err(SinkError::DeadlineExceeded { .. })), "{gave_up:?}");
+    let retry = b.publish(kafka_event_record("late-b", &correlation, "body"), soon(15_000)).await.unwrap();
+    assert_eq!(retry.duplicate_of.as_deref(), Some("late-a"), "answered from A's late commit");
+    mock.broker_round_trip_time(1, Duration::ZERO).unwrap();
+
+    let read = kafka_read_committed(&brokers, &topic, 1, 1, Duration::from_secs(10));
+    let by_id = kafka_by_request_id(&read);
+    assert_eq!(by_id.get("late-a").map(Vec::len), Some(1), "the late commit is in the topic once");
+    assert!(!by_id.contains_key("late-b"), "the retry was not written");
+    assert_eq!(read.len(), 1);
+    a.close().await;
+    b.close().await;
+}

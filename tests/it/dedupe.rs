@@ -305,3 +305,195 @@ async fn a_late_commit_retried_on_another_replica_is_answered_duplicate_of() {
     a.close().await;
     b.close().await;
 }
+
+/// A CXone payload today's contract accepts.
+fn valid_payload(correlation_id: &str) -> serde_json::Value {
+    serde_json::json!({
+        "event": "interaction.completed",
+        "timestamp": "2026-01-10T09:30:00Z",
+        "correlation_id": correlation_id,
+        "data": {
+            "channel": "chat",
+            "duration_seconds": 120,
+            "agent_id": "agent-7",
+            "customer_email": "jo@example.com",
+            "metadata": {"score": 4.5, "priority": "high"}
+        }
+    })
+}
+
+/// Stores a dead-letter record of `raw` (rejected by an older schema) received at `at`; its key.
+async fn put_letter(
+    prefix: &str,
+    raw: &[u8],
+    payload: serde_json::Value,
+    at: chrono::DateTime<chrono::Utc>,
+) -> String {
+    use cxone_ingest::contract::{FieldError, Reason, Rejection, SchemaRef};
+    use cxone_ingest::sinks::DeadLetter;
+    use cxone_ingest::sinks::dead_letter::{DeadLetterRecord, key};
+    use sha2::Digest;
+    let letter = DeadLetter {
+        request_id_from_sender: false,
+        error_count: 1,
+        trace: cxone_ingest::trace::TraceContext::start(),
+        request_id: unique("old-req"),
+        received_at: at,
+        raw_body: bytes::Bytes::copy_from_slice(raw),
+        body_sha256: sha2::Sha256::digest(raw).into(),
+        headers: vec![("content-type".to_owned(), "application/json".to_owned())],
+        rejection: Rejection {
+            reason: Reason::SchemaValidation,
+            schema: Some(SchemaRef {
+                id: "https://schemas.cxone-ingest.dev/events/interaction-completed/v0.json".to_owned(),
+                version: "0.9.0".to_owned(),
+            }),
+            errors: vec![FieldError {
+                instance_path: "/data/metadata".to_owned(),
+                schema_path: "/properties/data/additionalProperties".to_owned(),
+                keyword: "additionalProperties".to_owned(),
+                message: "metadata was not allowed in 0.9".to_owned(),
+            }],
+            coercions: vec![],
+            correlation_id: payload["correlation_id"].as_str().map(str::to_owned),
+            payload: Some(payload),
+        },
+    };
+    let (json, _) = DeadLetterRecord::build(&letter, at).to_json();
+    let key = key::object_key(prefix, at, &letter.request_id);
+    stack_s3_client()
+        .put_object()
+        .bucket(stack_s3_bucket())
+        .key(&key)
+        .content_type("application/json")
+        .body(json.into())
+        .send()
+        .await
+        .expect("put dead letter");
+    key
+}
+
+/// Two dead letters of one delivery (the sender's first attempt and its retry, both rejected by an
+/// older schema) replayed by two runs over overlapping date ranges, with a live retry of the same
+/// delivery in between: the event is in the topic once; the later ones are answered `duplicate_of`.
+/// Each run has its own sink (its own process in production), sharing only the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replays_and_a_live_retry_of_one_delivery_publish_it_once() {
+    use cxone_ingest::contract::Contract;
+    use cxone_ingest::replay::{DeadLetterStore, ReplayOptions, replay};
+    let brokers = stack_kafka_brokers();
+    let topic = unique("dedupe-replay");
+    stack_create_topic(&brokers, &topic, 1).await;
+    let prefix = unique("it-dedupe-replay");
+    let correlation = unique("corr-replayed");
+    let payload = valid_payload(&correlation);
+    let raw = serde_json::to_vec(&payload).unwrap();
+    let day1 = "2026-01-10T09:30:01Z".parse().unwrap();
+    let day2 = "2026-01-11T10:00:00Z".parse().unwrap();
+    put_letter(&prefix, &raw, payload.clone(), day1).await;
+    put_letter(&prefix, &raw, payload, day2).await;
+    let store =
+        DeadLetterStore { client: stack_s3_client(), bucket: stack_s3_bucket(), prefix: prefix.clone() };
+    let options = |since: &str, until: &str| ReplayOptions {
+        since: Some(since.parse().unwrap()),
+        until: Some(until.parse().unwrap()),
+        dry_run: false,
+        concurrency: 4,
+        publish_timeout: Duration::from_secs(10),
+    };
+    let run = |since: &'static str, until: &'static str| {
+        let (store, brokers, topic) = (&store, brokers.clone(), topic.clone());
+        async move {
+            let sink =
+                KafkaSink::start(&kafka_sink_config(&brokers, &topic), &shared_dedupe_config()).unwrap();
+            wait_ready(&sink).await;
+            let summary = replay(store, Contract::builtin(), Some(&sink), &options(since, until), &|_| {})
+                .await
+                .unwrap();
+            sink.close().await;
+            summary
+        }
+    };
+
+    let first = run("2026-01-10", "2026-01-10").await;
+    assert_eq!((first.published, first.duplicates, first.failed), (1, 0, 0), "{first:?}");
+
+    // The sender's live retry of the same delivery, on a serving replica: a duplicate.
+    let live = KafkaSink::start(&kafka_sink_config(&brokers, &topic), &shared_dedupe_config()).unwrap();
+    wait_ready(&live).await;
+    let mut record = kafka_event_record("live-retry", &correlation, "unused");
+    record.body_sha256 = <sha2::Sha256 as sha2::Digest>::digest(&raw).into();
+    let answer = live.publish(record, soon(10_000)).await.unwrap();
+    assert!(answer.duplicate_of.is_some(), "the live retry is a duplicate of the replayed event: {answer:?}");
+    live.close().await;
+
+    // Overlapping range: the first letter is marked (skipped), the second is the same delivery.
+    let second = run("2026-01-10", "2026-01-11").await;
+    // (`published` counts answered publishes, duplicates included.)
+    assert_eq!(
+        (second.skipped_already_replayed, second.published, second.duplicates),
+        (1, 1, 1),
+        "{second:?}"
+    );
+    let answered =
+        |s: &cxone_ingest::replay::Summary| s.replayable.first().and_then(|r| r.duplicate_of.clone());
+    assert_eq!(answered(&first), None, "{first:?}");
+    assert!(answered(&second).is_some_and(|id| id.starts_with("old-req-")), "{second:?}");
+
+    let read = kafka_read_committed(&brokers, &topic, 1, 1, Duration::from_secs(10));
+    assert_eq!(read.len(), 1, "one delivery, once in the topic: {read:?}");
+    assert_eq!(read[0].key.as_deref(), Some(correlation.as_str()));
+}
+
+/// While one replay holds the lock of a dead-letter location, `cxone-ingest replay` on the same
+/// location refuses to start, naming the holder; a run that finished leaves no lock behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_replay_is_refused_while_one_holds_the_lock() {
+    use cxone_ingest::dedupe::lock::{LOCK_TTL, ReplayLock};
+    let store = stack_redis_store().await;
+    let prefix = unique("it-dedupe-lock");
+    let topic = unique("dedupe-lock");
+    let key = ReplayLock::key(&stack_s3_bucket(), &prefix);
+    let run_cli = {
+        let (prefix, topic) = (prefix.clone(), topic.clone());
+        move || {
+            let (id, secret) = stack_s3_credentials();
+            std::process::Command::new(env!("CARGO_BIN_EXE_cxone-ingest"))
+                .args(["replay", "--since", "2026-01-10", "--until", "2026-01-11"])
+                .args([
+                    "--s3-endpoint",
+                    &stack_s3_endpoint(),
+                    "--s3-bucket",
+                    &stack_s3_bucket(),
+                    "--s3-prefix",
+                    &prefix,
+                ])
+                .args(["--kafka-brokers", &stack_kafka_brokers(), "--kafka-topic", &topic])
+                .env("CXONE_INGEST_DEDUPE_STORE", stack_redis_url())
+                .env("AWS_ACCESS_KEY_ID", id)
+                .env("AWS_SECRET_ACCESS_KEY", secret)
+                .env("AWS_REGION", stack_s3_region())
+                .env("POD_NAME", unique("it-replay-lock"))
+                .env_remove("CXONE_INGEST_CONFIG")
+                .output()
+                .expect("run cxone-ingest replay")
+        }
+    };
+    stack_create_topic(&stack_kafka_brokers(), &topic, 1).await;
+
+    let held =
+        ReplayLock::acquire(Arc::clone(&store), key.clone(), "held-by-the-test".to_owned()).await.unwrap();
+    let ttl = store.ttl_ms(&key).await.unwrap();
+    assert!(ttl > 0 && ttl <= LOCK_TTL.as_millis() as i64, "the lock has a TTL: {ttl}");
+    let refused = tokio::task::spawn_blocking(run_cli.clone()).await.unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "a second replay must not start: {stderr}");
+    assert!(stderr.contains("held-by-the-test") && stderr.contains("another replay is running"), "{stderr}");
+    held.release().await;
+    assert_eq!(store.get("get", &key).await.unwrap(), None, "released");
+
+    // Nothing holds it now: a run starts, takes the lock, and leaves none behind.
+    let ran = tokio::task::spawn_blocking(run_cli).await.unwrap();
+    assert!(ran.status.success(), "{}", String::from_utf8_lossy(&ran.stderr));
+    assert_eq!(store.get("get", &key).await.unwrap(), None, "the finished run released its lock");
+}

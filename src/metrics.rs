@@ -73,7 +73,8 @@ pub const DEDUPE_STORE_ERRORS: &str = "cxone_ingest_dedupe_store_errors_total";
 /// Shared dedupe store call latency, by `op`.
 pub const DEDUPE_STORE_DURATION: &str = "cxone_ingest_dedupe_store_seconds";
 /// Claims of unknown outcome resolved by reading Kafka back, by `outcome` (`committed`,
-/// `aborted`, `pending`).
+/// `aborted`, `pending`), or taken over from a dead owner (`aborted`: it had no offsets, so it
+/// never committed; `unknown`: it had offsets, and is published again).
 pub const DEDUPE_RESOLUTIONS: &str = "cxone_ingest_dedupe_resolutions_total";
 
 // --- dead letters ----------------------------------------------------------------------------

@@ -9,9 +9,12 @@
 //! - It holds *pending* → another request (here or on another replica) is publishing it: poll
 //!   every [`POLL_EVERY`] until it is committed (duplicate) or released (claim it), or the
 //!   request's deadline passes (503: the sender retries).
-//! - A *pending* claim without offsets that is older than the transaction timeout, or that this
-//!   replica itself left behind (no request of it holds the delivery), was never committed
-//!   (offsets are written before every commit): it is taken over with a compare-and-set.
+//! - A *pending* claim that is older than the transaction timeout (its owner died: its transaction
+//!   has ended one way or the other), or that this replica itself left behind (no request of it
+//!   holds the delivery), is taken over with a compare-and-set. Without offsets it was never
+//!   committed (offsets are written before every commit). With offsets the outcome is unknown
+//!   (reading the offset back would tell; not done: see docs/kafka.md): it is published again,
+//!   which may duplicate it, never lose it.
 //! - The store is unreachable → 503 (`dedupe_store` unavailable); nothing is published.
 //!
 //! The committer then ([`Ticket`]): writes the offsets into the pending claims of a batch before
@@ -144,12 +147,21 @@ impl Deduper {
                     return Ok(Admission::Duplicate(committed));
                 }
                 Some(ClaimState::Pending { owner, claimed_at, offsets, .. }) => {
-                    if offsets.is_none() && self.abandoned(&owner, claimed_at) {
-                        // Never committed (offsets precede every commit): take it over.
+                    if self.abandoned(&owner, claimed_at) {
                         value = pending(now_ms());
                         let swap = Swap { key: key.clone(), old: raw, new: value.clone() };
                         if within(deadline, store.compare_and_set("claim", &swap, self.window)).await? {
-                            tracing::info!(previous_owner = %owner, "took over an abandoned dedupe claim");
+                            let outcome = if offsets.is_some() { "unknown" } else { "aborted" };
+                            metrics::counter!(m::DEDUPE_RESOLUTIONS, "outcome" => outcome).increment(1);
+                            if offsets.is_some() {
+                                tracing::warn!(
+                                    previous_owner = %owner,
+                                    "took over an abandoned dedupe claim whose commit outcome is unknown: \
+                                     publishing it again (a duplicate if that commit went through)"
+                                );
+                            } else {
+                                tracing::info!(previous_owner = %owner, "took over an abandoned dedupe claim");
+                            }
                             return Ok(self.ticket(store, local, key, value));
                         }
                         continue;
@@ -163,9 +175,9 @@ impl Deduper {
         }
     }
 
-    /// A pending claim without offsets that can no longer commit: this replica's own (no request
-    /// of this process holds the delivery, or the local claim would have made us wait), or one
-    /// older than the transaction timeout.
+    /// A pending claim whose owner is gone: this replica's own (no request of this process holds
+    /// the delivery, or the local claim would have made us wait), or one older than the
+    /// transaction timeout (+ margin: by then the broker has ended its transaction).
     fn abandoned(&self, owner: &str, claimed_at: u64) -> bool {
         let age = Duration::from_millis(now_ms().saturating_sub(claimed_at));
         owner == self.owner || age > self.transaction_timeout + STALE_MARGIN

@@ -610,3 +610,66 @@ async fn real_replicas_share_the_store_and_a_dead_store_means_503_but_dead_lette
     let read = kafka_read_committed(&brokers, &options.topic, 1, 1, Duration::from_secs(5));
     assert_eq!(read.len(), 1, "nothing new was published: {read:?}");
 }
+
+/// The committer's side of a claim, on the mock cluster: while a slow transaction runs, the claim
+/// carries the record's offsets BEFORE the commit finishes, then turns committed; an aborted batch
+/// releases its claims at once, so the retry on another replica publishes without waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_committer_writes_offsets_before_the_commit_and_releases_aborted_claims() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let store = stack_redis_store().await;
+    let mock = MockCluster::new(1).unwrap();
+    let topic = unique("dedupe-committer");
+    mock.create_topic(&topic, 1, 1).unwrap();
+    let brokers = mock.bootstrap_servers();
+    let dedupe = shared_dedupe_config();
+    let a = Arc::new(KafkaSink::start(&kafka_sink_config(&brokers, &topic), &dedupe).unwrap());
+    let b = KafkaSink::start(&kafka_sink_config(&brokers, &topic), &dedupe).unwrap();
+    wait_ready(&a).await;
+    wait_ready(&b).await;
+
+    // Offsets before the commit: every broker request takes 400 ms, so EndTxn is still running
+    // when the delivery report (and the offsets write) is done.
+    mock.broker_round_trip_time(1, Duration::from_millis(400)).unwrap();
+    let correlation = unique("corr-slow");
+    let key = claim_key(&correlation, &<sha2::Sha256 as sha2::Digest>::digest(b"slow body").into());
+    let publishing = {
+        let a = Arc::clone(&a);
+        let correlation = correlation.clone();
+        tokio::spawn(async move {
+            a.publish(kafka_event_record("slow-1", &correlation, "slow body"), soon(15_000)).await
+        })
+    };
+    let seen_offsets = poll_until(Duration::from_secs(10), || async {
+        match stored(&store, &key).await {
+            Some(ClaimState::Pending { offsets: Some(offsets), .. }) => Some(offsets),
+            _ => None,
+        }
+    })
+    .await
+    .expect("the pending claim carries offsets while the commit runs");
+    let committed = publishing.await.unwrap().unwrap();
+    assert_eq!((seen_offsets.partition, seen_offsets.offset), (committed.partition, committed.offset));
+    match stored(&store, &key).await {
+        Some(ClaimState::Committed { request_id, offset, .. }) => {
+            assert_eq!((request_id.as_str(), offset), ("slow-1", committed.offset));
+        }
+        other => panic!("expected the committed state, found {other:?}"),
+    }
+    mock.broker_round_trip_time(1, Duration::ZERO).unwrap();
+
+    // An aborted batch releases its claim: the retry on B publishes at once.
+    mock.request_errors(RDKafkaApiKey::Produce, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE; 16]);
+    let correlation = unique("corr-aborted");
+    let failed = a.publish(kafka_event_record("aborted-1", &correlation, "body"), soon(10_000)).await;
+    assert!(matches!(failed, Err(SinkError::Unavailable { sink: "kafka", .. })), "{failed:?}");
+    mock.clear_request_errors(RDKafkaApiKey::Produce);
+    let key = claim_key(&correlation, &<sha2::Sha256 as sha2::Digest>::digest(b"body").into());
+    let released =
+        poll_until(Duration::from_secs(5), || async { stored(&store, &key).await.is_none().then_some(()) });
+    assert!(released.await.is_some(), "the aborted batch's claim was released");
+    let retry = b.publish(kafka_event_record("aborted-2", &correlation, "body"), soon(10_000)).await.unwrap();
+    assert_eq!(retry.duplicate_of, None, "published by the retry");
+    a.close().await;
+    b.close().await;
+}

@@ -673,3 +673,47 @@ async fn the_committer_writes_offsets_before_the_commit_and_releases_aborted_cla
     a.close().await;
     b.close().await;
 }
+
+/// The stack's redis restarted (SIGTERM, then start with its append-only file) and killed
+/// (SIGKILL, every claim fsynced first): committed claims survive both, and a sink using the store
+/// goes not ready while it is down (503 naming it) and recovers by itself afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "restart: stops, kills and starts the stack's shared redis"]
+async fn restart_redis_keeps_committed_claims_and_the_sink_recovers() {
+    let brokers = stack_kafka_brokers();
+    let topic = unique("dedupe-redis-restart");
+    stack_create_topic(&brokers, &topic, 1).await;
+    let sink = KafkaSink::start(&kafka_sink_config(&brokers, &topic), &shared_dedupe_config()).unwrap();
+    wait_ready(&sink).await;
+    for how in ["restart", "kill"] {
+        let correlation = unique("corr-restart");
+        let first =
+            sink.publish(kafka_event_record("before", &correlation, "body"), soon(10_000)).await.unwrap();
+        if how == "restart" {
+            tokio::task::spawn_blocking(|| stack_ctl("restart", "redis")).await.unwrap();
+        } else {
+            tokio::task::spawn_blocking(|| stack_ctl("kill", "redis")).await.unwrap();
+            let down = poll_until(Duration::from_secs(10), || async {
+                matches!(sink.dedupe_store_readiness(), Some(Readiness::NotReady(_))).then_some(())
+            });
+            assert!(down.await.is_some(), "the store's absence shows in readiness");
+            let refused =
+                sink.publish(kafka_event_record("while-down", &unique("c"), "b"), soon(3_000)).await;
+            assert!(
+                matches!(refused, Err(SinkError::Unavailable { sink: "dedupe_store", .. })),
+                "{refused:?}"
+            );
+            tokio::task::spawn_blocking(|| stack_ctl("start", "redis")).await.unwrap();
+        }
+        wait_ready(&sink).await;
+        // Another replica (no local cache) sees the committed claim after the restart.
+        let other = KafkaSink::start(&kafka_sink_config(&brokers, &topic), &shared_dedupe_config()).unwrap();
+        wait_ready(&other).await;
+        let repeat =
+            other.publish(kafka_event_record("after", &correlation, "body"), soon(10_000)).await.unwrap();
+        assert_eq!(repeat.duplicate_of.as_deref(), Some("before"), "{how}: the claim survived");
+        assert_eq!(repeat.offset, first.offset);
+        other.close().await;
+    }
+    sink.close().await;
+}

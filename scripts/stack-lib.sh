@@ -349,6 +349,27 @@ PY
   done
 }
 
+# The local trial's environment (scripts/start-stack --trial, used by scripts/run-local): the
+# memory broker, and dead letters in moto (the kafka-store server, bucket $S3_BUCKET) instead of
+# garage, so a first run need not wait for garage to compile. moto keeps objects in memory only:
+# a trial's dead letters are gone when the stack stops. Written beside .stack/env, never over it.
+stack_write_trial_env() {
+  local tmp="$STACK_DIR/trial.env.tmp"
+  cat >"$tmp" <<EOF
+# Written by scripts/start-stack --trial: source it to run the service against the local trial.
+export CXONE_INGEST_KAFKA_BROKERS=$STACK_HOST:$KAFKA_PORT
+export CXONE_INGEST_KAFKA_TOPIC=${KAFKA_TOPICS%%:*}
+export CXONE_INGEST_S3_ENDPOINT=http://$STACK_HOST:$KAFKA_STORE_PORT
+export CXONE_INGEST_S3_BUCKET=$S3_BUCKET
+export AWS_ACCESS_KEY_ID=$S3_KEY_ID
+export AWS_SECRET_ACCESS_KEY=$S3_SECRET
+export AWS_REGION=us-east-1
+export CXONE_STACK_DIR=$STACK_DIR
+export CXONE_STACK_PYTHON=$STACK_PY
+EOF
+  mv "$tmp" "$STACK_DIR/trial.env"
+}
+
 stack_write_env() {
   local brokers="$STACK_HOST:$KAFKA_PORT"
   case "$KAFKA_STORAGE" in

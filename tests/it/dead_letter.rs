@@ -43,7 +43,7 @@ fn sink_config(prefix: &str, endpoint: Option<String>) -> DeadLetterConfig {
 }
 
 /// The host:port of the stack's S3 endpoint.
-fn s3_authority() -> String {
+pub(crate) fn s3_authority() -> String {
     stack_s3_endpoint().trim_start_matches("http://").trim_end_matches('/').to_owned()
 }
 
@@ -111,8 +111,10 @@ fn record_validator() -> jsonschema::Validator {
 /// (closing that connection) and forwards every other request to `upstream` unchanged, so the SigV4
 /// signatures stay valid. Requests are handled one by one (each forwarded on a fresh upstream
 /// connection), so a kept-alive client connection cannot slip past the fault injection.
-struct S3Front {
+pub(crate) struct S3Front {
     addr: SocketAddr,
+    /// PUTs still to be answered with 503.
+    remaining: Arc<AtomicUsize>,
     /// PUTs answered with 503 so far.
     faulted: Arc<AtomicUsize>,
     accept: tokio::task::JoinHandle<()>,
@@ -125,7 +127,7 @@ impl Drop for S3Front {
 }
 
 impl S3Front {
-    async fn start(listener: TcpListener, upstream: String, faults: usize) -> S3Front {
+    pub(crate) async fn start(listener: TcpListener, upstream: String, faults: usize) -> S3Front {
         let addr = listener.local_addr().unwrap();
         let remaining = Arc::new(AtomicUsize::new(faults));
         let faulted = Arc::new(AtomicUsize::new(0));
@@ -140,11 +142,21 @@ impl S3Front {
                 ));
             }
         });
-        S3Front { addr, faulted, accept }
+        S3Front { addr, remaining, faulted, accept }
     }
 
-    fn endpoint(&self) -> String {
+    pub(crate) fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Answers the next `n` PUTs with 503 (instead of what was left of the earlier count).
+    pub(crate) fn fail_next(&self, n: usize) {
+        self.remaining.store(n, Ordering::SeqCst);
+    }
+
+    /// PUTs answered with 503 so far.
+    pub(crate) fn faulted(&self) -> usize {
+        self.faulted.load(Ordering::SeqCst)
     }
 }
 

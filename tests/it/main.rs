@@ -13,4 +13,5 @@ mod hostile;
 mod http;
 mod kafka;
 mod lifecycle;
+mod operations;
 mod stack;

@@ -40,6 +40,11 @@ pub struct ServiceOptions {
     /// `dedupe.store` (env `CXONE_INGEST_DEDUPE_STORE`): `memory` unless a test shares a store
     /// between services (`support::stack_redis_url()`), whatever the test's own environment says.
     pub dedupe_store: String,
+    /// The S3 endpoint for dead letters (a fault-injecting front, say); the stack's garage when `None`.
+    pub s3_endpoint: Option<String>,
+    /// More config lines, each `(section, "key = value")`, e.g. `("kafka.client",
+    /// "\"message.max.bytes\" = 20000")`.
+    pub extra_config: Vec<(&'static str, String)>,
 }
 
 impl ServiceOptions {
@@ -56,6 +61,8 @@ impl ServiceOptions {
             s3_probe_interval_ms: 15_000,
             pre_stop_delay_ms: 0,
             dedupe_store: "memory".to_owned(),
+            s3_endpoint: None,
+            extra_config: Vec::new(),
         }
     }
 }
@@ -91,19 +98,34 @@ impl Service {
         let config_path = dir.path().join("cxone-ingest.toml");
         let admin_addr: SocketAddr =
             format!("127.0.0.1:{}", free_loopback_port()).parse().expect("admin addr");
-        let config = format!(
-            "[server]\nadmin_listen = \"{admin_addr}\"\nrequest_deadline_ms = {}\nmax_in_flight = {}\n\
-             retry_after_secs = {}\npre_stop_delay_ms = {}\n\
-             [kafka]\ninstance_id = \"{}\"\ncall_timeout_ms = {}\n\
-             [dead_letter]\nprobe_interval_ms = {}\n",
-            options.request_deadline_ms,
-            options.max_in_flight,
-            options.retry_after_secs,
-            options.pre_stop_delay_ms,
-            instance_id,
-            options.kafka_call_timeout_ms,
-            options.s3_probe_interval_ms,
-        );
+        let mut sections: Vec<(&str, Vec<String>)> = vec![
+            (
+                "server",
+                vec![
+                    format!("admin_listen = \"{admin_addr}\""),
+                    format!("request_deadline_ms = {}", options.request_deadline_ms),
+                    format!("max_in_flight = {}", options.max_in_flight),
+                    format!("retry_after_secs = {}", options.retry_after_secs),
+                    format!("pre_stop_delay_ms = {}", options.pre_stop_delay_ms),
+                ],
+            ),
+            (
+                "kafka",
+                vec![
+                    format!("instance_id = \"{instance_id}\""),
+                    format!("call_timeout_ms = {}", options.kafka_call_timeout_ms),
+                ],
+            ),
+            ("dead_letter", vec![format!("probe_interval_ms = {}", options.s3_probe_interval_ms)]),
+        ];
+        for (section, line) in &options.extra_config {
+            match sections.iter_mut().find(|(name, _)| name == section) {
+                Some((_, lines)) => lines.push(line.clone()),
+                None => sections.push((section, vec![line.clone()])),
+            }
+        }
+        let config: String =
+            sections.iter().map(|(name, lines)| format!("[{name}]\n{}\n", lines.join("\n"))).collect();
         std::fs::write(&config_path, config).expect("write config");
         let log_path = dir.path().join("serve.log");
         let log = std::fs::File::create(&log_path).expect("log file");
@@ -118,7 +140,7 @@ impl Service {
             .env("CXONE_INGEST_KAFKA_BROKERS", &options.brokers)
             .env("CXONE_INGEST_KAFKA_TOPIC", &options.topic)
             .env("CXONE_INGEST_DEDUPE_STORE", &options.dedupe_store)
-            .env("CXONE_INGEST_S3_ENDPOINT", stack_s3_endpoint())
+            .env("CXONE_INGEST_S3_ENDPOINT", options.s3_endpoint.clone().unwrap_or_else(stack_s3_endpoint))
             .env("CXONE_INGEST_S3_BUCKET", stack_s3_bucket())
             .env("CXONE_INGEST_S3_PREFIX", &options.s3_prefix)
             .env("CXONE_INGEST_S3_REGION", stack_s3_region())

@@ -58,7 +58,11 @@ GARAGE_CONF="$STACK_DIR/garage/garage.toml"
 READY_TIMEOUT="${CXONE_STACK_READY_TIMEOUT:-60}"
 STOP_TIMEOUT="${CXONE_STACK_STOP_TIMEOUT:-20}"
 
-STACK_COMPONENTS="garage kafka kafka-store kafka-durable"
+# --- redis: the shared dedupe store (Debian's redis-server) -------------------------
+REDIS_BIN="${CXONE_STACK_REDIS_BIN:-/usr/bin/redis-server}"
+REDIS_PORT="${CXONE_STACK_REDIS_PORT:-16379}"
+
+STACK_COMPONENTS="garage kafka kafka-store kafka-durable redis"
 
 stack_die() { echo "stack: ERROR: $*" >&2; exit 1; }
 stack_say() { echo "stack: $*" >&2; }
@@ -77,6 +81,7 @@ stack_component_bin() {
     garage) echo "$GARAGE_BIN" ;;
     kafka|kafka-durable) echo "$TANSU_BIN" ;;
     kafka-store) echo "$STACK_PY" ;;
+    redis) echo "$REDIS_BIN" ;;
     *) stack_die "unknown component '$1' (one of: $STACK_COMPONENTS)" ;;
   esac
 }
@@ -102,6 +107,7 @@ stack_port() {
     kafka) echo "$KAFKA_PORT" ;;
     kafka-durable) echo "$DURABLE_KAFKA_PORT" ;;
     kafka-store) echo "$KAFKA_STORE_PORT" ;;
+    redis) echo "$REDIS_PORT" ;;
   esac
 }
 
@@ -128,8 +134,12 @@ stack_ready() {
     kafka) kafka_ready "$KAFKA_PORT" ;;
     kafka-durable) kafka_ready "$DURABLE_KAFKA_PORT" ;;
     kafka-store) kafka_store_ready ;;
+    redis) redis_ready ;;
   esac
 }
+
+# redis answers PING.
+redis_ready() { [[ "$(timeout 3 redis-cli -h "$STACK_HOST" -p "$REDIS_PORT" ping 2>/dev/null)" == PONG ]]; }
 
 # The durable broker's object store answers S3 and holds its bucket.
 kafka_store_ready() {
@@ -249,6 +259,14 @@ stack_start_component() {
         --advertised-listener-url "tcp://$STACK_HOST:$DURABLE_KAFKA_PORT" \
         --cluster-id cxone-ingest-durable \
         --storage-engine "s3://$DURABLE_KAFKA_BUCKET/"
+      ;;
+    redis)
+      [[ -x "$REDIS_BIN" ]] || stack_die "redis-server not installed at $REDIS_BIN: run scripts/install-stack"
+      mkdir -p "$STACK_DIR/redis"
+      # Every claim fsynced before it is acknowledged: a restart forgets nothing (docs/reliability.md).
+      stack_spawn redis "$REDIS_BIN" --bind "$STACK_HOST" --port "$REDIS_PORT" \
+        --appendonly yes --appendfsync always --save '' \
+        --dir "$STACK_DIR/redis" --daemonize no
       ;;
   esac
   stack_wait_ready "$c"
@@ -385,6 +403,8 @@ export CXONE_STACK_GARAGE_ADMIN_PORT=$GARAGE_ADMIN_PORT
 export CXONE_STACK_TOPICS="$KAFKA_TOPICS"
 export CXONE_STACK_TOOLS=$STACK_TOOLS
 export CXONE_STACK_CTL=$STACK_REPO/scripts/stack-ctl
+export CXONE_INGEST_DEDUPE_STORE=redis://$STACK_HOST:$REDIS_PORT
+export CXONE_STACK_REDIS_PORT=$REDIS_PORT
 export CXONE_STACK_PYTHON=$STACK_PY
 EOF
   mv "$tmp" "$STACK_DIR/env"

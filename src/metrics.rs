@@ -53,7 +53,8 @@ pub const KAFKA_BATCH_EVENTS: &str = "cxone_ingest_kafka_batch_events";
 pub const KAFKA_COMMIT_DURATION: &str = "cxone_ingest_kafka_commit_seconds";
 /// Time spent in each stage of a transaction, by `stage`: `gather` (the committer waiting for and
 /// collecting its batch), `begin`, `produce` (building records and handing them to librdkafka),
-/// `deliver` (until every delivery report is in), `release`, `commit` (EndTxn round trip).
+/// `deliver` (until every delivery report is in), `claims` (offsets written into the shared dedupe
+/// store's claims), `release`, `commit` (EndTxn round trip).
 pub const KAFKA_TRANSACTION_STAGE: &str = "cxone_ingest_kafka_transaction_stage_seconds";
 /// Producers dropped and rebuilt, by `reason` (`init`, `fatal`).
 pub const KAFKA_PRODUCER_REBUILDS: &str = "cxone_ingest_kafka_producer_rebuilds_total";
@@ -72,7 +73,8 @@ pub const DEDUPE_STORE_ERRORS: &str = "cxone_ingest_dedupe_store_errors_total";
 /// Shared dedupe store call latency, by `op`.
 pub const DEDUPE_STORE_DURATION: &str = "cxone_ingest_dedupe_store_seconds";
 /// Claims of unknown outcome resolved by reading Kafka back, by `outcome` (`committed`,
-/// `aborted`, `pending`).
+/// `aborted`, `pending`), or taken over from a dead owner (`aborted`: it had no offsets, so it
+/// never committed; `unknown`: it had offsets, and is published again).
 pub const DEDUPE_RESOLUTIONS: &str = "cxone_ingest_dedupe_resolutions_total";
 
 // --- dead letters ----------------------------------------------------------------------------

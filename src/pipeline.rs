@@ -193,7 +193,12 @@ pub struct Pipeline {
     limits: Limits,
     /// One permit per delivery being processed.
     in_flight: Semaphore,
+    /// The shared dedupe store's readiness, when one is configured (`/readyz` names it).
+    dedupe_store: Option<StoreReadiness>,
 }
+
+/// Asks a component other than the two sinks whether it can take writes.
+pub type StoreReadiness = Arc<dyn Fn() -> Readiness + Send + Sync>;
 
 impl Pipeline {
     /// Joins a contract to its sinks under `limits`.
@@ -204,7 +209,20 @@ impl Pipeline {
         limits: Limits,
     ) -> Pipeline {
         let permits = limits.max_in_flight.clamp(1, Semaphore::MAX_PERMITS);
-        Pipeline { contract, events, dead_letters, limits, in_flight: Semaphore::new(permits) }
+        Pipeline {
+            contract,
+            events,
+            dead_letters,
+            limits,
+            in_flight: Semaphore::new(permits),
+            dedupe_store: None,
+        }
+    }
+
+    /// Adds the shared dedupe store to `/readyz` (as `dedupe_store`).
+    pub fn with_dedupe_store(mut self, readiness: StoreReadiness) -> Pipeline {
+        self.dedupe_store = Some(readiness);
+        self
     }
 
     /// The policy's limits.
@@ -354,9 +372,15 @@ impl Pipeline {
         }
     }
 
-    /// Each sink's readiness, by name (`kafka`, `dead_letter`), for `/readyz`.
-    pub fn readiness(&self) -> [(&'static str, Readiness); 2] {
-        [("kafka", self.events.readiness()), ("dead_letter", self.dead_letters.readiness())]
+    /// Each sink's readiness, by name (`kafka`, `dead_letter`, and `dedupe_store` when shared),
+    /// for `/readyz`.
+    pub fn readiness(&self) -> Vec<(&'static str, Readiness)> {
+        let mut each =
+            vec![("kafka", self.events.readiness()), ("dead_letter", self.dead_letters.readiness())];
+        if let Some(store) = &self.dedupe_store {
+            each.push(("dedupe_store", store()));
+        }
+        each
     }
 
     /// Tasks that died and will not come back (`/healthz` fails while this is not empty).

@@ -7,9 +7,13 @@
 //!
 //! Guarantee: each dead letter is published once per publish-then-mark. The one gap is a crash (or
 //! a failed marker write) after the Kafka commit and before the marker: a re-run publishes that event
-//! again. The Kafka sink's duplicate memory is per process, so it does not cover a re-run; consumers
-//! recognise the repeat by its `request_id` and `replayed_from` headers (same values both times).
-//! Run one replay at a time per prefix: two concurrent runs can both publish the same dead letter.
+//! again — unless a shared dedupe store is configured (`dedupe.store = "redis://…"`): then every
+//! publish claims the delivery (correlation id + original body hash) in the same store as the live
+//! service, so a re-run, a second dead letter of the same delivery, or a live retry racing the
+//! replay is answered `duplicate_of` instead of published again (within the dedupe window), and
+//! `cxone-ingest replay` holds a lock ([`crate::dedupe::lock`]) so a second concurrent run refuses to
+//! start. With the `memory` store the duplicate memory is per process: consumers recognise a repeat
+//! by its `request_id` and `replayed_from` headers, and runs must not overlap.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};

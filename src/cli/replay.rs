@@ -1,5 +1,5 @@
-//! `cxone-ingest replay`: the command line around [`crate::replay`] (config, Kafka sink, progress
-//! bar, JSON summary on stdout).
+//! `cxone-ingest replay`: the command line around [`crate::replay`] (config, replay lock, Kafka
+//! sink, progress bar, JSON summary on stdout).
 
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
@@ -11,6 +11,9 @@ use chrono::NaiveDate;
 
 use crate::config::{Config, ConfigArgs, ENV_WEBHOOK_SECRET};
 use crate::contract::Contract;
+use crate::dedupe::DedupeStore;
+use crate::dedupe::lock::ReplayLock;
+use crate::dedupe::redis::RedisStore;
 use crate::replay::{DeadLetterStore, Progress, ReplayOptions, parse_day, replay};
 use crate::sinks::EventSink;
 use crate::sinks::dead_letter::writer::{SdkRetries, build_client};
@@ -63,6 +66,16 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         concurrency: usize::from(args.concurrency),
         publish_timeout: Duration::from_millis(args.publish_timeout_ms),
     };
+    // With a shared dedupe store, one replay at a time per dead-letter location: a second run
+    // refuses to start, naming the holder.
+    let lock = match (&config.dedupe.store, args.dry_run) {
+        (DedupeStore::Redis(url), false) => {
+            let redis = RedisStore::connect(url, config.dedupe.store.redacted())?;
+            let key = ReplayLock::key(&store.bucket, &store.prefix);
+            Some(ReplayLock::acquire(redis, key, lock_holder()).await?)
+        }
+        _ => None,
+    };
     let sink: Option<Arc<KafkaSink>> = if args.dry_run {
         None
     } else {
@@ -99,7 +112,22 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(sink) = &sink {
         sink.close().await;
     }
+    if let Some(lock) = lock {
+        lock.release().await;
+    }
     let summary = result?;
     println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(if summary.failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// Who holds the replay lock, as a second run is told: host, pid, start time, run id.
+fn lock_holder() -> String {
+    let host =
+        std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
+    format!(
+        "replay on {host} pid {} started {} run {}",
+        std::process::id(),
+        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        uuid::Uuid::new_v4().simple()
+    )
 }

@@ -9,11 +9,11 @@ use anyhow::Context;
 use crate::config::{Config, ConfigArgs};
 use crate::contract::Contract;
 use crate::http::{self, AppState};
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Pipeline, StoreReadiness};
 use crate::shutdown::{self, Drained, Stop};
 use crate::sinks::dead_letter::S3DeadLetterSink;
 use crate::sinks::kafka::KafkaSink;
-use crate::sinks::{DeadLetterSink, EventSink};
+use crate::sinks::{DeadLetterSink, EventSink, Readiness};
 
 /// Arguments of `cxone-ingest serve`.
 #[derive(Debug, clap::Args)]
@@ -31,8 +31,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let prometheus = crate::metrics::install();
     let upkeep = crate::metrics::spawn_upkeep(prometheus.clone(), Duration::from_secs(5));
 
-    let (events, dead_letters) = start_sinks(&config).await?;
-    let pipeline = Pipeline::new(Contract::builtin(), events, dead_letters, config.server.limits());
+    let (events, dead_letters, dedupe_store) = start_sinks(&config).await?;
+    let mut pipeline = Pipeline::new(Contract::builtin(), events, dead_letters, config.server.limits());
+    if let Some(readiness) = dedupe_store {
+        pipeline = pipeline.with_dedupe_store(readiness);
+    }
     let state = Arc::new(AppState::new(&config, pipeline, Some(prometheus)).map_err(anyhow::Error::msg)?);
     let server = http::server::start(Arc::clone(&state), &config.server).await?;
     tracing::info!(
@@ -68,11 +71,20 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Starts the Kafka and dead-letter sinks. Neither waits for its backend: an unreachable broker
-/// or bucket shows in `/readyz` and as 503s, not as a failed start.
-async fn start_sinks(config: &Config) -> anyhow::Result<(Arc<dyn EventSink>, Arc<dyn DeadLetterSink>)> {
-    let events = KafkaSink::start(&config.kafka, &config.dedupe).context("cannot start the Kafka sink")?;
+/// The started sinks, and the shared dedupe store's readiness when one is configured.
+type Sinks = (Arc<dyn EventSink>, Arc<dyn DeadLetterSink>, Option<StoreReadiness>);
+
+/// Starts the Kafka and dead-letter sinks (and the Kafka sink's shared dedupe store). None waits
+/// for its backend: an unreachable broker, bucket or store shows in `/readyz` and as 503s, not
+/// as a failed start.
+async fn start_sinks(config: &Config) -> anyhow::Result<Sinks> {
+    let events =
+        Arc::new(KafkaSink::start(&config.kafka, &config.dedupe).context("cannot start the Kafka sink")?);
+    let dedupe_store = events.dedupe_store_readiness().map(|_| {
+        let sink = Arc::clone(&events);
+        Arc::new(move || sink.dedupe_store_readiness().unwrap_or(Readiness::Ready)) as StoreReadiness
+    });
     let dead_letters =
         S3DeadLetterSink::new(&config.dead_letter).await.context("cannot start the dead-letter sink")?;
-    Ok((Arc::new(events), Arc::new(dead_letters)))
+    Ok((events, Arc::new(dead_letters), dedupe_store))
 }

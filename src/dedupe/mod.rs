@@ -2,9 +2,18 @@
 //! is answered with the original commit instead of being published twice.
 //!
 //! - [`config`]: `[dedupe]`: the store, the window, the local cache size.
-//! - [`memory`]: the in-process table (the whole memory with `store = "memory"`).
+//! - [`memory`]: the in-process table (the whole memory with `store = "memory"`, the cache in
+//!   front of the shared store otherwise).
+//! - [`store`]: a shared claim: its key, its states as stored, the store's errors.
+//! - [`redis`]: the Redis/Valkey client (atomic set-if-absent, compare-and-set/-delete/-expire).
+//! - [`lock`]: the replay lock (one `replay` at a time per dead-letter location).
+//! - [`claim`]: the flow: claim, wait for another owner, take over an abandoned claim, settle.
 
+pub mod claim;
 pub mod config;
+pub mod lock;
 pub mod memory;
+pub mod redis;
+pub mod store;
 
 pub use config::{DedupeConfig, DedupeStore};

@@ -7,6 +7,7 @@ mod chaos;
 mod contract;
 mod cxone;
 mod dead_letter;
+mod dedupe;
 mod e2e;
 mod hostile;
 mod http;

@@ -22,8 +22,10 @@ use tokio::sync::{mpsc, oneshot};
 pub use config::KafkaConfig;
 pub use error::KafkaSinkError;
 
-use crate::dedupe::DedupeConfig;
-use crate::dedupe::memory::{Claim, Dedupe, DedupeClaim};
+use crate::dedupe::claim::{Admission, Deduper, Ticket};
+use crate::dedupe::memory::Dedupe;
+use crate::dedupe::redis::RedisStore;
+use crate::dedupe::{DedupeConfig, DedupeStore};
 use crate::sinks::{Committed, EventRecord, EventSink, Readiness, SinkError};
 use committer::{Completion, GroupCommitter, Intake, Pending, Shared};
 
@@ -42,13 +44,15 @@ pub struct KafkaSinkStats {
     pub rebuilds: u64,
 }
 
-/// Publishes valid events to Kafka exactly once (per the dedupe window, per replica, for
-/// repeated deliveries). Cheap to share behind an `Arc`.
+/// Publishes valid events to Kafka exactly once (per the dedupe window, for repeated deliveries:
+/// per replica with the `memory` store, across replicas with a shared one). Cheap to share
+/// behind an `Arc`.
 pub struct KafkaSink {
     /// To the committer; taken by `close` so the committer drains and stops.
     queue: Mutex<Option<mpsc::Sender<Pending>>>,
     shared: Arc<Shared>,
-    dedupe: Arc<Dedupe>,
+    /// Repeats answered from the original commit; with a shared store, the claim per delivery.
+    deduper: Deduper,
     /// event type -> topic, for the types routed away from the default topic.
     routes: HashMap<String, Arc<str>>,
     default_topic: Arc<str>,
@@ -65,12 +69,13 @@ impl KafkaSink {
     /// topics are there, `readiness()` says why not and `publish` answers `Unavailable`.
     pub fn start(cfg: &KafkaConfig, dedupe: &DedupeConfig) -> Result<KafkaSink, KafkaSinkError> {
         cfg.validate()?;
-        if dedupe.store != crate::dedupe::DedupeStore::Memory {
-            return Err(KafkaSinkError::Config(format!(
-                "dedupe.store = {}: only \"memory\" is supported by this build",
-                dedupe.store.redacted()
-            )));
-        }
+        let store = match &dedupe.store {
+            DedupeStore::Memory => None,
+            DedupeStore::Redis(url) => Some(
+                RedisStore::connect(url, dedupe.store.redacted())
+                    .map_err(|e| KafkaSinkError::Config(e.to_string()))?,
+            ),
+        };
         let transactional_ids = cfg.transactional_ids();
         let shared = Shared::new(
             transactional_ids.len(),
@@ -114,7 +119,13 @@ impl KafkaSink {
         Ok(KafkaSink {
             queue: Mutex::new(Some(tx)),
             shared,
-            dedupe: Dedupe::new(dedupe.window(), dedupe.max_entries),
+            deduper: Deduper::new(
+                Dedupe::new(dedupe.window(), dedupe.max_entries),
+                store,
+                cfg.transactional_id(),
+                dedupe.window(),
+                std::time::Duration::from_millis(cfg.transaction_timeout_ms),
+            ),
             routes: cfg
                 .topics
                 .iter()
@@ -129,6 +140,11 @@ impl KafkaSink {
     /// Totals since start.
     pub fn stats(&self) -> KafkaSinkStats {
         self.shared.stats()
+    }
+
+    /// The shared dedupe store's readiness (`None` with the `memory` store): `/readyz` names it.
+    pub fn dedupe_store_readiness(&self) -> Option<Readiness> {
+        self.deduper.store_readiness()
     }
 
     /// Makes the next committer that takes a batch panic, as a bug would: for the tests that show
@@ -147,7 +163,7 @@ impl KafkaSink {
         &self,
         record: EventRecord,
         deadline: Instant,
-        claim: DedupeClaim,
+        ticket: Ticket,
     ) -> Result<Committed, SinkError> {
         let size = producer::record_size(&record);
         if size > self.max_record_bytes {
@@ -175,7 +191,7 @@ impl KafkaSink {
             record,
             deadline,
             enqueued_at: Instant::now(),
-            completion: Completion::new(reply, claim),
+            completion: Completion::new(reply, ticket),
         };
         match queue.try_send(pending) {
             Ok(()) => {}
@@ -200,18 +216,13 @@ impl EventSink for KafkaSink {
     /// `Ok` once the event's transaction committed, or at once with the original commit when
     /// this is a repeat of a delivery already committed within the dedupe window.
     async fn publish(&self, record: EventRecord, deadline: Instant) -> Result<Committed, SinkError> {
-        loop {
-            match self.dedupe.claim(&record.event.correlation_id, record.body_sha256) {
-                Claim::Duplicate(committed) => return Ok(committed),
-                Claim::Owner(claim) => return self.enqueue(record, deadline, claim).await,
-                // The same delivery is in flight: learn its outcome, then look again
-                // (committed -> duplicate; failed -> this one publishes).
-                Claim::Wait(first_done) => {
-                    if tokio::time::timeout_at(deadline.into(), first_done).await.is_err() {
-                        return Err(SinkError::DeadlineExceeded { sink: SINK });
-                    }
-                }
-            }
+        let admission = self
+            .deduper
+            .admit(&record.event.correlation_id, record.body_sha256, &record.request_id, deadline)
+            .await?;
+        match admission {
+            Admission::Duplicate(committed) => Ok(committed),
+            Admission::Publish(ticket) => self.enqueue(record, deadline, ticket).await,
         }
     }
 

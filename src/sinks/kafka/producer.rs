@@ -2,7 +2,8 @@
 //! its blocking transactional methods (each with a timeout: a broker that vanished mid-commit
 //! costs at most `call_timeout`, never a hang).
 //!
-//! One transaction = begin -> produce every record -> await every delivery report -> commit.
+//! One transaction = begin -> produce every record -> await every delivery report -> the caller's
+//! pre-commit step (the shared dedupe store records where each record landed) -> commit.
 //! Waiting for the delivery reports (not `flush()`, which since rdkafka 0.37 polls in 100 ms
 //! slices and so costs ~100 ms per transaction) is what makes small transactions cheap.
 
@@ -237,9 +238,15 @@ impl TxProducer {
         Ok(missing)
     }
 
-    /// Runs one transaction holding `records`, answering how it ended. Records how long each
-    /// stage took in `cxone_ingest_kafka_transaction_stage_seconds{stage}`.
-    pub async fn transact(&self, records: &[OutRecord<'_>]) -> TxnOutcome {
+    /// Runs one transaction holding `records`, answering how it ended. Once every delivery report
+    /// is in, `before_commit` gets where each record landed (`None`: refused) and may veto the
+    /// commit (`Err(why)`: the transaction is aborted). Records how long each stage took in
+    /// `cxone_ingest_kafka_transaction_stage_seconds{stage}`.
+    pub async fn transact<F, Fut>(&self, records: &[OutRecord<'_>], before_commit: F) -> TxnOutcome
+    where
+        F: FnOnce(Vec<Option<Landed>>) -> Fut,
+        Fut: std::future::Future<Output = Result<(), String>>,
+    {
         let mut stages = StageClock::start();
         let budget_end = Instant::now() + self.call_timeout;
         if let Err(e) = self.inner.begin_transaction() {
@@ -295,6 +302,11 @@ impl TxProducer {
             }
         }
 
+        let landed = results.iter().map(|r| r.as_ref().and_then(|r| r.as_ref().ok().copied())).collect();
+        if let Err(why) = before_commit(landed).await {
+            return self.abort(format!("before commit: {why}")).await;
+        }
+        stages.lap("claims");
         self.wait_delivery_events_released();
         stages.lap("release");
         loop {

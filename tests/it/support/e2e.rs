@@ -37,6 +37,9 @@ pub struct ServiceOptions {
     pub s3_probe_interval_ms: u64,
     /// `server.pre_stop_delay_ms` (0 here: most tests stop the service by killing it).
     pub pre_stop_delay_ms: u64,
+    /// `dedupe.store` (env `CXONE_INGEST_DEDUPE_STORE`): `memory` unless a test shares a store
+    /// between services (`support::stack_redis_url()`), whatever the test's own environment says.
+    pub dedupe_store: String,
     /// The S3 endpoint for dead letters (a fault-injecting front, say); the stack's garage when `None`.
     pub s3_endpoint: Option<String>,
     /// More config lines, each `(section, "key = value")`, e.g. `("kafka.client",
@@ -57,6 +60,7 @@ impl ServiceOptions {
             kafka_call_timeout_ms: 5_000,
             s3_probe_interval_ms: 15_000,
             pre_stop_delay_ms: 0,
+            dedupe_store: "memory".to_owned(),
             s3_endpoint: None,
             extra_config: Vec::new(),
         }
@@ -135,6 +139,7 @@ impl Service {
             .env("CXONE_INGEST_WEBHOOK_SECRET", E2E_SECRET)
             .env("CXONE_INGEST_KAFKA_BROKERS", &options.brokers)
             .env("CXONE_INGEST_KAFKA_TOPIC", &options.topic)
+            .env("CXONE_INGEST_DEDUPE_STORE", &options.dedupe_store)
             .env("CXONE_INGEST_S3_ENDPOINT", options.s3_endpoint.clone().unwrap_or_else(stack_s3_endpoint))
             .env("CXONE_INGEST_S3_BUCKET", stack_s3_bucket())
             .env("CXONE_INGEST_S3_PREFIX", &options.s3_prefix)

@@ -2,6 +2,7 @@
 //! - [`stack`]: where the local stack's servers are, clients for them, `stack-ctl`;
 //! - [`kafka`]: reading topics back, sample events, a private broker;
 //! - [`e2e`]: the real binary as a child process, posting, metrics and dead-letter reads;
+//! - [`redis`]: the shared dedupe store (redis-server) and configs that use it;
 //! - [`prometheus`]: a private Prometheus server scraping one service, with the shipped rules;
 //! - [`doubles`]: the one fake sink (both sink traits) and in-process app state for `http::routes`;
 //! - here: polling with a deadline, raw HTTP answer parsing, unique names, the one signing helper.
@@ -11,11 +12,13 @@ pub mod doubles;
 pub mod e2e;
 pub mod kafka;
 pub mod prometheus;
+pub mod redis;
 pub mod stack;
 
 pub use doubles::*;
 pub use e2e::*;
 pub use kafka::*;
+pub use redis::*;
 pub use stack::*;
 
 use std::time::{Duration, Instant};

@@ -1,0 +1,371 @@
+//! The claim flow: who may publish a delivery, and what a repeat is answered with.
+//!
+//! The in-process table ([`super::memory`]) is always in front: committed deliveries it remembers
+//! are answered without a network call, and concurrent repeats inside one process wait there.
+//! With a shared store, the one request of this process that owns a delivery locally then claims
+//! it in the store (`SET NX`, one round trip): a delivery is never published without that claim.
+//!
+//! - The store holds *committed* → the repeat is answered `duplicate_of` at once.
+//! - It holds *pending* → another request (here or on another replica) is publishing it: poll
+//!   every [`POLL_EVERY`] until it is committed (duplicate) or released (claim it), or the
+//!   request's deadline passes (503: the sender retries).
+//! - A *pending* claim that is older than the transaction timeout (its owner died: its transaction
+//!   has ended one way or the other), or that this replica itself left behind (no request of it
+//!   holds the delivery), is taken over with a compare-and-set. Without offsets it was never
+//!   committed (offsets are written before every commit). With offsets the outcome is unknown
+//!   (reading the offset back would tell; not done: see docs/kafka.md): it is published again,
+//!   which may duplicate it, never lose it.
+//! - The store is unreachable → 503 (`dedupe_store` unavailable); nothing is published.
+//!
+//! The committer then ([`Ticket`]): writes the offsets into the pending claims of a batch before
+//! committing (one pipeline), the committed states after (one pipeline), and releases the claims
+//! of events that definitely did not commit (compare-and-delete, only its own value).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::memory::{Claim, Dedupe, DedupeClaim};
+use super::redis::{RedisStore, SetIfAbsent, Swap};
+use super::store::{ClaimState, Offsets, StoreError, claim_key, now_ms};
+use crate::metrics as m;
+use crate::sinks::{Committed, Readiness, SinkError};
+
+/// How often a repeat finding a *pending* claim looks again.
+pub const POLL_EVERY: Duration = Duration::from_millis(50);
+/// Added to the transaction timeout before a claim without offsets counts as abandoned
+/// (clock skew between replicas, the broker's own abort).
+const STALE_MARGIN: Duration = Duration::from_secs(5);
+/// The sink name in errors caused by the store (`/readyz` and the 503's detail name it).
+pub const STORE: &str = "dedupe_store";
+
+/// Decides, per delivery, whether this request publishes it or is a repeat.
+pub struct Deduper {
+    /// This process's table: the whole memory with `memory`, the cache in front of the store otherwise.
+    local: Arc<Dedupe>,
+    /// The shared store, when configured.
+    shared: Option<Arc<RedisStore>>,
+    /// This replica's name in claims (its base transactional id: unique per replica).
+    owner: String,
+    /// A claim's TTL: the dedupe window.
+    window: Duration,
+    /// After this long (+ margin), a claim's transaction has surely ended one way or the other.
+    transaction_timeout: Duration,
+}
+
+/// What a request does with its delivery.
+pub enum Admission {
+    /// A repeat of a committed delivery: answer this (`duplicate_of` set); publish nothing.
+    Duplicate(Committed),
+    /// New: publish it; the committer settles the ticket.
+    Publish(Ticket),
+}
+
+impl Deduper {
+    pub fn new(
+        local: Arc<Dedupe>,
+        shared: Option<Arc<RedisStore>>,
+        owner: String,
+        window: Duration,
+        transaction_timeout: Duration,
+    ) -> Deduper {
+        Deduper { local, shared, owner, window, transaction_timeout }
+    }
+
+    /// The shared store's readiness (`None` with `memory`).
+    pub fn store_readiness(&self) -> Option<Readiness> {
+        self.shared.as_ref().map(|store| store.readiness())
+    }
+
+    /// The shared store, when configured.
+    pub fn store(&self) -> Option<&Arc<RedisStore>> {
+        self.shared.as_ref()
+    }
+
+    /// Claims the delivery (`correlation_id`, `body_sha256`) for `request_id`, or finds it
+    /// committed, within `deadline`.
+    pub async fn admit(
+        &self,
+        correlation_id: &str,
+        body_sha256: [u8; 32],
+        request_id: &str,
+        deadline: Instant,
+    ) -> Result<Admission, SinkError> {
+        loop {
+            match self.local.claim(correlation_id, body_sha256) {
+                Claim::Duplicate(committed) => return Ok(Admission::Duplicate(committed)),
+                // The same delivery is in flight in this process: learn its outcome, then look
+                // again (committed -> duplicate; failed -> this one goes on).
+                Claim::Wait(first_done) => {
+                    if tokio::time::timeout_at(deadline.into(), first_done).await.is_err() {
+                        return Err(SinkError::DeadlineExceeded { sink: STORE });
+                    }
+                }
+                Claim::Owner(local) => {
+                    let Some(store) = &self.shared else {
+                        return Ok(Admission::Publish(Ticket { local: Some(local), shared: None }));
+                    };
+                    let key = claim_key(correlation_id, &body_sha256);
+                    return self.claim_shared(store, local, key, request_id, deadline).await;
+                }
+            }
+        }
+    }
+
+    /// Claims `key` in the store, waiting out another owner's pending claim within `deadline`.
+    async fn claim_shared(
+        &self,
+        store: &Arc<RedisStore>,
+        local: DedupeClaim,
+        key: String,
+        request_id: &str,
+        deadline: Instant,
+    ) -> Result<Admission, SinkError> {
+        let pending = |claimed_at| {
+            ClaimState::Pending {
+                owner: self.owner.clone(),
+                request_id: request_id.to_owned(),
+                claimed_at,
+                offsets: None,
+            }
+            .to_json()
+        };
+        let mut value = pending(now_ms());
+        loop {
+            let found = within(deadline, store.set_if_absent("claim", &key, &value, self.window)).await?;
+            let raw = match found {
+                SetIfAbsent::Created => return Ok(self.ticket(store, local, key, value)),
+                SetIfAbsent::Exists(raw) => raw,
+            };
+            match ClaimState::parse(&raw) {
+                None => return Err(unavailable(StoreError::Corrupt(key))),
+                Some(state @ ClaimState::Committed { .. }) => {
+                    metrics::counter!(m::DEDUPE_HITS).increment(1);
+                    let committed = state.as_duplicate().unwrap_or_else(|| unreachable_committed(&state));
+                    // Cache it: the next repeat reaching this replica needs no round trip.
+                    let first = committed.duplicate_of.clone().unwrap_or_default();
+                    local.resolve(Some((&committed, &first)));
+                    return Ok(Admission::Duplicate(committed));
+                }
+                Some(ClaimState::Pending { owner, claimed_at, offsets, .. }) => {
+                    if self.abandoned(&owner, claimed_at) {
+                        value = pending(now_ms());
+                        let swap = Swap { key: key.clone(), old: raw, new: value.clone() };
+                        if within(deadline, store.compare_and_set("claim", &swap, self.window)).await? {
+                            let outcome = if offsets.is_some() { "unknown" } else { "aborted" };
+                            metrics::counter!(m::DEDUPE_RESOLUTIONS, "outcome" => outcome).increment(1);
+                            if offsets.is_some() {
+                                tracing::warn!(
+                                    previous_owner = %owner,
+                                    "took over an abandoned dedupe claim whose commit outcome is unknown: \
+                                     publishing it again (a duplicate if that commit went through)"
+                                );
+                            } else {
+                                tracing::info!(previous_owner = %owner, "took over an abandoned dedupe claim");
+                            }
+                            return Ok(self.ticket(store, local, key, value));
+                        }
+                        continue;
+                    }
+                    if Instant::now() + POLL_EVERY >= deadline {
+                        return Err(SinkError::DeadlineExceeded { sink: STORE });
+                    }
+                    tokio::time::sleep(POLL_EVERY).await;
+                }
+            }
+        }
+    }
+
+    /// A pending claim whose owner is gone: this replica's own (no request of this process holds
+    /// the delivery, or the local claim would have made us wait), or one older than the
+    /// transaction timeout (+ margin: by then the broker has ended its transaction).
+    fn abandoned(&self, owner: &str, claimed_at: u64) -> bool {
+        let age = Duration::from_millis(now_ms().saturating_sub(claimed_at));
+        owner == self.owner || age > self.transaction_timeout + STALE_MARGIN
+    }
+
+    fn ticket(&self, store: &Arc<RedisStore>, local: DedupeClaim, key: String, value: String) -> Admission {
+        Admission::Publish(Ticket {
+            local: Some(local),
+            shared: Some(SharedClaim {
+                store: Arc::clone(store),
+                key,
+                value,
+                window: self.window,
+                settled: false,
+            }),
+        })
+    }
+}
+
+fn unreachable_committed(state: &ClaimState) -> Committed {
+    // `as_duplicate` is `Some` for every committed state; keep a harmless answer regardless.
+    tracing::error!(?state, "committed claim without an answer");
+    Committed { topic: String::new(), partition: -1, offset: -1, duplicate_of: None }
+}
+
+/// Runs a store call within the request's deadline.
+async fn within<T>(
+    deadline: Instant,
+    call: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, SinkError> {
+    match tokio::time::timeout_at(deadline.into(), call).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(unavailable(e)),
+        Err(_) => Err(SinkError::DeadlineExceeded { sink: STORE }),
+    }
+}
+
+fn unavailable(e: StoreError) -> SinkError {
+    SinkError::Unavailable { sink: STORE, detail: e.to_string() }
+}
+
+/// The right (and duty) to publish one delivery, held by the committer until its transaction ended.
+pub struct Ticket {
+    /// The in-process claim (taken by `finish`).
+    local: Option<DedupeClaim>,
+    /// The shared claim, when a store is configured.
+    shared: Option<SharedClaim>,
+}
+
+/// This request's claim in the shared store.
+pub struct SharedClaim {
+    store: Arc<RedisStore>,
+    key: String,
+    /// The value the key holds now (ours): compared by every change.
+    value: String,
+    /// TTL of every write.
+    window: Duration,
+    /// The committed state is written (or the claim deliberately left pending): nothing to release.
+    settled: bool,
+}
+
+impl Ticket {
+    /// The TTL of this ticket's shared writes (the dedupe window; zero without a shared claim).
+    pub fn ttl(&self) -> Duration {
+        self.shared.as_ref().map_or(Duration::ZERO, |s| s.window)
+    }
+
+    /// The shared store of this ticket, if any.
+    pub fn store(&self) -> Option<&Arc<RedisStore>> {
+        self.shared.as_ref().map(|s| &s.store)
+    }
+
+    /// The change of this pending claim to carry the record's offsets (written before the commit).
+    pub fn offsets_swap(&self, request_id: &str, owner_value: Offsets) -> Option<Swap> {
+        let shared = self.shared.as_ref()?;
+        let ClaimState::Pending { owner, claimed_at, .. } = ClaimState::parse(&shared.value)? else {
+            return None;
+        };
+        let new = ClaimState::Pending {
+            owner,
+            request_id: request_id.to_owned(),
+            claimed_at,
+            offsets: Some(owner_value),
+        }
+        .to_json();
+        Some(Swap { key: shared.key.clone(), old: shared.value.clone(), new })
+    }
+
+    /// The change of this claim to *committed*.
+    pub fn committed_swap(&self, request_id: &str, committed: &Committed) -> Option<Swap> {
+        let shared = self.shared.as_ref()?;
+        let new = ClaimState::Committed {
+            request_id: request_id.to_owned(),
+            topic: committed.topic.clone(),
+            partition: committed.partition,
+            offset: committed.offset,
+        }
+        .to_json();
+        Some(Swap { key: shared.key.clone(), old: shared.value.clone(), new })
+    }
+
+    /// Records that `swap` (one of this ticket's) was written: the key now holds its new value.
+    pub fn swapped(&mut self, swap: &Swap, committed: bool) {
+        if let Some(shared) = &mut self.shared {
+            shared.value = swap.new.clone();
+            shared.settled = committed;
+        }
+    }
+
+    /// Leaves the shared claim as it is (pending, with offsets): the outcome is unknown, and
+    /// releasing it would let a retry publish an event that may have committed.
+    pub fn keep_pending(&mut self) {
+        if let Some(shared) = &mut self.shared {
+            shared.settled = true;
+        }
+    }
+
+    /// Records the outcome: `Some((committed, request id))` when its transaction committed.
+    /// Not committed: the shared claim (if still ours) is released in the background.
+    pub fn finish(mut self, outcome: Option<(&Committed, &str)>) {
+        if let Some(local) = self.local.take() {
+            local.resolve(outcome);
+        }
+        if let Some(shared) = self.shared.take() {
+            match outcome {
+                None => shared.release(),
+                Some((committed, request_id)) if !shared.settled => {
+                    // Committed, but the committed state is not written yet (the store failed):
+                    // keep trying in the background; meanwhile the claim stays pending with offsets.
+                    shared.write_committed_later(request_id, committed);
+                }
+                Some(_) => {}
+            }
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        // Dropped unfinished (the request was never handed to a committer): not committed.
+        if let Some(shared) = self.shared.take() {
+            shared.release();
+        }
+    }
+}
+
+impl SharedClaim {
+    /// Deletes the claim if it still holds our value (fire and forget: a claim left behind
+    /// is taken over by the next claimant of this replica, or after the transaction timeout).
+    fn release(self) {
+        if self.settled {
+            return;
+        }
+        let store = Arc::clone(&self.store);
+        let entry = vec![(self.key, self.value)];
+        let task_store = Arc::clone(&store);
+        store.spawn_detached(async move {
+            let _ = task_store.compare_and_delete_many("release", &entry).await;
+        });
+    }
+
+    /// Writes the committed state, retrying a few times while the store is down.
+    fn write_committed_later(self, request_id: &str, committed: &Committed) {
+        let swap = Swap {
+            key: self.key.clone(),
+            old: self.value.clone(),
+            new: ClaimState::Committed {
+                request_id: request_id.to_owned(),
+                topic: committed.topic.clone(),
+                partition: committed.partition,
+                offset: committed.offset,
+            }
+            .to_json(),
+        };
+        let store = Arc::clone(&self.store);
+        let window = self.window;
+        let task_store = Arc::clone(&store);
+        store.spawn_detached(async move {
+            for _ in 0..5 {
+                if task_store.compare_and_set("commit", &swap, window).await.is_ok() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            tracing::error!(
+                "could not record a committed delivery in the dedupe store: its claim stays pending \
+                 (a repeat is answered 503 until it expires)"
+            );
+        });
+    }
+}

@@ -1,0 +1,308 @@
+//! The shared store's client: the few atomic Redis/Valkey operations claims and the replay lock
+//! need (set-if-absent, compare-and-set, compare-and-delete, compare-and-expire), timed and
+//! counted per operation, with the store's readiness kept fresh by a ping every second.
+//!
+//! One multiplexed connection (redis-rs `ConnectionManager`, reconnecting by itself) lives on the
+//! server's runtime; the Kafka committers run on runtimes of their own without an IO driver, so
+//! their calls are handed to that runtime ([`RedisStore::on_home_runtime`]).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, Cmd, RedisError};
+
+use super::store::{ClaimState, StoreError};
+use crate::metrics as m;
+use crate::sinks::Readiness;
+
+/// Per call: an answer slower than this counts as the store being unavailable (503, retry).
+const RESPONSE_TIMEOUT: Duration = Duration::from_millis(1_000);
+/// How often readiness is re-checked with a PING.
+const PING_EVERY: Duration = Duration::from_secs(1);
+
+/// `SET key new PX ttl` only while the key still holds `old`.
+const COMPARE_AND_SET: &str = "if redis.call('get',KEYS[1])==ARGV[1] then \
+     redis.call('set',KEYS[1],ARGV[2],'PX',ARGV[3]) return 1 else return 0 end";
+/// `DEL key` only while it still holds `value` (releasing only one's own claim or lock).
+const COMPARE_AND_DELETE: &str =
+    "if redis.call('get',KEYS[1])==ARGV[1] then return redis.call('del',KEYS[1]) else return 0 end";
+/// `PEXPIRE key ttl` only while it still holds `value` (renewing only one's own lock).
+const COMPARE_AND_EXPIRE: &str = "if redis.call('get',KEYS[1])==ARGV[1] then \
+     return redis.call('pexpire',KEYS[1],ARGV[2]) else return 0 end";
+
+/// What an attempt to create a key found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SetIfAbsent {
+    /// The key was absent and now holds our value.
+    Created,
+    /// The key exists: its value (unchanged).
+    Exists(String),
+}
+
+/// A compare-and-set of one key, for [`RedisStore::compare_and_set_many`].
+#[derive(Debug, Clone)]
+pub struct Swap {
+    pub key: String,
+    /// The value the key must still hold.
+    pub old: String,
+    /// Its new value.
+    pub new: String,
+}
+
+/// A client of one Redis/Valkey server. Cheap to share behind an `Arc`.
+pub struct RedisStore {
+    /// The connection; clones share it.
+    connection: ConnectionManager,
+    /// The runtime the connection's tasks run on (the server's).
+    home: tokio::runtime::Handle,
+    /// The URL without its password, for messages.
+    redacted_url: String,
+    /// The last known state: set by every call and by the ping task.
+    readiness: Mutex<Readiness>,
+}
+
+impl RedisStore {
+    /// A client of `url` (`redis://[:password@]host:port[/db]` or `rediss://…`). Connects in the
+    /// background: until the first PING answers, `readiness()` says why not. Must be called on
+    /// the server's tokio runtime (the connection and the ping task live there).
+    pub fn connect(url: &str, redacted_url: String) -> Result<Arc<RedisStore>, StoreError> {
+        let client = Client::open(url)
+            .map_err(|e| StoreError::Unavailable(format!("dedupe.store = {redacted_url}: {:?}", e.kind())))?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_connection_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let home = tokio::runtime::Handle::try_current()
+            .map_err(|_| StoreError::Unavailable("the dedupe store needs a tokio runtime".to_owned()))?;
+        let connection = ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|e| StoreError::Unavailable(describe(&e)))?;
+        let store = Arc::new(RedisStore {
+            connection,
+            home,
+            readiness: Mutex::new(Readiness::NotReady(format!("connecting to {redacted_url}"))),
+            redacted_url,
+        });
+        m::set_ready("dedupe_store", false);
+        let weak = Arc::downgrade(&store);
+        store.home.spawn(async move {
+            loop {
+                let Some(store) = weak.upgrade() else { return };
+                let _ = store.ping().await;
+                drop(store);
+                tokio::time::sleep(PING_EVERY).await;
+            }
+        });
+        Ok(store)
+    }
+
+    /// Whether the store answered its last call.
+    pub fn readiness(&self) -> Readiness {
+        self.readiness.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The URL without its password.
+    pub fn redacted_url(&self) -> &str {
+        &self.redacted_url
+    }
+
+    fn set_readiness(&self, readiness: Readiness) {
+        let mut current = self.readiness.lock().unwrap_or_else(|p| p.into_inner());
+        if *current != readiness {
+            match &readiness {
+                Readiness::Ready => tracing::info!(store = %self.redacted_url, "dedupe store ready"),
+                Readiness::NotReady(why) => {
+                    tracing::warn!(store = %self.redacted_url, reason = %why, "dedupe store not ready")
+                }
+            }
+            m::set_ready("dedupe_store", readiness == Readiness::Ready);
+            *current = readiness;
+        }
+    }
+
+    /// Runs `work` on the runtime the connection lives on (for callers on other runtimes, such
+    /// as the Kafka committers' threads).
+    pub async fn on_home_runtime<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        F: std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        match self.home.spawn(work).await {
+            Ok(result) => result,
+            Err(e) => Err(StoreError::Unavailable(format!("dedupe store task failed: {e}"))),
+        }
+    }
+
+    /// Starts `work` on the home runtime without waiting for it (releases, late writes).
+    pub fn spawn_detached(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
+        drop(self.home.spawn(work));
+    }
+
+    /// Runs one command (or pipeline), timing it as `op` and recording failures.
+    async fn run<T: redis::FromRedisValue>(&self, op: &'static str, packed: Packed) -> Result<T, StoreError> {
+        let started = Instant::now();
+        let mut connection = self.connection.clone();
+        let result: Result<T, RedisError> = match packed {
+            Packed::One(cmd) => cmd.query_async(&mut connection).await,
+            Packed::Many(pipe) => pipe.query_async(&mut connection).await,
+        };
+        metrics::histogram!(m::DEDUPE_STORE_DURATION, "op" => op).record(started.elapsed().as_secs_f64());
+        match result {
+            Ok(value) => {
+                self.set_readiness(Readiness::Ready);
+                Ok(value)
+            }
+            Err(e) => {
+                metrics::counter!(m::DEDUPE_STORE_ERRORS, "op" => op).increment(1);
+                let why = format!("{} at {}: {}", op, self.redacted_url, describe(&e));
+                if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
+                {
+                    self.set_readiness(Readiness::NotReady(format!("dedupe store {why}")));
+                }
+                Err(StoreError::Unavailable(why))
+            }
+        }
+    }
+
+    /// PING: refreshes readiness.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.run::<String>("ping", Packed::One(redis::cmd("PING"))).await.map(|_| ())
+    }
+
+    /// `SET key value NX PX ttl GET`: creates the key, or tells what it holds (one round trip).
+    pub async fn set_if_absent(
+        &self,
+        op: &'static str,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<SetIfAbsent, StoreError> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key).arg(value).arg("NX").arg("PX").arg(ttl_ms(ttl)).arg("GET");
+        let old: Option<String> = self.run(op, Packed::One(cmd)).await?;
+        Ok(match old {
+            None => SetIfAbsent::Created,
+            Some(value) => SetIfAbsent::Exists(value),
+        })
+    }
+
+    /// `GET key`.
+    pub async fn get(&self, op: &'static str, key: &str) -> Result<Option<String>, StoreError> {
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(key);
+        self.run(op, Packed::One(cmd)).await
+    }
+
+    /// Replaces `old` by `new` (TTL `ttl`) if the key still holds `old`; true when it did.
+    pub async fn compare_and_set(
+        &self,
+        op: &'static str,
+        swap: &Swap,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let replaced = self.compare_and_set_many(op, std::slice::from_ref(swap), ttl).await?;
+        Ok(replaced.first().copied().unwrap_or(false))
+    }
+
+    /// [`compare_and_set`](Self::compare_and_set) for many keys in one round trip (a pipeline).
+    pub async fn compare_and_set_many(
+        &self,
+        op: &'static str,
+        swaps: &[Swap],
+        ttl: Duration,
+    ) -> Result<Vec<bool>, StoreError> {
+        if swaps.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for swap in swaps {
+            pipe.cmd("EVAL")
+                .arg(COMPARE_AND_SET)
+                .arg(1)
+                .arg(&swap.key)
+                .arg(&swap.old)
+                .arg(&swap.new)
+                .arg(ttl_ms(ttl));
+        }
+        let replaced: Vec<i64> = self.run(op, Packed::Many(pipe)).await?;
+        Ok(replaced.into_iter().map(|n| n == 1).collect())
+    }
+
+    /// Deletes each `(key, value)` whose key still holds `value`, in one round trip; true where it did.
+    pub async fn compare_and_delete_many(
+        &self,
+        op: &'static str,
+        entries: &[(String, String)],
+    ) -> Result<Vec<bool>, StoreError> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for (key, value) in entries {
+            pipe.cmd("EVAL").arg(COMPARE_AND_DELETE).arg(1).arg(key).arg(value);
+        }
+        let deleted: Vec<i64> = self.run(op, Packed::Many(pipe)).await?;
+        Ok(deleted.into_iter().map(|n| n == 1).collect())
+    }
+
+    /// Sets the key's TTL to `ttl` if it still holds `value`; true when it did.
+    pub async fn compare_and_expire(
+        &self,
+        op: &'static str,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(COMPARE_AND_EXPIRE).arg(1).arg(key).arg(value).arg(ttl_ms(ttl));
+        let renewed: i64 = self.run(op, Packed::One(cmd)).await?;
+        Ok(renewed == 1)
+    }
+
+    /// The key's remaining TTL in ms (`PTTL`: -2 absent, -1 no TTL). For tests and diagnostics.
+    pub async fn ttl_ms(&self, key: &str) -> Result<i64, StoreError> {
+        let mut cmd = redis::cmd("PTTL");
+        cmd.arg(key);
+        self.run("get", Packed::One(cmd)).await
+    }
+
+    /// The claim stored under `key`, with its raw value (for a compare-and-set of it).
+    pub async fn claim_state(
+        &self,
+        op: &'static str,
+        key: &str,
+    ) -> Result<Option<(String, ClaimState)>, StoreError> {
+        match self.get(op, key).await? {
+            None => Ok(None),
+            Some(raw) => match ClaimState::parse(&raw) {
+                Some(state) => Ok(Some((raw, state))),
+                None => Err(StoreError::Corrupt(key.to_owned())),
+            },
+        }
+    }
+}
+
+/// One command or a pipeline.
+enum Packed {
+    One(Cmd),
+    Many(redis::Pipeline),
+}
+
+fn ttl_ms(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+/// A redis error in words, without the URL (which may hold a password).
+fn describe(e: &RedisError) -> String {
+    let mut text = format!("{:?}", e.kind());
+    if let Some(detail) = e.detail() {
+        text.push_str(": ");
+        text.push_str(detail);
+    } else if e.is_timeout() {
+        text.push_str(": timed out");
+    } else if e.is_io_error() {
+        text.push_str(": connection failed");
+    }
+    text
+}

@@ -1,0 +1,719 @@
+//! Integration tests: the shared dedupe store (the stack's redis-server): every transition of a
+//! claim, a store that is down, and repeats across replicas (two `KafkaSink`s), with the
+//! `memory` store for contrast (where the cross-replica duplicate does happen, as documented).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cxone_ingest::dedupe::DedupeConfig;
+use cxone_ingest::dedupe::DedupeStore;
+use cxone_ingest::dedupe::claim::{Admission, Deduper, Ticket};
+use cxone_ingest::dedupe::memory::Dedupe;
+use cxone_ingest::dedupe::redis::RedisStore;
+use cxone_ingest::dedupe::store::{ClaimState, Offsets, claim_key, now_ms};
+use cxone_ingest::sinks::kafka::{KafkaConfig, KafkaSink};
+use cxone_ingest::sinks::{Committed, EventSink, Readiness, SinkError};
+use rdkafka::mocking::MockCluster;
+
+use crate::support::*;
+
+const WINDOW: Duration = Duration::from_secs(600);
+const TX_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn deduper(store: &Arc<RedisStore>, owner: &str) -> Deduper {
+    Deduper::new(Dedupe::new(WINDOW, 1000), Some(Arc::clone(store)), owner.to_owned(), WINDOW, TX_TIMEOUT)
+}
+
+fn soon(ms: u64) -> Instant {
+    Instant::now() + Duration::from_millis(ms)
+}
+
+fn ticket(admission: Result<Admission, SinkError>) -> Ticket {
+    match admission {
+        Ok(Admission::Publish(ticket)) => ticket,
+        Ok(Admission::Duplicate(c)) => panic!("expected to publish, was a duplicate of {c:?}"),
+        Err(e) => panic!("expected to publish, got {e}"),
+    }
+}
+
+async fn stored(store: &RedisStore, key: &str) -> Option<ClaimState> {
+    store.claim_state("get", key).await.expect("get").map(|(_, state)| state)
+}
+
+/// Commits a ticket the way the committer does: offsets before, committed state after.
+async fn commit(store: &RedisStore, mut ticket: Ticket, request_id: &str, offset: i64) {
+    let offsets = Offsets { topic: "t".into(), partition: 0, offset };
+    let swap = ticket.offsets_swap(request_id, offsets).expect("a shared claim");
+    assert!(store.compare_and_set("offsets", &swap, WINDOW).await.unwrap());
+    ticket.swapped(&swap, false);
+    let committed = Committed { topic: "t".into(), partition: 0, offset, duplicate_of: None };
+    let swap = ticket.committed_swap(request_id, &committed).expect("a shared claim");
+    assert!(store.compare_and_set("commit", &swap, WINDOW).await.unwrap());
+    ticket.swapped(&swap, true);
+    ticket.finish(Some((&committed, request_id)));
+}
+
+/// Each transition of a claim against the real store: claim new (with the window as TTL), find a
+/// live owner's pending claim (wait, then 503), release by the owner only, claim again after a
+/// release, find committed (answered `duplicate_of`), and take over abandoned claims (without
+/// offsets) but never one with offsets (its transaction may have committed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_moves_through_its_states_on_the_real_store() {
+    let store = stack_redis_store().await;
+    let (a, b) = (deduper(&store, "replica-a"), deduper(&store, "replica-b"));
+    let correlation = unique("corr");
+    let body = [7u8; 32];
+    let key = claim_key(&correlation, &body);
+
+    // Claim new: pending, owned by a, with the window as TTL.
+    let first = ticket(a.admit(&correlation, body, "req-1", soon(2_000)).await);
+    match stored(&store, &key).await {
+        Some(ClaimState::Pending { owner, request_id, offsets: None, .. }) => {
+            assert_eq!((owner.as_str(), request_id.as_str()), ("replica-a", "req-1"));
+        }
+        other => panic!("expected a pending claim, found {other:?}"),
+    }
+    let ttl = store.ttl_ms(&key).await.unwrap();
+    assert!(ttl > 590_000 && ttl <= 600_000, "TTL = the dedupe window, got {ttl} ms");
+
+    // Another replica finds it pending (its owner alive): it waits until its deadline, then 503.
+    let waited = Instant::now();
+    let busy = b.admit(&correlation, body, "req-2", soon(300)).await;
+    assert!(matches!(busy, Err(SinkError::DeadlineExceeded { .. })), "{:?}", busy.as_ref().err());
+    assert!(waited.elapsed() >= Duration::from_millis(200), "it polled until its deadline");
+
+    // Release by a non-owner (another value) is refused; the claim is still there.
+    let other_value = ClaimState::Pending {
+        owner: "replica-b".into(),
+        request_id: "req-2".into(),
+        claimed_at: now_ms(),
+        offsets: None,
+    }
+    .to_json();
+    let refused = store.compare_and_delete_many("release", &[(key.clone(), other_value)]).await.unwrap();
+    assert_eq!(refused, vec![false]);
+    assert!(stored(&store, &key).await.is_some(), "a non-owner cannot release the claim");
+
+    // A waiter is released by the owner's definite non-commit and then claims it itself.
+    let waiter = {
+        let b = deduper(&store, "replica-b");
+        let correlation = correlation.clone();
+        tokio::spawn(async move { ticket(b.admit(&correlation, body, "req-2", soon(5_000)).await) })
+    };
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    first.finish(None); // aborted: the owner releases its own claim
+    let second = waiter.await.expect("the waiter claimed the released delivery");
+    match stored(&store, &key).await {
+        Some(ClaimState::Pending { owner, request_id, .. }) => {
+            assert_eq!((owner.as_str(), request_id.as_str()), ("replica-b", "req-2"));
+        }
+        other => panic!("expected the waiter's claim, found {other:?}"),
+    }
+    second.finish(None);
+    let released =
+        poll_until(Duration::from_secs(5), || async { stored(&store, &key).await.is_none().then_some(()) });
+    assert!(released.await.is_some(), "the owner's release deletes the claim");
+
+    // Committed (by another claimant c): every replica's repeat is answered duplicate_of at once.
+    let c = deduper(&store, "replica-c");
+    let third = ticket(c.admit(&correlation, body, "req-3", soon(2_000)).await);
+    commit(&store, third, "req-3", 42).await;
+    for replica in ["replica-a", "replica-d"] {
+        match deduper(&store, replica).admit(&correlation, body, "req-4", soon(2_000)).await {
+            Ok(Admission::Duplicate(c)) => {
+                assert_eq!((c.offset, c.duplicate_of.as_deref()), (42, Some("req-3")));
+            }
+            Ok(Admission::Publish(_)) => panic!("{replica}: a committed delivery was claimed again"),
+            Err(e) => panic!("{replica}: {e}"),
+        }
+    }
+
+    // Abandoned claims without offsets are taken over: a dead replica's older than the
+    // transaction timeout, and this replica's own orphan (no request of it holds it).
+    for (owner, age) in
+        [("replica-dead", TX_TIMEOUT + Duration::from_secs(10)), ("replica-e", Duration::ZERO)]
+    {
+        let correlation = unique("corr-abandoned");
+        let key = claim_key(&correlation, &body);
+        let value = ClaimState::Pending {
+            owner: owner.into(),
+            request_id: "req-old".into(),
+            claimed_at: now_ms() - age.as_millis() as u64,
+            offsets: None,
+        }
+        .to_json();
+        assert!(matches!(
+            store.set_if_absent("claim", &key, &value, WINDOW).await.unwrap(),
+            cxone_ingest::dedupe::redis::SetIfAbsent::Created
+        ));
+        let taken =
+            ticket(deduper(&store, "replica-e").admit(&correlation, body, "req-new", soon(2_000)).await);
+        match stored(&store, &key).await {
+            Some(ClaimState::Pending { owner, request_id, .. }) => {
+                assert_eq!((owner.as_str(), request_id.as_str()), ("replica-e", "req-new"));
+            }
+            other => panic!("expected the taken-over claim, found {other:?}"),
+        }
+        drop(taken);
+    }
+
+    // A dead owner's claim WITH offsets (its commit outcome unknown: no read-back here) is taken
+    // over too once the transaction timeout has passed: published again, maybe a duplicate,
+    // never lost. A live owner's (younger) claim with offsets is waited for: 503 at the deadline.
+    for (age, taken_over) in [(Duration::from_secs(3_600), true), (Duration::from_secs(1), false)] {
+        let correlation = unique("corr-offsets");
+        let key = claim_key(&correlation, &body);
+        let value = ClaimState::Pending {
+            owner: "replica-other".into(),
+            request_id: "req-old".into(),
+            claimed_at: now_ms() - age.as_millis() as u64,
+            offsets: Some(Offsets { topic: "t".into(), partition: 0, offset: 1 }),
+        }
+        .to_json();
+        store.set_if_absent("claim", &key, &value, WINDOW).await.unwrap();
+        let answer = deduper(&store, "replica-e").admit(&correlation, body, "req-new", soon(300)).await;
+        if taken_over {
+            drop(ticket(answer));
+        } else {
+            assert!(matches!(answer, Err(SinkError::DeadlineExceeded { .. })), "{:?}", answer.as_ref().err());
+            assert_eq!(store.get("get", &key).await.unwrap().as_deref(), Some(value.as_str()));
+        }
+    }
+}
+
+/// With a shared store configured and the store down, nothing is published: the delivery is
+/// answered unavailable naming the store, and the sink's store readiness says not ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_store_down_nothing_is_published_and_readiness_names_it() {
+    let mock = MockCluster::new(1).unwrap();
+    let topic = unique("dedupe-down");
+    mock.create_topic(&topic, 1, 1).unwrap();
+    let brokers = mock.bootstrap_servers();
+    let port = free_loopback_port(); // nothing listens there
+    let dedupe = DedupeConfig {
+        store: DedupeStore::Redis(format!("redis://:s3cret-pw@127.0.0.1:{port}")),
+        ..DedupeConfig::default()
+    };
+    let sink = KafkaSink::start(&kafka_sink_config(&brokers, &topic), &dedupe).unwrap();
+    let ready = poll_until(Duration::from_secs(30), || async {
+        (sink.readiness() == Readiness::Ready).then_some(())
+    });
+    assert!(ready.await.is_some(), "kafka itself is ready");
+
+    let answer = sink.publish(kafka_event_record("down-1", "corr-down", "body"), soon(3_000)).await;
+    match &answer {
+        Err(SinkError::Unavailable { sink, detail }) => {
+            assert_eq!(*sink, "dedupe_store");
+            assert!(!detail.contains("s3cret-pw"), "the password never shows: {detail}");
+        }
+        other => panic!("expected the store to be named unavailable, got {other:?}"),
+    }
+    match sink.dedupe_store_readiness() {
+        Some(Readiness::NotReady(why)) => assert!(!why.contains("s3cret-pw"), "{why}"),
+        other => panic!("expected the store not ready, got {other:?}"),
+    }
+    assert_eq!(sink.stats().events, 0, "nothing was published without a claim");
+    let read = kafka_read_committed(&brokers, &topic, 1, 0, Duration::from_secs(3));
+    assert!(read.is_empty(), "{read:?}");
+    sink.close().await;
+}
+
+async fn wait_ready(sink: &KafkaSink) {
+    let ready = poll_until(Duration::from_secs(30), || async {
+        (sink.readiness() == Readiness::Ready).then_some(())
+    })
+    .await;
+    assert!(ready.is_some(), "sink not ready: {:?}", sink.readiness());
+    if let Some(store) = sink.dedupe_store_readiness() {
+        let ready = poll_until(Duration::from_secs(10), || async {
+            (sink.dedupe_store_readiness() == Some(Readiness::Ready)).then_some(())
+        })
+        .await;
+        assert!(ready.is_some(), "store not ready: {store:?}");
+    }
+}
+
+/// Two replicas (two sinks, own instance ids) on the stack's broker: the same delivery sent to
+/// each, one after the other and then both at once. With `memory` the second replica publishes
+/// it again (the documented limit); with the shared store it is in the topic once and the
+/// other replica answers `duplicate_of`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_repeat_on_another_replica_is_published_again_with_memory_and_once_with_the_shared_store() {
+    let brokers = stack_kafka_brokers();
+    for (name, dedupe) in [("memory", DedupeConfig::default()), ("shared", shared_dedupe_config())] {
+        let topic = unique(&format!("dedupe-replicas-{name}"));
+        stack_create_topic(&brokers, &topic, 1).await;
+        let a = Arc::new(KafkaSink::start(&kafka_sink_config(&brokers, &topic), &dedupe).unwrap());
+        let b = Arc::new(KafkaSink::start(&kafka_sink_config(&brokers, &topic), &dedupe).unwrap());
+        wait_ready(&a).await;
+        wait_ready(&b).await;
+        let correlation = unique("corr");
+
+        let first =
+            a.publish(kafka_event_record("req-a", &correlation, "same body"), soon(10_000)).await.unwrap();
+        let repeat =
+            b.publish(kafka_event_record("req-b", &correlation, "same body"), soon(10_000)).await.unwrap();
+        // Both at once, a second delivery.
+        let both_correlation = unique("corr-both");
+        let (x, y) = tokio::join!(
+            a.publish(kafka_event_record("req-x", &both_correlation, "body 2"), soon(10_000)),
+            b.publish(kafka_event_record("req-y", &both_correlation, "body 2"), soon(10_000)),
+        );
+        let (x, y) = (x.unwrap(), y.unwrap());
+        let read = kafka_read_committed(&brokers, &topic, 1, 4, Duration::from_secs(10));
+        let by_id = kafka_by_request_id(&read);
+        let written = |id: &str| by_id.get(id).map_or(0, Vec::len);
+        assert_eq!(first.duplicate_of, None);
+        if name == "memory" {
+            assert_eq!(repeat.duplicate_of, None, "memory: the other replica does not know the delivery");
+            assert_eq!((written("req-a"), written("req-b")), (1, 1), "memory: published twice");
+        } else {
+            assert_eq!(repeat.duplicate_of.as_deref(), Some("req-a"));
+            assert_eq!((repeat.partition, repeat.offset), (first.partition, first.offset));
+            assert_eq!((written("req-a"), written("req-b")), (1, 0), "shared: published once");
+            let duplicates = [&x, &y].iter().filter(|c| c.duplicate_of.is_some()).count();
+            assert_eq!(duplicates, 1, "one of two concurrent deliveries is the duplicate: {x:?} {y:?}");
+            assert_eq!(written("req-x") + written("req-y"), 1, "concurrent: once in the topic");
+            assert_eq!(read.len(), 2, "{read:?}");
+        }
+        a.close().await;
+        b.close().await;
+    }
+}
+
+/// The issue's case: replica A answers 503 at its deadline while its transaction still commits;
+/// the sender's retry lands on replica B, which waits for A's claim and answers `duplicate_of`.
+/// The event is in the topic once. (Mock cluster: it delays the broker on demand.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_late_commit_retried_on_another_replica_is_answered_duplicate_of() {
+    let mock = MockCluster::new(1).unwrap();
+    let topic = unique("dedupe-late");
+    mock.create_topic(&topic, 1, 1).unwrap();
+    let brokers = mock.bootstrap_servers();
+    let cfg = |_: &str| KafkaConfig { batch_max_events: 1, ..kafka_sink_config(&brokers, &topic) };
+    let dedupe = shared_dedupe_config();
+    let a = KafkaSink::start(&cfg("a"), &dedupe).unwrap();
+    let b = KafkaSink::start(&cfg("b"), &dedupe).unwrap();
+    wait_ready(&a).await;
+    wait_ready(&b).await;
+    mock.broker_round_trip_time(1, Duration::from_millis(300)).unwrap();
+
+    let correlation = unique("corr-late");
+    let gave_up = a.publish(kafka_event_record("late-a", &correlation, "body"), soon(50)).await;
+    assert!(matches!(gave_up, Err(SinkError::DeadlineExceeded { .. })), "{gave_up:?}");
+    let retry = b.publish(kafka_event_record("late-b", &correlation, "body"), soon(15_000)).await.unwrap();
+    assert_eq!(retry.duplicate_of.as_deref(), Some("late-a"), "answered from A's late commit");
+    mock.broker_round_trip_time(1, Duration::ZERO).unwrap();
+
+    let read = kafka_read_committed(&brokers, &topic, 1, 1, Duration::from_secs(10));
+    let by_id = kafka_by_request_id(&read);
+    assert_eq!(by_id.get("late-a").map(Vec::len), Some(1), "the late commit is in the topic once");
+    assert!(!by_id.contains_key("late-b"), "the retry was not written");
+    assert_eq!(read.len(), 1);
+    a.close().await;
+    b.close().await;
+}
+
+/// A CXone payload today's contract accepts.
+fn valid_payload(correlation_id: &str) -> serde_json::Value {
+    serde_json::json!({
+        "event": "interaction.completed",
+        "timestamp": "2026-01-10T09:30:00Z",
+        "correlation_id": correlation_id,
+        "data": {
+            "channel": "chat",
+            "duration_seconds": 120,
+            "agent_id": "agent-7",
+            "customer_email": "jo@example.com",
+            "metadata": {"score": 4.5, "priority": "high"}
+        }
+    })
+}
+
+/// Stores a dead-letter record of `raw` (rejected by an older schema) received at `at`; its key.
+async fn put_letter(
+    prefix: &str,
+    raw: &[u8],
+    payload: serde_json::Value,
+    at: chrono::DateTime<chrono::Utc>,
+) -> String {
+    use cxone_ingest::contract::{FieldError, Reason, Rejection, SchemaRef};
+    use cxone_ingest::sinks::DeadLetter;
+    use cxone_ingest::sinks::dead_letter::{DeadLetterRecord, key};
+    use sha2::Digest;
+    let letter = DeadLetter {
+        request_id_from_sender: false,
+        error_count: 1,
+        trace: cxone_ingest::trace::TraceContext::start(),
+        request_id: unique("old-req"),
+        received_at: at,
+        raw_body: bytes::Bytes::copy_from_slice(raw),
+        body_sha256: sha2::Sha256::digest(raw).into(),
+        headers: vec![("content-type".to_owned(), "application/json".to_owned())],
+        rejection: Rejection {
+            reason: Reason::SchemaValidation,
+            schema: Some(SchemaRef {
+                id: "https://schemas.cxone-ingest.dev/events/interaction-completed/v0.json".to_owned(),
+                version: "0.9.0".to_owned(),
+            }),
+            errors: vec![FieldError {
+                instance_path: "/data/metadata".to_owned(),
+                schema_path: "/properties/data/additionalProperties".to_owned(),
+                keyword: "additionalProperties".to_owned(),
+                message: "metadata was not allowed in 0.9".to_owned(),
+            }],
+            coercions: vec![],
+            correlation_id: payload["correlation_id"].as_str().map(str::to_owned),
+            payload: Some(payload),
+        },
+    };
+    let (json, _) = DeadLetterRecord::build(&letter, at).to_json();
+    let key = key::object_key(prefix, at, &letter.request_id);
+    stack_s3_client()
+        .put_object()
+        .bucket(stack_s3_bucket())
+        .key(&key)
+        .content_type("application/json")
+        .body(json.into())
+        .send()
+        .await
+        .expect("put dead letter");
+    key
+}
+
+/// Two dead letters of one delivery (the sender's first attempt and its retry, both rejected by an
+/// older schema) replayed by two runs over overlapping date ranges, with a live retry of the same
+/// delivery in between: the event is in the topic once; the later ones are answered `duplicate_of`.
+/// Each run has its own sink (its own process in production), sharing only the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replays_and_a_live_retry_of_one_delivery_publish_it_once() {
+    use cxone_ingest::contract::Contract;
+    use cxone_ingest::replay::{DeadLetterStore, ReplayOptions, replay};
+    let brokers = stack_kafka_brokers();
+    let topic = unique("dedupe-replay");
+    stack_create_topic(&brokers, &topic, 1).await;
+    let prefix = unique("it-dedupe-replay");
+    let correlation = unique("corr-replayed");
+    let payload = valid_payload(&correlation);
+    let raw = serde_json::to_vec(&payload).unwrap();
+    let day1 = "2026-01-10T09:30:01Z".parse().unwrap();
+    let day2 = "2026-01-11T10:00:00Z".parse().unwrap();
+    put_letter(&prefix, &raw, payload.clone(), day1).await;
+    put_letter(&prefix, &raw, payload, day2).await;
+    let store =
+        DeadLetterStore { client: stack_s3_client(), bucket: stack_s3_bucket(), prefix: prefix.clone() };
+    let options = |since: &str, until: &str| ReplayOptions {
+        since: Some(since.parse().unwrap()),
+        until: Some(until.parse().unwrap()),
+        dry_run: false,
+        concurrency: 4,
+        publish_timeout: Duration::from_secs(10),
+    };
+    let run = |since: &'static str, until: &'static str| {
+        let (store, brokers, topic) = (&store, brokers.clone(), topic.clone());
+        async move {
+            let sink =
+                KafkaSink::start(&kafka_sink_config(&brokers, &topic), &shared_dedupe_config()).unwrap();
+            wait_ready(&sink).await;
+            let summary = replay(store, Contract::builtin(), Some(&sink), &options(since, until), &|_| {})
+                .await
+                .unwrap();
+            sink.close().await;
+            summary
+        }
+    };
+
+    let first = run("2026-01-10", "2026-01-10").await;
+    assert_eq!((first.published, first.duplicates, first.failed), (1, 0, 0), "{first:?}");
+
+    // The sender's live retry of the same delivery, on a serving replica: a duplicate.
+    let live = KafkaSink::start(&kafka_sink_config(&brokers, &topic), &shared_dedupe_config()).unwrap();
+    wait_ready(&live).await;
+    let mut record = kafka_event_record("live-retry", &correlation, "unused");
+    record.body_sha256 = <sha2::Sha256 as sha2::Digest>::digest(&raw).into();
+    let answer = live.publish(record, soon(10_000)).await.unwrap();
+    assert!(answer.duplicate_of.is_some(), "the live retry is a duplicate of the replayed event: {answer:?}");
+    live.close().await;
+
+    // Overlapping range: the first letter is marked (skipped), the second is the same delivery.
+    let second = run("2026-01-10", "2026-01-11").await;
+    // (`published` counts answered publishes, duplicates included.)
+    assert_eq!(
+        (second.skipped_already_replayed, second.published, second.duplicates),
+        (1, 1, 1),
+        "{second:?}"
+    );
+    let answered =
+        |s: &cxone_ingest::replay::Summary| s.replayable.first().and_then(|r| r.duplicate_of.clone());
+    assert_eq!(answered(&first), None, "{first:?}");
+    assert!(answered(&second).is_some_and(|id| id.starts_with("old-req-")), "{second:?}");
+
+    let read = kafka_read_committed(&brokers, &topic, 1, 1, Duration::from_secs(10));
+    assert_eq!(read.len(), 1, "one delivery, once in the topic: {read:?}");
+    assert_eq!(read[0].key.as_deref(), Some(correlation.as_str()));
+}
+
+/// While one replay holds the lock of a dead-letter location, `cxone-ingest replay` on the same
+/// location refuses to start, naming the holder; a run that finished leaves no lock behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_replay_is_refused_while_one_holds_the_lock() {
+    use cxone_ingest::dedupe::lock::{LOCK_TTL, ReplayLock};
+    let store = stack_redis_store().await;
+    let prefix = unique("it-dedupe-lock");
+    let topic = unique("dedupe-lock");
+    let key = ReplayLock::key(&stack_s3_bucket(), &prefix);
+    let run_cli = {
+        let (prefix, topic) = (prefix.clone(), topic.clone());
+        move || {
+            let (id, secret) = stack_s3_credentials();
+            std::process::Command::new(env!("CARGO_BIN_EXE_cxone-ingest"))
+                .args(["replay", "--since", "2026-01-10", "--until", "2026-01-11"])
+                .args([
+                    "--s3-endpoint",
+                    &stack_s3_endpoint(),
+                    "--s3-bucket",
+                    &stack_s3_bucket(),
+                    "--s3-prefix",
+                    &prefix,
+                ])
+                .args(["--kafka-brokers", &stack_kafka_brokers(), "--kafka-topic", &topic])
+                .env("CXONE_INGEST_DEDUPE_STORE", stack_redis_url())
+                .env("AWS_ACCESS_KEY_ID", id)
+                .env("AWS_SECRET_ACCESS_KEY", secret)
+                .env("AWS_REGION", stack_s3_region())
+                .env("POD_NAME", unique("it-replay-lock"))
+                .env_remove("CXONE_INGEST_CONFIG")
+                .output()
+                .expect("run cxone-ingest replay")
+        }
+    };
+    stack_create_topic(&stack_kafka_brokers(), &topic, 1).await;
+
+    let held =
+        ReplayLock::acquire(Arc::clone(&store), key.clone(), "held-by-the-test".to_owned()).await.unwrap();
+    let ttl = store.ttl_ms(&key).await.unwrap();
+    assert!(ttl > 0 && ttl <= LOCK_TTL.as_millis() as i64, "the lock has a TTL: {ttl}");
+    let refused = tokio::task::spawn_blocking(run_cli.clone()).await.unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "a second replay must not start: {stderr}");
+    assert!(stderr.contains("held-by-the-test") && stderr.contains("another replay is running"), "{stderr}");
+    held.release().await;
+    assert_eq!(store.get("get", &key).await.unwrap(), None, "released");
+
+    // Nothing holds it now: a run starts, takes the lock, and leaves none behind.
+    let ran = tokio::task::spawn_blocking(run_cli).await.unwrap();
+    assert!(ran.status.success(), "{}", String::from_utf8_lossy(&ran.stderr));
+    assert_eq!(store.get("get", &key).await.unwrap(), None, "the finished run released its lock");
+}
+
+/// Whether librdkafka's mock cluster hides a record of an ABORTED transaction from a
+/// `read_committed` reader (issue 16 item 2 would resolve unknown commit outcomes by reading the
+/// offset back; that is only sound where aborted records are hidden). Checked once, both ways:
+/// a committed record at a known offset, an aborted one at a known offset, then a read-back of
+/// each offset by assignment. The assertion pins what this librdkafka's mock cluster does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mock_cluster_shows_aborted_records_to_read_committed_readers() {
+    use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+    let mock = MockCluster::new(1).unwrap();
+    let topic = unique("dedupe-readback");
+    mock.create_topic(&topic, 1, 1).unwrap();
+    let brokers = mock.bootstrap_servers();
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("transactional.id", unique("readback"))
+        .create()
+        .unwrap();
+    let timeout = Duration::from_secs(10);
+    producer.init_transactions(timeout).unwrap();
+    let mut offsets = Vec::new();
+    for (value, commit) in [("aborted", false), ("committed", true)] {
+        producer.begin_transaction().unwrap();
+        let (_, offset) = producer
+            .send(FutureRecord::to(&topic).key("k").payload(value), timeout)
+            .await
+            .map(|d| (d.partition, d.offset))
+            .unwrap();
+        if commit {
+            producer.commit_transaction(timeout).unwrap();
+        } else {
+            producer.abort_transaction(timeout).unwrap();
+        }
+        offsets.push((value, offset));
+    }
+    let read = kafka_read_committed(&brokers, &topic, 1, 2, Duration::from_secs(10));
+    let seen: Vec<(String, i64)> =
+        read.iter().map(|r| (String::from_utf8_lossy(&r.value).into_owned(), r.offset)).collect();
+    let aborted_offset = offsets[0].1;
+    let committed_offset = offsets[1].1;
+    assert!(seen.contains(&("committed".to_owned(), committed_offset)), "{seen:?} {offsets:?}");
+    assert!(
+        seen.contains(&("aborted".to_owned(), aborted_offset)),
+        "this mock cluster now HIDES aborted records ({seen:?}): read-back resolution of unknown \
+         commit outcomes (issue 16 item 2) can be proven here; update docs/kafka.md"
+    );
+}
+
+/// The real binary, two replicas sharing the stack's store: a signed delivery answered by
+/// replica A is answered `duplicate_of` by replica B and is once in the topic; `/readyz` lists
+/// the store. A third replica whose store is unreachable answers the valid delivery 503 with
+/// Retry-After naming the store, says not ready naming it, and still dead-letters invalid ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_replicas_share_the_store_and_a_dead_store_means_503_but_dead_letters_go_on() {
+    let brokers = stack_kafka_brokers();
+    let mut options = ServiceOptions::new("it-dedupe-e2e", &brokers);
+    options.dedupe_store = stack_redis_url();
+    stack_create_topic(&brokers, &options.topic, 1).await;
+    let a = Service::start_ready(options.clone()).await;
+    let b = Service::start_ready(options.clone()).await;
+    let client = e2e_client();
+    let body = e2e_valid_body(&unique("corr-e2e"));
+    let signature = e2e_sign(body.as_bytes());
+
+    let first = e2e_post(&client, &a.webhook_url(), &body, &signature, None).await.unwrap();
+    assert_eq!((first.status, first.body["status"].as_str()), (200, Some("published")), "{first:?}");
+    let repeat = e2e_post(&client, &b.webhook_url(), &body, &signature, None).await.unwrap();
+    assert_eq!(repeat.status, 200, "{repeat:?}");
+    assert_eq!(repeat.body["duplicate_of"].as_str(), Some(first.request_id.as_str()), "{repeat:?}");
+    let (status, readyz) = b.readyz().await.unwrap();
+    assert_eq!((status, readyz["sinks"]["dedupe_store"].as_str()), (200, Some("ready")), "{readyz}");
+    let read = kafka_read_committed(&brokers, &options.topic, 1, 1, Duration::from_secs(10));
+    assert_eq!(read.len(), 1, "{read:?}");
+
+    // A replica whose store does not answer.
+    let mut down = options.clone();
+    down.dedupe_store = format!("redis://127.0.0.1:{}", free_loopback_port());
+    let c = Service::start(down);
+    let not_ready = poll_until(Duration::from_secs(60), || async {
+        match c.readyz().await {
+            Some((503, detail)) if detail["sinks"]["kafka"] == "ready" => Some(detail),
+            _ => None,
+        }
+    })
+    .await
+    .expect("kafka ready, the store not");
+    assert!(
+        not_ready["sinks"]["dedupe_store"].as_str().is_some_and(|s| s.starts_with("not ready")),
+        "{not_ready}"
+    );
+    let body = e2e_valid_body(&unique("corr-e2e-down"));
+    let refused = e2e_post(&client, &c.webhook_url(), &body, &e2e_sign(body.as_bytes()), None).await.unwrap();
+    assert_eq!(refused.status, 503, "{refused:?}");
+    assert!(refused.retry_after.is_some(), "{refused:?}");
+    assert_eq!(refused.body["reason"], "sink_unavailable", "{refused:?}");
+    assert!(c.log_tail(20_000).contains("dedupe store not ready"), "the log names the store");
+    let invalid = e2e_invalid_body(&unique("corr-e2e-invalid"));
+    let stored =
+        e2e_post(&client, &c.webhook_url(), &invalid, &e2e_sign(invalid.as_bytes()), None).await.unwrap();
+    assert_eq!(stored.body["status"], "dead_lettered", "{stored:?}");
+    let metrics = c.metrics().await;
+    assert_eq!(metric_sum(&metrics, "cxone_ingest_ready", &[("component", "dedupe_store")]), 0.0);
+    let read = kafka_read_committed(&brokers, &options.topic, 1, 1, Duration::from_secs(5));
+    assert_eq!(read.len(), 1, "nothing new was published: {read:?}");
+}
+
+/// The committer's side of a claim, on the mock cluster: while a slow transaction runs, the claim
+/// carries the record's offsets BEFORE the commit finishes, then turns committed; an aborted batch
+/// releases its claims at once, so the retry on another replica publishes without waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_committer_writes_offsets_before_the_commit_and_releases_aborted_claims() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let store = stack_redis_store().await;
+    let mock = MockCluster::new(1).unwrap();
+    let topic = unique("dedupe-committer");
+    mock.create_topic(&topic, 1, 1).unwrap();
+    let brokers = mock.bootstrap_servers();
+    let dedupe = shared_dedupe_config();
+    let a = Arc::new(KafkaSink::start(&kafka_sink_config(&brokers, &topic), &dedupe).unwrap());
+    let b = KafkaSink::start(&kafka_sink_config(&brokers, &topic), &dedupe).unwrap();
+    wait_ready(&a).await;
+    wait_ready(&b).await;
+
+    // Offsets before the commit: every broker request takes 400 ms, so EndTxn is still running
+    // when the delivery report (and the offsets write) is done.
+    mock.broker_round_trip_time(1, Duration::from_millis(400)).unwrap();
+    let correlation = unique("corr-slow");
+    let key = claim_key(&correlation, &<sha2::Sha256 as sha2::Digest>::digest(b"slow body").into());
+    let publishing = {
+        let a = Arc::clone(&a);
+        let correlation = correlation.clone();
+        tokio::spawn(async move {
+            a.publish(kafka_event_record("slow-1", &correlation, "slow body"), soon(15_000)).await
+        })
+    };
+    let seen_offsets = poll_until(Duration::from_secs(10), || async {
+        match stored(&store, &key).await {
+            Some(ClaimState::Pending { offsets: Some(offsets), .. }) => Some(offsets),
+            _ => None,
+        }
+    })
+    .await
+    .expect("the pending claim carries offsets while the commit runs");
+    let committed = publishing.await.unwrap().unwrap();
+    assert_eq!((seen_offsets.partition, seen_offsets.offset), (committed.partition, committed.offset));
+    match stored(&store, &key).await {
+        Some(ClaimState::Committed { request_id, offset, .. }) => {
+            assert_eq!((request_id.as_str(), offset), ("slow-1", committed.offset));
+        }
+        other => panic!("expected the committed state, found {other:?}"),
+    }
+    mock.broker_round_trip_time(1, Duration::ZERO).unwrap();
+
+    // An aborted batch releases its claim: the retry on B publishes at once.
+    mock.request_errors(RDKafkaApiKey::Produce, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE; 16]);
+    let correlation = unique("corr-aborted");
+    let failed = a.publish(kafka_event_record("aborted-1", &correlation, "body"), soon(10_000)).await;
+    assert!(matches!(failed, Err(SinkError::Unavailable { sink: "kafka", .. })), "{failed:?}");
+    mock.clear_request_errors(RDKafkaApiKey::Produce);
+    let key = claim_key(&correlation, &<sha2::Sha256 as sha2::Digest>::digest(b"body").into());
+    let released =
+        poll_until(Duration::from_secs(5), || async { stored(&store, &key).await.is_none().then_some(()) });
+    assert!(released.await.is_some(), "the aborted batch's claim was released");
+    let retry = b.publish(kafka_event_record("aborted-2", &correlation, "body"), soon(10_000)).await.unwrap();
+    assert_eq!(retry.duplicate_of, None, "published by the retry");
+    a.close().await;
+    b.close().await;
+}
+
+/// The stack's redis restarted (SIGTERM, then start with its append-only file) and killed
+/// (SIGKILL, every claim fsynced first): committed claims survive both, and a sink using the store
+/// goes not ready while it is down (503 naming it) and recovers by itself afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "restart: stops, kills and starts the stack's shared redis"]
+async fn restart_redis_keeps_committed_claims_and_the_sink_recovers() {
+    let brokers = stack_kafka_brokers();
+    let topic = unique("dedupe-redis-restart");
+    stack_create_topic(&brokers, &topic, 1).await;
+    let sink = KafkaSink::start(&kafka_sink_config(&brokers, &topic), &shared_dedupe_config()).unwrap();
+    wait_ready(&sink).await;
+    for how in ["restart", "kill"] {
+        let correlation = unique("corr-restart");
+        let first =
+            sink.publish(kafka_event_record("before", &correlation, "body"), soon(10_000)).await.unwrap();
+        if how == "restart" {
+            tokio::task::spawn_blocking(|| stack_ctl("restart", "redis")).await.unwrap();
+        } else {
+            tokio::task::spawn_blocking(|| stack_ctl("kill", "redis")).await.unwrap();
+            let down = poll_until(Duration::from_secs(10), || async {
+                matches!(sink.dedupe_store_readiness(), Some(Readiness::NotReady(_))).then_some(())
+            });
+            assert!(down.await.is_some(), "the store's absence shows in readiness");
+            let refused =
+                sink.publish(kafka_event_record("while-down", &unique("c"), "b"), soon(3_000)).await;
+            assert!(
+                matches!(refused, Err(SinkError::Unavailable { sink: "dedupe_store", .. })),
+                "{refused:?}"
+            );
+            tokio::task::spawn_blocking(|| stack_ctl("start", "redis")).await.unwrap();
+        }
+        wait_ready(&sink).await;
+        // Another replica (no local cache) sees the committed claim after the restart.
+        let other = KafkaSink::start(&kafka_sink_config(&brokers, &topic), &shared_dedupe_config()).unwrap();
+        wait_ready(&other).await;
+        let repeat =
+            other.publish(kafka_event_record("after", &correlation, "body"), soon(10_000)).await.unwrap();
+        assert_eq!(repeat.duplicate_of.as_deref(), Some("before"), "{how}: the claim survived");
+        assert_eq!(repeat.offset, first.offset);
+        other.close().await;
+    }
+    sink.close().await;
+}

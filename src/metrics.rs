@@ -86,6 +86,10 @@ pub const DEAD_LETTER_FAILURES: &str = "cxone_ingest_dead_letter_failures_total"
 pub const DEAD_LETTER_RETRIES: &str = "cxone_ingest_dead_letter_retries_total";
 /// PutObject attempt latency, by `outcome` (`ok`, `error`).
 pub const DEAD_LETTER_PUT_DURATION: &str = "cxone_ingest_dead_letter_put_seconds";
+/// Dead-letter objects stored (one PutObject that succeeded per batch of letters).
+pub const DEAD_LETTER_OBJECTS: &str = "cxone_ingest_dead_letter_objects_total";
+/// Dead letters per stored object (batch size).
+pub const DEAD_LETTER_BATCH_RECORDS: &str = "cxone_ingest_dead_letter_batch_records";
 
 // --- CXone OAuth -----------------------------------------------------------------------------
 /// Token requests to CXone, by `outcome`.
@@ -97,7 +101,7 @@ pub const CXONE_TOKEN_REQUEST_DURATION: &str = "cxone_ingest_cxone_token_request
 const SECONDS_BUCKETS: &[f64] =
     &[0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
-/// Buckets for events per transaction: 1 to 10,000.
+/// Buckets for events per transaction and dead letters per object: 1 to 10,000.
 const BATCH_BUCKETS: &[f64] =
     &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 10000.0];
 
@@ -115,6 +119,12 @@ pub fn install() -> PrometheusHandle {
                 .and_then(|builder| {
                     builder
                         .set_buckets_for_metric(Matcher::Full(KAFKA_BATCH_EVENTS.to_owned()), BATCH_BUCKETS)
+                })
+                .and_then(|builder| {
+                    builder.set_buckets_for_metric(
+                        Matcher::Full(DEAD_LETTER_BATCH_RECORDS.to_owned()),
+                        BATCH_BUCKETS,
+                    )
                 });
             let builder = match builder {
                 Ok(builder) => builder,
@@ -188,6 +198,8 @@ fn describe() {
     describe_counter!(DEAD_LETTER_FAILURES, "Dead letters not stored, by cause.");
     describe_counter!(DEAD_LETTER_RETRIES, "Dead-letter PutObject attempts retried, by cause.");
     describe_histogram!(DEAD_LETTER_PUT_DURATION, Unit::Seconds, "Dead-letter PutObject attempt latency.");
+    describe_counter!(DEAD_LETTER_OBJECTS, "Dead-letter objects (batches) stored.");
+    describe_histogram!(DEAD_LETTER_BATCH_RECORDS, "Dead letters per stored object.");
     describe_counter!(CXONE_TOKEN_REQUESTS, "CXone token requests, by outcome.");
     describe_histogram!(CXONE_TOKEN_REQUEST_DURATION, Unit::Seconds, "CXone token request latency.");
 }

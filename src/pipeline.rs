@@ -128,9 +128,11 @@ impl Outcome {
                 offset: committed.offset,
                 duplicate_of: committed.duplicate_of.as_deref(),
             },
-            Outcome::DeadLettered { reason, schema, correlation_id, errors, error_count, .. } => {
+            Outcome::DeadLettered { reason, schema, correlation_id, errors, error_count, stored } => {
                 AnswerBody::DeadLettered {
                     request_id,
+                    key: &stored.key,
+                    line: stored.line,
                     reason: *reason,
                     correlation_id: correlation_id.as_deref(),
                     schema: schema.as_ref(),
@@ -165,6 +167,10 @@ enum AnswerBody<'a> {
     },
     DeadLettered {
         request_id: &'a str,
+        /// The object holding the record (a batch of dead letters, one per line).
+        key: &'a str,
+        /// The record's line in that object, from 1.
+        line: u64,
         reason: Reason,
         #[serde(skip_serializing_if = "Option::is_none")]
         correlation_id: Option<&'a str>,

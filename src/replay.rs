@@ -3,7 +3,12 @@
 //! For every dead letter under the prefix (limited to `dt=` partitions when dates are given) that has
 //! no replay marker: fetch the record, judge its original payload with the current contract, publish
 //! the ones that now pass through an [`EventSink`] (the exactly-once Kafka path), then write the marker
-//! `<prefix>/_replayed/<key below prefix>` so that a second run skips it.
+//! `<prefix>/_replayed/<letter id below prefix>` so that a second run skips it.
+//!
+//! Both object layouts are read: batch objects (`<batch id>.jsonl`, one record per line; a letter's
+//! id is `<key>#<line>`, lines from 1) and the single-record objects written before batching
+//! (`<request id>.json`; the letter id is the key). A single-record object already marked is not
+//! fetched again; a batch object is read once to count its letters and once to replay them.
 //!
 //! Guarantee: each dead letter is published once per publish-then-mark. The one gap is a crash (or
 //! a failed marker write) after the Kafka commit and before the marker: a re-run publishes that event
@@ -62,7 +67,7 @@ pub struct Summary {
     pub dry_run: bool,
     /// Dead letters found under the prefix in the date range.
     pub scanned: u64,
-    /// Dead letters that already had a replay marker (not fetched again).
+    /// Dead letters that already had a replay marker (not published again).
     pub skipped_already_replayed: u64,
     /// Payloads that pass the current contract.
     pub now_valid: u64,
@@ -141,7 +146,7 @@ enum Outcome {
 }
 
 impl DeadLetterStore {
-    /// Dead-letter keys in the date range, oldest partition first.
+    /// Dead-letter object keys (batch and single-record) in the date range, oldest partition first.
     pub async fn list_dead_letters(&self, options: &ReplayOptions) -> anyhow::Result<Vec<String>> {
         let mut keys = Vec::new();
         for listing in self.listing_prefixes(options, false)? {
@@ -212,8 +217,41 @@ impl DeadLetterStore {
         Ok(keys)
     }
 
-    /// Reads and parses one dead-letter record.
+    /// The dead letters held by one object, each with its letter id ([`key::letter_id`]): one for
+    /// a single-record `.json` object, one per non-empty line of a `.jsonl` batch object. A record
+    /// that does not parse is an `Err` for that letter alone.
+    pub async fn letters(
+        &self,
+        key: &str,
+    ) -> anyhow::Result<Vec<(String, anyhow::Result<DeadLetterRecord>)>> {
+        if !key::is_batch(key) {
+            let record = self.fetch(key).await;
+            return Ok(vec![(key.to_owned(), record)]);
+        }
+        let body = self.get(key).await?;
+        let letters = body
+            .split(|byte| *byte == b'\n')
+            .enumerate()
+            .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
+            .map(|(index, line)| {
+                let id = key::letter_id(key, Some(index as u64 + 1));
+                let record = serde_json::from_slice(line)
+                    .with_context(|| format!("s3://{}/{id} is not a dead-letter record", self.bucket));
+                (id, record)
+            })
+            .collect();
+        Ok(letters)
+    }
+
+    /// Reads and parses one single-record dead-letter object (the layout before batching).
     pub async fn fetch(&self, key: &str) -> anyhow::Result<DeadLetterRecord> {
+        let body = self.get(key).await?;
+        serde_json::from_slice(&body)
+            .with_context(|| format!("s3://{}/{key} is not a dead-letter record", self.bucket))
+    }
+
+    /// One object's bytes.
+    async fn get(&self, key: &str) -> anyhow::Result<bytes::Bytes> {
         let object = self.client.get_object().bucket(&self.bucket).key(key).send().await.map_err(|err| {
             anyhow::anyhow!(
                 "get s3://{}/{key}: {}",
@@ -223,8 +261,7 @@ impl DeadLetterStore {
         })?;
         let body =
             object.body.collect().await.with_context(|| format!("reading s3://{}/{key}", self.bucket))?;
-        serde_json::from_slice(&body.into_bytes())
-            .with_context(|| format!("s3://{}/{key} is not a dead-letter record", self.bucket))
+        Ok(body.into_bytes())
     }
 
     async fn mark(&self, key: &str, marker: &ReplayMarker<'_>) -> anyhow::Result<()> {
@@ -264,13 +301,23 @@ pub async fn replay(
     }
     let keys = store.list_dead_letters(options).await?;
     let markers = store.list_markers(options).await?;
-    on_progress(Progress::Found(keys.len() as u64));
-    let mut summary = Summary { dry_run: options.dry_run, scanned: keys.len() as u64, ..Summary::default() };
-    let mut outcomes = futures::stream::iter(keys)
-        .map(|key| {
-            let already = markers.contains(&key::marker_key(&store.prefix, &key));
-            async move {
-                if already { Outcome::Skipped } else { replay_one(store, contract, sink, options, key).await }
+    let (objects, total) = count_letters(store, keys, options.concurrency).await;
+    on_progress(Progress::Found(total));
+    let mut summary = Summary { dry_run: options.dry_run, scanned: total, ..Summary::default() };
+    let markers = &markers;
+    let mut outcomes = futures::stream::iter(objects)
+        .map(|object| letters_to_replay(store, object, markers))
+        .buffered(2)
+        .flat_map(futures::stream::iter)
+        .map(|letter| async move {
+            match letter {
+                Letter::Marked => Outcome::Skipped,
+                Letter::Unreadable { id, error } => {
+                    Outcome::Failed { item: FailedItem { key: id, error }, now_valid: false }
+                }
+                Letter::Record { id, record } => {
+                    replay_one(store, contract, sink, options, id, *record).await
+                }
             }
         })
         .buffer_unordered(options.concurrency.max(1));
@@ -330,12 +377,82 @@ pub enum Progress {
     Handled,
 }
 
+/// A dead-letter object found by the listing, with how many letters it holds.
+struct FoundObject {
+    /// The object's key.
+    key: String,
+    /// Letters in it: 1 for a single-record object; for a batch object the lines counted when
+    /// listing (`None` when it could not be read then: it is read again, and fails again or not).
+    letters: Option<u64>,
+}
+
+/// One dead letter on its way to [`replay_one`].
+enum Letter {
+    /// Already replayed (its marker exists).
+    Marked,
+    /// Its object or its line could not be read.
+    Unreadable { id: String, error: String },
+    /// To judge and publish.
+    Record { id: String, record: Box<DeadLetterRecord> },
+}
+
+/// Counts the letters of every object (reading each batch object once, `concurrency` at a time):
+/// the run's total for the progress report and `scanned`.
+async fn count_letters(
+    store: &DeadLetterStore,
+    keys: Vec<String>,
+    concurrency: usize,
+) -> (Vec<FoundObject>, u64) {
+    let objects: Vec<FoundObject> = futures::stream::iter(keys)
+        .map(|key| async move {
+            if !key::is_batch(&key) {
+                return FoundObject { key, letters: Some(1) };
+            }
+            let letters = store.letters(&key).await.ok().map(|letters| letters.len() as u64);
+            FoundObject { key, letters }
+        })
+        .buffered(concurrency.max(1))
+        .collect()
+        .await;
+    let total = objects.iter().map(|object| object.letters.unwrap_or(1)).sum();
+    (objects, total)
+}
+
+/// The letters of one object, each marked, unreadable or to replay. A single-record object that is
+/// already marked is not fetched.
+async fn letters_to_replay(
+    store: &DeadLetterStore,
+    object: FoundObject,
+    markers: &HashSet<String>,
+) -> Vec<Letter> {
+    let is_marked = |id: &str| markers.contains(&key::marker_key(&store.prefix, id));
+    if !key::is_batch(&object.key) && is_marked(&object.key) {
+        return vec![Letter::Marked];
+    }
+    match store.letters(&object.key).await {
+        Ok(letters) => letters
+            .into_iter()
+            .map(|(id, record)| match record {
+                _ if is_marked(&id) => Letter::Marked,
+                Ok(record) => Letter::Record { id, record: Box::new(record) },
+                Err(err) => Letter::Unreadable { id, error: format!("{err:#}") },
+            })
+            .collect(),
+        Err(err) => {
+            let error = format!("{err:#}");
+            let count = object.letters.unwrap_or(1).max(1);
+            (0..count).map(|_| Letter::Unreadable { id: object.key.clone(), error: error.clone() }).collect()
+        }
+    }
+}
+
 async fn replay_one(
     store: &DeadLetterStore,
     contract: &Contract,
     sink: Option<&dyn EventSink>,
     options: &ReplayOptions,
     key: String,
+    record: DeadLetterRecord,
 ) -> Outcome {
     let failed = |key: &str, error: String| Outcome::Failed {
         item: FailedItem { key: key.to_owned(), error },
@@ -344,10 +461,6 @@ async fn replay_one(
     let failed_valid = |key: &str, error: String| Outcome::Failed {
         item: FailedItem { key: key.to_owned(), error },
         now_valid: true,
-    };
-    let record = match store.fetch(&key).await {
-        Ok(record) => record,
-        Err(err) => return failed(&key, format!("{err:#}")),
     };
     let Some(body_sha256) = record.body_sha256_bytes() else {
         return failed(&key, "record has no valid body_sha256".to_owned());

@@ -64,11 +64,11 @@ pub struct Committed {
 /// A payload that failed the contract (or that Kafka refused), on its way to the dead-letter bucket.
 #[derive(Debug, Clone)]
 pub struct DeadLetter {
-    /// The request that delivered it; also the object's name.
+    /// The request that delivered it, kept in the record (it names no object: batch objects are
+    /// named by a service-made batch id).
     pub request_id: String,
     /// Whether the sender chose `request_id` (`X-Request-Id`): then it is not trusted to be
-    /// unique, and the object name also carries the body hash (a different body under the same
-    /// id must not overwrite a record already acknowledged).
+    /// unique (two records may carry the same one).
     pub request_id_from_sender: bool,
     /// When the service received the request.
     pub received_at: DateTime<Utc>,
@@ -114,7 +114,10 @@ impl DeadLetter {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stored {
     pub bucket: String,
+    /// The object holding the record: one batch of dead letters, one record per line.
     pub key: String,
+    /// The record's line in that object, counted from 1.
+    pub line: u64,
 }
 
 /// Why a sink could not confirm a write. Every variant means "not durable: the sender must retry".

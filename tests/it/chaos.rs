@@ -250,14 +250,14 @@ async fn run_chaos(brokers: String, phases: &[Phase]) {
         .count();
     let records = e2e_read_topic(&brokers, &options.topic, published_acks).await;
     let by_request = kafka_by_request_id(&records);
-    let keys = e2e_s3_keys(&options.s3_prefix).await;
-    // Sender-chosen request ids: objects are named `<request id>-<body hash>` (see support).
-    let mut objects_by_name: HashMap<&str, usize> = HashMap::new();
+    // Dead letters are lines of batch objects: found by the request id inside each record (every
+    // attempt has its own request id), and at the key and line its answer named.
+    let letters = e2e_dead_letters(&options.s3_prefix).await;
     let mut objects_by_request: HashMap<String, usize> = HashMap::new();
-    for key in &keys {
-        let name = e2e_dead_letter_name(key);
-        *objects_by_name.entry(name).or_default() += 1;
-        *objects_by_request.entry(e2e_dead_letter_request_id(name).to_owned()).or_default() += 1;
+    let mut letter_at: HashMap<(&str, u64), &str> = HashMap::new();
+    for letter in &letters {
+        *objects_by_request.entry(letter.request_id().to_owned()).or_default() += 1;
+        letter_at.insert((letter.key.as_str(), letter.line), letter.request_id());
     }
 
     let mut unacknowledged = Vec::new();
@@ -307,13 +307,18 @@ async fn run_chaos(brokers: String, phases: &[Phase]) {
                     wrong.push(format!("{}: {}", ack.request_id, ack.answer));
                     continue;
                 }
-                let name = e2e_sender_dead_letter_name(&ack.request_id, delivery.event.body.as_bytes());
-                match objects_by_name.get(name.as_str()) {
-                    Some(1) => found_s3 += 1,
+                let named =
+                    (ack.answer["key"].as_str().unwrap_or(""), ack.answer["line"].as_u64().unwrap_or(0));
+                match objects_by_request.get(ack.request_id.as_str()) {
+                    Some(1) if letter_at.get(&named) == Some(&ack.request_id.as_str()) => found_s3 += 1,
+                    Some(1) => wrong.push(format!(
+                        "{}: answer names {named:?}, which holds another record",
+                        ack.request_id
+                    )),
                     Some(k) => duplicated.push(format!("{} x{k} in S3", ack.request_id)),
                     None => {
                         missing_by_phase[delivery.acked_in_phase] += 1;
-                        missing.push(format!("{n}: {} not in S3 (as {name})", ack.request_id));
+                        missing.push(format!("{n}: {} not in S3 (answer named {named:?})", ack.request_id));
                     }
                 }
             }
@@ -365,7 +370,7 @@ async fn run_chaos(brokers: String, phases: &[Phase]) {
         "chaos: events {} ({} valid, {} invalid, {} repeats); attempts {}: 2xx {ok}, 503 {unavailable}, \
          no answer {no_answer}, other {other}; retried {retried}; found in Kafka {found_kafka}, in S3 {found_s3}; \
          duplicates {}, missing {}, unacknowledged events {}; records of unacknowledged attempts {unacknowledged_records}, \
-         objects of unacknowledged attempts {unacknowledged_objects}; transactions committed {committed}, aborted {aborted}, \
+         dead letters of unacknowledged attempts {unacknowledged_objects}; transactions committed {committed}, aborted {aborted}, \
          failed {failed}; producer rebuilds {rebuilds}",
         deliveries.len(),
         deliveries.iter().filter(|(_, d)| d.event.kind == Kind::Valid && d.event.repeat_of.is_none()).count(),

@@ -38,6 +38,8 @@ fn sink_config(prefix: &str, endpoint: Option<String>) -> DeadLetterConfig {
         backoff_base_ms: 20,
         backoff_max_ms: 200,
         probe_interval_ms: 60_000,
+        // Long enough that letters stored together in a test form one batch.
+        linger_ms: 200,
         ..DeadLetterConfig::default()
     }
 }
@@ -100,6 +102,29 @@ async fn list_keys(prefix: &str) -> Vec<String> {
     let mut keys: Vec<String> = out.contents().iter().filter_map(|o| o.key().map(str::to_owned)).collect();
     keys.sort();
     keys
+}
+
+/// The records of one batch object, by line (index 0 = line 1).
+async fn batch_lines(key: &str) -> Vec<Value> {
+    let object = stack_s3_client().get_object().bucket(stack_s3_bucket()).key(key).send().await.expect("get");
+    let body = object.body.collect().await.unwrap().into_bytes();
+    assert!(body.ends_with(b"\n"), "every line ends with a newline");
+    body.split(|b| *b == b'\n')
+        .filter(|line| !line.is_empty())
+        .map(|line| serde_json::from_slice(line).expect("each line is one JSON record"))
+        .collect()
+}
+
+/// Every record under `prefix` by request id: (key, line) of each.
+async fn records_by_request_id(prefix: &str) -> std::collections::HashMap<String, Vec<(String, u64)>> {
+    let mut found: std::collections::HashMap<String, Vec<(String, u64)>> = Default::default();
+    for key in list_keys(prefix).await.into_iter().filter(|k| !k.contains(key::REPLAYED_DIR)) {
+        for (n, record) in batch_lines(&key).await.into_iter().enumerate() {
+            let id = record["request_id"].as_str().unwrap().to_owned();
+            found.entry(id).or_default().push((key.clone(), n as u64 + 1));
+        }
+    }
+    found
 }
 
 fn record_validator() -> jsonschema::Validator {
@@ -288,14 +313,18 @@ async fn invalid_malformed_and_non_utf8_bodies_each_become_one_valid_record() {
         let expected_errors = letter.rejection.errors.clone();
         let stored = sink.store(letter, Instant::now() + Duration::from_secs(10)).await.expect("stored");
         assert_eq!(stored.bucket, stack_s3_bucket());
-        assert_eq!(stored.key, format!("{prefix}/dt=2026-03-04/hour=05/{request_id}.json"));
+        let name = stored.key.strip_prefix(&format!("{prefix}/dt=2026-03-04/hour=05/")).expect("partition");
+        let batch_id = name.strip_suffix(".jsonl").expect("a JSON-lines object");
+        assert!(uuid::Uuid::parse_str(batch_id).is_ok_and(|id| id.get_version_num() == 7), "{name}");
+        assert_eq!(stored.line, 1, "alone in its batch");
 
         let object =
             client.get_object().bucket(&stored.bucket).key(&stored.key).send().await.expect("get object");
-        assert_eq!(object.content_type(), Some("application/json"));
+        assert_eq!(object.content_type(), Some("application/x-ndjson"));
         let metadata_sha = object.metadata().and_then(|m| m.get("sha256")).cloned();
         let body = object.body.collect().await.unwrap().into_bytes();
         assert_eq!(metadata_sha.as_deref(), Some(hex::encode(Sha256::digest(&body)).as_str()));
+        assert_eq!(body.iter().filter(|b| **b == b'\n').count(), 1, "one record, one line");
 
         let json: Value = serde_json::from_slice(&body).expect("record parses as JSON");
         let schema_errors: Vec<String> = validator.iter_errors(&json).map(|e| e.to_string()).collect();
@@ -333,8 +362,52 @@ async fn invalid_malformed_and_non_utf8_bodies_each_become_one_valid_record() {
         }
     }
     let keys = list_keys(&prefix).await;
-    assert_eq!(keys.len(), 3, "exactly one object per dead letter: {keys:?}");
+    assert_eq!(keys.len(), 3, "one object per batch, each letter stored alone: {keys:?}");
     assert!(keys.iter().all(|k| k.starts_with(&format!("{prefix}/dt=2026-03-04/hour=05/"))), "{keys:?}");
+}
+
+// ---------- batches ----------
+
+/// Letters arriving together share one object; each is answered with its own line, holds exactly
+/// its record there, and is stored exactly once (found by its request id inside the object).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn letters_stored_together_share_one_object_each_on_its_own_line_exactly_once() {
+    let prefix = unique("it-dl-batch");
+    let sink = S3DeadLetterSink::new(&sink_config(&prefix, None)).await.unwrap();
+    let first_received: DateTime<Utc> = "2026-03-04T23:59:59.900Z".parse().unwrap();
+    let letters: Vec<DeadLetter> = (0..20)
+        .map(|n| {
+            let at = first_received + chrono::Duration::milliseconds(n * 10);
+            dead_letter(format!("{{\"broken\": {n}").as_bytes(), at)
+        })
+        .collect();
+    let ids: Vec<String> = letters.iter().map(|l| l.request_id.clone()).collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let results = futures::future::join_all(letters.into_iter().map(|l| sink.store(l, deadline))).await;
+    let stored: Vec<_> = results.into_iter().map(|r| r.expect("every letter stored")).collect();
+
+    let found = records_by_request_id(&prefix).await;
+    for (id, stored) in ids.iter().zip(&stored) {
+        assert_eq!(
+            found.get(id),
+            Some(&vec![(stored.key.clone(), stored.line)]),
+            "{id}: exactly once, where answered"
+        );
+    }
+    assert_eq!(found.len(), ids.len(), "nothing else stored");
+    let keys = list_keys(&prefix).await;
+    assert!(
+        keys.len() < ids.len(),
+        "letters arriving together were batched: {} objects for {}",
+        keys.len(),
+        ids.len()
+    );
+    let mut lines: Vec<(&str, u64)> = stored.iter().map(|s| (s.key.as_str(), s.line)).collect();
+    lines.sort_unstable();
+    lines.dedup();
+    assert_eq!(lines.len(), ids.len(), "no two letters share a line");
+    // The partition comes from the batch's first letter: the 23:59 hour, even for letters of the next day.
+    assert!(keys.iter().all(|k| k.starts_with(&format!("{prefix}/dt=2026-03-04/hour=23/"))), "{keys:?}");
 }
 
 // ---------- S3 unavailable, permanent errors, retries ----------
@@ -374,7 +447,7 @@ async fn unreachable_s3_fails_within_the_deadline_and_the_next_write_succeeds_on
     let request_id = letter.request_id.clone();
     let stored =
         sink.store(letter, Instant::now() + Duration::from_secs(10)).await.expect("stored once S3 is back");
-    assert!(stored.key.ends_with(&format!("/{request_id}.json")));
+    assert_eq!(batch_lines(&stored.key).await[0]["request_id"], request_id.as_str());
     assert_eq!(sink.readiness(), Readiness::Ready);
     assert_eq!(list_keys(&prefix).await, vec![stored.key]);
 }
@@ -385,15 +458,21 @@ async fn throttled_puts_are_retried_with_backoff_until_they_succeed() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let front = S3Front::start(listener, s3_authority(), 3).await;
     let sink = S3DeadLetterSink::new(&sink_config(&prefix, Some(front.endpoint()))).await.unwrap();
-    let letter = dead_letter(b"not json", Utc::now());
-    let stored =
-        sink.store(letter, Instant::now() + Duration::from_secs(10)).await.expect("stored after retries");
+    let letters: Vec<DeadLetter> = (0..5).map(|_| dead_letter(b"not json", Utc::now())).collect();
+    let ids: Vec<String> = letters.iter().map(|l| l.request_id.clone()).collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let results = futures::future::join_all(letters.into_iter().map(|l| sink.store(l, deadline))).await;
+    let stored: Vec<_> = results.into_iter().map(|r| r.expect("stored after retries")).collect();
     assert_eq!(
         front.faulted.load(Ordering::SeqCst),
         3,
         "three PUTs answered 503 SlowDown, the fourth went through"
     );
-    assert_eq!(list_keys(&prefix).await, vec![stored.key], "exactly one object despite the retries");
+    let keys = list_keys(&prefix).await;
+    assert!(stored.iter().all(|s| s.key == keys[0]), "one batch: {stored:?}");
+    assert_eq!(keys.len(), 1, "exactly one object despite the retries: {keys:?}");
+    let found = records_by_request_id(&prefix).await;
+    assert!(ids.iter().all(|id| found.get(id).is_some_and(|at| at.len() == 1)), "{found:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -402,14 +481,15 @@ async fn endless_throttling_ends_at_the_deadline_with_nothing_stored() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let front = S3Front::start(listener, s3_authority(), usize::MAX).await;
     let sink = S3DeadLetterSink::new(&sink_config(&prefix, Some(front.endpoint()))).await.unwrap();
-    let letter = dead_letter(b"not json", Utc::now());
-    let result = tokio::time::timeout(
-        Duration::from_secs(5),
-        sink.store(letter, Instant::now() + Duration::from_millis(1_500)),
-    )
-    .await
-    .expect("store returns by its deadline");
-    assert!(matches!(result, Err(SinkError::DeadlineExceeded { .. })), "{result:?}");
+    // A batch of five: the failed put answers every one of them "not stored".
+    let deadline = Instant::now() + Duration::from_millis(1_500);
+    let stores = (0..5).map(|_| sink.store(dead_letter(b"not json", Utc::now()), deadline));
+    let results = tokio::time::timeout(Duration::from_secs(5), futures::future::join_all(stores))
+        .await
+        .expect("store returns by its deadline");
+    for result in &results {
+        assert!(matches!(result, Err(SinkError::DeadlineExceeded { .. })), "{results:?}");
+    }
     assert!(front.faulted.load(Ordering::SeqCst) >= 2, "it retried before giving up");
     assert!(list_keys(&prefix).await.is_empty());
 }
@@ -514,9 +594,9 @@ async fn restart_garage_stopped_gives_503_class_errors_and_restarted_garage_take
 
 // ---------- replay ----------
 
-/// Puts a record as an older, stricter contract would have written it.
-async fn put_record(prefix: &str, raw: &[u8], payload: Option<Value>, received_at: DateTime<Utc>) -> String {
-    let letter = DeadLetter {
+/// A dead letter as an older, stricter contract would have rejected it.
+fn old_letter(raw: &[u8], payload: Option<Value>, received_at: DateTime<Utc>) -> DeadLetter {
+    DeadLetter {
         request_id_from_sender: false,
         error_count: 1,
         trace: cxone_ingest::trace::TraceContext::start(),
@@ -541,7 +621,13 @@ async fn put_record(prefix: &str, raw: &[u8], payload: Option<Value>, received_a
             correlation_id: payload.as_ref().and_then(|p| p["correlation_id"].as_str().map(str::to_owned)),
             payload,
         },
-    };
+    }
+}
+
+/// Puts a record as an older, stricter contract would have written it, in the single-record layout
+/// written before batching (`<request id>.json`).
+async fn put_record(prefix: &str, raw: &[u8], payload: Option<Value>, received_at: DateTime<Utc>) -> String {
+    let letter = old_letter(raw, payload, received_at);
     let record = DeadLetterRecord::build(&letter, received_at);
     let (json, _) = record.to_json();
     let key = key::object_key(prefix, received_at, &letter.request_id);
@@ -749,9 +835,62 @@ async fn replay_leaves_unpublished_dead_letters_unmarked_for_the_next_run() {
     }
 }
 
-/// Guards against a sender-chosen `X-Request-Id` reused for two different invalid bodies: each
-/// body keeps its own record (nothing answered 200 is overwritten), while a repeated delivery of
-/// the same body lands on the same object.
+/// Replay reads both layouts: letters batched by the sink into one JSON-lines object (each replayed
+/// once, marked `<key>#<line>`) and a single-record object written before batching.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_of_batch_objects_is_exactly_once_and_old_single_record_objects_still_replay() {
+    let prefix = unique("it-dl-replay-batch");
+    let sink = S3DeadLetterSink::new(&sink_config(&prefix, None)).await.unwrap();
+    let at: DateTime<Utc> = "2026-01-10T09:30:01Z".parse().unwrap();
+    let mut letters = Vec::new();
+    for n in 0..3 {
+        let payload = valid_payload(&unique(&format!("corr-batch-{n}")));
+        letters.push(old_letter(&serde_json::to_vec(&payload).unwrap(), Some(payload), at));
+    }
+    letters.push(old_letter(b"{\"event\": ", None, at));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let stored: Vec<_> = futures::future::join_all(letters.into_iter().map(|l| sink.store(l, deadline)))
+        .await
+        .into_iter()
+        .map(|r| r.expect("stored"))
+        .collect();
+    let mut now_valid: Vec<String> =
+        stored[..3].iter().map(|s| key::letter_id(&s.key, Some(s.line))).collect();
+    let old_payload = valid_payload(&unique("corr-old-layout"));
+    let old_key =
+        put_record(&prefix, &serde_json::to_vec(&old_payload).unwrap(), Some(old_payload), at).await;
+    now_valid.push(old_key.clone());
+    now_valid.sort();
+
+    let store =
+        DeadLetterStore { client: stack_s3_client(), bucket: stack_s3_bucket(), prefix: prefix.clone() };
+    let options = ReplayOptions {
+        since: None,
+        until: None,
+        dry_run: false,
+        concurrency: 4,
+        publish_timeout: Duration::from_secs(5),
+    };
+    let sink = FakeSink::ok();
+    let no_progress = |_| {};
+    let first = replay(&store, Contract::builtin(), Some(&*sink), &options, &no_progress).await.unwrap();
+    assert_eq!((first.scanned, first.now_valid, first.published, first.failed), (5, 4, 4, 0), "{first:?}");
+    assert_eq!(first.still_invalid_by_reason.get("malformed_json"), Some(&1), "{first:?}");
+    let second = replay(&store, Contract::builtin(), Some(&*sink), &options, &no_progress).await.unwrap();
+    assert_eq!((second.scanned, second.published, second.skipped_already_replayed), (5, 0, 4), "{second:?}");
+
+    let mut replayed: Vec<String> =
+        sink.published_records().iter().filter_map(|r| r.replayed_from.clone()).collect();
+    replayed.sort();
+    assert_eq!(replayed, now_valid, "each now-valid letter published exactly once, old layout included");
+    let keys = list_keys(&prefix).await;
+    for id in &now_valid {
+        assert!(keys.contains(&key::marker_key(&prefix, id)), "marker for {id} in {keys:?}");
+    }
+}
+
+/// A sender-chosen `X-Request-Id` names nothing any more: two different invalid bodies under the
+/// same id, and a repeat, are three records; nothing answered 200 is overwritten.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reused_sender_request_id_does_not_overwrite_an_earlier_dead_letter() {
     let prefix = unique("dl-reused-id");
@@ -764,16 +903,24 @@ async fn a_reused_sender_request_id_does_not_overwrite_an_earlier_dead_letter() 
         letter.headers.push(("x-request-id".to_owned(), "sender-chosen-42".to_owned()));
         letter
     };
-    let first = with_sender_id(br#"{"event":"interaction.completed","data":{"channel":"fax"}}"#);
-    let second = with_sender_id(br#"{"event":"interaction.completed","data":{"channel":"pigeon"}}"#);
-    let repeat = with_sender_id(br#"{"event":"interaction.completed","data":{"channel":"fax"}}"#);
-    assert_ne!(sink.key_for(&first), sink.key_for(&second));
-    assert_eq!(sink.key_for(&first), sink.key_for(&repeat));
-
+    let bodies: [&[u8]; 3] = [
+        br#"{"event":"interaction.completed","data":{"channel":"fax"}}"#,
+        br#"{"event":"interaction.completed","data":{"channel":"pigeon"}}"#,
+        br#"{"event":"interaction.completed","data":{"channel":"fax"}}"#,
+    ];
     let deadline = Instant::now() + Duration::from_secs(10);
-    for letter in [first, second, repeat] {
-        sink.store(letter, deadline).await.expect("stored");
+    let mut stored = Vec::new();
+    for raw in bodies {
+        stored.push(sink.store(with_sender_id(raw), deadline).await.expect("stored"));
     }
-    let keys = list_keys(&prefix).await;
-    assert_eq!(keys.len(), 2, "one object per distinct body: {keys:?}");
+    let found = records_by_request_id(&prefix).await;
+    let mut at = found["sender-chosen-42"].clone();
+    at.sort();
+    let mut answered: Vec<(String, u64)> = stored.iter().map(|s| (s.key.clone(), s.line)).collect();
+    answered.sort();
+    assert_eq!(at, answered, "every acknowledged record is still where its answer said");
+    for (s, raw) in stored.iter().zip(bodies) {
+        let record = &batch_lines(&s.key).await[s.line as usize - 1];
+        assert_eq!(record["body_sha256"], hex::encode(Sha256::digest(raw)));
+    }
 }

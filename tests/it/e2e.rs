@@ -113,13 +113,18 @@ async fn signed_valid_invalid_and_forged_requests_end_in_kafka_s3_or_nowhere() {
     assert_eq!(records.len(), 1, "exactly one record in {}: {records:?}", options.topic);
     assert_record_is(&records[0], &valid, &valid_id);
 
-    // S3: exactly the invalid payload's dead letter, at <prefix>/dt=YYYY-MM-DD/hour=HH/<name>.json,
-    // name = <request id>-<body hash> (the sender chose the request id).
+    // S3: exactly the invalid payload's dead letter, line 1 of one batch object at
+    // <prefix>/dt=YYYY-MM-DD/hour=HH/<batch id>.jsonl, as the answer said (the sender chose the
+    // request id: it names nothing; the record carries it).
     let keys = e2e_s3_keys(&options.s3_prefix).await;
-    assert_eq!(keys.len(), 1, "exactly one dead letter under {}: {keys:?}", options.s3_prefix);
-    let name = e2e_sender_dead_letter_name(&invalid_id, invalid.as_bytes());
+    assert_eq!(keys.len(), 1, "exactly one dead-letter object under {}: {keys:?}", options.s3_prefix);
+    assert_eq!(answer.body["key"], keys[0].as_str(), "the answer names the object");
+    assert_eq!(answer.body["line"], 1, "and the record's line");
+    let name = keys[0].rsplit('/').next().unwrap().trim_end_matches(".jsonl");
+    assert!(keys[0].ends_with(".jsonl") && uuid::Uuid::parse_str(name).is_ok(), "batch id: {}", keys[0]);
+    assert!(!keys[0].contains(&invalid_id), "a sender's request id names no object: {}", keys[0]);
     let key_for = |at: chrono::DateTime<chrono::Utc>| {
-        format!("{}/dt={}/hour={}/{name}.json", options.s3_prefix, at.format("%Y-%m-%d"), at.format("%H"))
+        format!("{}/dt={}/hour={}/{name}.jsonl", options.s3_prefix, at.format("%Y-%m-%d"), at.format("%H"))
     };
     assert!(
         keys[0] == key_for(before) || keys[0] == key_for(after),
@@ -503,8 +508,13 @@ async fn restart_garage_stop_gives_503_for_invalid_payloads_and_the_service_reco
             .unwrap_or_else(|| panic!("no dead letter after garage came back\n{}", service.log_tail(6000)));
     assert_eq!(back.body["status"], "dead_lettered");
     assert!(service.is_running(), "the service exited");
-    let keys = e2e_s3_keys(&options.s3_prefix).await;
-    assert!(keys.iter().any(|k| k.ends_with(&format!("/{}.json", back.request_id))), "{keys:?}");
+    let letters = e2e_dead_letters(&options.s3_prefix).await;
+    let stored = letters.iter().find(|l| l.request_id() == back.request_id);
+    let stored = stored.unwrap_or_else(|| panic!("{} not among {letters:?}", back.request_id));
+    assert_eq!(
+        (back.body["key"].as_str(), back.body["line"].as_u64()),
+        (Some(stored.key.as_str()), Some(stored.line))
+    );
     service.wait_ready(Duration::from_secs(30)).await;
 }
 

@@ -13,7 +13,8 @@ pub struct DeadLetterConfig {
     pub endpoint: Option<String>,
     /// Bucket holding dead letters; env `CXONE_INGEST_S3_BUCKET`.
     pub bucket: String,
-    /// Key prefix; env `CXONE_INGEST_S3_PREFIX`. Objects go to `<prefix>/dt=YYYY-MM-DD/hour=HH/<request id>.json`.
+    /// Key prefix; env `CXONE_INGEST_S3_PREFIX`. Objects go to
+    /// `<prefix>/dt=YYYY-MM-DD/hour=HH/<batch id>.jsonl` (one record per line).
     pub prefix: String,
     /// Region to sign for; unset means the default AWS chain (`AWS_REGION`, profile, IMDS).
     /// Env `CXONE_INGEST_S3_REGION`.
@@ -41,8 +42,17 @@ pub struct DeadLetterConfig {
     pub backoff_base_ms: u64,
     /// Largest backoff ceiling.
     pub backoff_max_ms: u64,
-    /// Most PutObject calls in flight at once; further writes wait (until their deadline) for a slot.
-    pub max_concurrency: usize,
+    /// Most dead letters in one object: a batch is written as soon as it holds this many.
+    pub batch_max_records: usize,
+    /// Most bytes (records plus newlines) in one object: a letter that would push a batch past it
+    /// starts the next batch (a single larger record still gets an object of its own).
+    pub batch_max_bytes: usize,
+    /// How long a batch may wait for more letters, counted from its oldest letter's arrival (never
+    /// past the earliest request deadline in the batch). 0 = write whatever is queued at once.
+    pub linger_ms: u64,
+    /// Letters waiting for their batch; when it is full a new letter is refused at once
+    /// (503 `overloaded`) rather than queued past its deadline.
+    pub queue_capacity: usize,
     /// How often the readiness probe (HeadBucket) runs while the bucket is reachable; after a failure
     /// it runs every `backoff_max_ms` until the bucket answers again.
     pub probe_interval_ms: u64,
@@ -75,7 +85,10 @@ impl Default for DeadLetterConfig {
             connect_timeout_ms: default_connect_timeout_ms(),
             backoff_base_ms: default_backoff_base_ms(),
             backoff_max_ms: default_backoff_max_ms(),
-            max_concurrency: default_max_concurrency(),
+            batch_max_records: default_batch_max_records(),
+            batch_max_bytes: default_batch_max_bytes(),
+            linger_ms: default_linger_ms(),
+            queue_capacity: default_queue_capacity(),
             probe_interval_ms: default_probe_interval_ms(),
         }
     }
@@ -97,7 +110,10 @@ impl fmt::Debug for DeadLetterConfig {
             .field("connect_timeout_ms", &self.connect_timeout_ms)
             .field("backoff_base_ms", &self.backoff_base_ms)
             .field("backoff_max_ms", &self.backoff_max_ms)
-            .field("max_concurrency", &self.max_concurrency)
+            .field("batch_max_records", &self.batch_max_records)
+            .field("batch_max_bytes", &self.batch_max_bytes)
+            .field("linger_ms", &self.linger_ms)
+            .field("queue_capacity", &self.queue_capacity)
             .field("probe_interval_ms", &self.probe_interval_ms)
             .finish()
     }
@@ -145,8 +161,17 @@ impl DeadLetterConfig {
         {
             return fail("sse_kms_key_id", "only applies with server_side_encryption = \"aws:kms\"");
         }
+        for (field, value, low, high) in [
+            ("batch_max_records", self.batch_max_records as u64, 1, 100_000),
+            ("batch_max_bytes", self.batch_max_bytes as u64, 1_024, 1_073_741_824),
+            ("linger_ms", self.linger_ms, 0, 10_000),
+            ("queue_capacity", self.queue_capacity as u64, 1, 1_000_000),
+        ] {
+            if !(low..=high).contains(&value) {
+                return fail(field, &format!("{value} is out of range: use {low} to {high}"));
+            }
+        }
         for (field, value, high) in [
-            ("max_concurrency", self.max_concurrency as u64, 10_000),
             ("attempt_timeout_ms", self.attempt_timeout_ms, 300_000),
             ("connect_timeout_ms", self.connect_timeout_ms, 300_000),
             ("backoff_base_ms", self.backoff_base_ms, 60_000),
@@ -179,6 +204,10 @@ impl DeadLetterConfig {
 
     pub(crate) fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    pub(crate) fn linger(&self) -> Duration {
+        Duration::from_millis(self.linger_ms)
     }
 
     pub(crate) fn probe_interval(&self) -> Duration {
@@ -217,9 +246,27 @@ pub fn default_backoff_max_ms() -> u64 {
     2_000
 }
 
-/// 64 PutObject calls in flight.
-pub fn default_max_concurrency() -> usize {
-    64
+/// 500 letters per object: at ~2 KB per record a ~1 MB object, and 2 PUTs per 1,000 letters.
+pub fn default_batch_max_records() -> usize {
+    500
+}
+
+/// 8 MiB per object: one PUT of it takes a few ms on a LAN and stays far below S3's limits.
+pub fn default_batch_max_bytes() -> usize {
+    8 * 1024 * 1024
+}
+
+/// 50 ms: one batcher writes at most ~1 / (linger + put time) objects a second, ~18 with a 5 ms put,
+/// whatever the load: ≤ 50 PUTs per 1,000 letters from ~400 letters/s up (docs/performance.md), and
+/// 5× fewer PUTs than letters at 100 letters/s. It delays only dead letters (valid events never
+/// wait for it), by at most 50 ms of a 10 s deadline.
+pub fn default_linger_ms() -> u64 {
+    50
+}
+
+/// 4,096 letters waiting: more than `server.max_in_flight` (1,024) requests can hold at once.
+pub fn default_queue_capacity() -> usize {
+    4_096
 }
 
 /// Probe the bucket every 15 s while healthy.
@@ -253,5 +300,23 @@ mod tests {
         assert!(parsed.is_err());
         let parsed: DeadLetterConfig = toml::from_str("server_side_encryption = \"aws:kms\"\n").unwrap();
         assert_eq!(parsed.server_side_encryption, Some(ServerSideEncryption::AwsKms));
+    }
+
+    #[test]
+    fn batch_bounds_are_range_checked() {
+        let parsed: DeadLetterConfig = toml::from_str(
+            "batch_max_records = 50\nbatch_max_bytes = 65536\nlinger_ms = 0\nqueue_capacity = 8\n",
+        )
+        .unwrap();
+        assert!(parsed.validate().is_ok());
+        assert_eq!((parsed.batch_max_records, parsed.linger_ms), (50, 0));
+        for (config, field) in [
+            (DeadLetterConfig { batch_max_records: 0, ..Default::default() }, "batch_max_records"),
+            (DeadLetterConfig { batch_max_bytes: 10, ..Default::default() }, "batch_max_bytes"),
+            (DeadLetterConfig { linger_ms: 60_000, ..Default::default() }, "linger_ms"),
+            (DeadLetterConfig { queue_capacity: 0, ..Default::default() }, "queue_capacity"),
+        ] {
+            assert_eq!(config.validate().unwrap_err().field, field);
+        }
     }
 }

@@ -1,5 +1,7 @@
-//! Object key layout: `<prefix>/dt=YYYY-MM-DD/hour=HH/<request id>.json` (Hive-style partitions that
-//! Athena and Trino can prune), and the replay markers kept beside them under `<prefix>/_replayed/`.
+//! Object key layout: `<prefix>/dt=YYYY-MM-DD/hour=HH/<batch id>.jsonl` (Hive-style partitions that
+//! Athena and Trino can prune; one record per line), the single-record layout written before
+//! batching (`<request id>.json`, still read by replay), and the replay markers kept beside them
+//! under `<prefix>/_replayed/`.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use sha2::{Digest, Sha256};
@@ -11,7 +13,25 @@ const MAX_NAME_LEN: usize = 128;
 /// Hive, Athena and Trino treat as hidden, so markers never show up as records.
 pub const REPLAYED_DIR: &str = "_replayed";
 
-/// The key of a dead letter received at `received_at` by request `request_id`.
+/// Extension of a batch object (JSON lines).
+pub const BATCH_EXTENSION: &str = ".jsonl";
+
+/// Extension of a single-record object (the layout before batching).
+pub const SINGLE_EXTENSION: &str = ".json";
+
+/// The key of a batch object whose first record was received at `first_received_at`:
+/// `<prefix>/dt=YYYY-MM-DD/hour=HH/<batch id>.jsonl`. The batch id is made by the service
+/// (a UUIDv7), so nothing a sender chooses names or overwrites an object.
+pub fn batch_key(prefix: &str, first_received_at: DateTime<Utc>, batch_id: &uuid::Uuid) -> String {
+    format!(
+        "{}{}{BATCH_EXTENSION}",
+        partition_prefix(prefix, first_received_at.date_naive(), Some(first_received_at)),
+        batch_id.as_hyphenated()
+    )
+}
+
+/// The key of a single-record dead letter as written before batching (received at `received_at`
+/// by request `request_id`): replay still reads this layout.
 pub fn object_key(prefix: &str, received_at: DateTime<Utc>, request_id: &str) -> String {
     format!(
         "{}{}.json",
@@ -36,18 +56,18 @@ pub fn with_slash(prefix: &str) -> String {
     if prefix.is_empty() { String::new() } else { format!("{prefix}/") }
 }
 
-/// The day partition of a dead-letter key, or `None` when the key is not a dead letter
-/// (a marker, a foreign object, a key under another layout).
+/// The day partition of a dead-letter object key (`.jsonl` batch or `.json` single record), or
+/// `None` when the key is not a dead letter (a marker, a foreign object, another layout).
 pub fn day_of_key(prefix: &str, key: &str) -> Option<NaiveDate> {
     let rest = key.strip_prefix(&with_slash(prefix))?;
     let mut parts = rest.split('/');
     let day = parts.next()?.strip_prefix("dt=")?;
     let hour = parts.next()?.strip_prefix("hour=")?;
     let name = parts.next()?;
+    let stem = name.strip_suffix(BATCH_EXTENSION).or_else(|| name.strip_suffix(SINGLE_EXTENSION));
     let well_formed = hour.len() == 2
         && hour.bytes().all(|b| b.is_ascii_digit())
-        && name.ends_with(".json")
-        && name.len() > ".json".len()
+        && stem.is_some_and(|stem| !stem.is_empty())
         && parts.next().is_none();
     if !well_formed {
         return None;
@@ -55,7 +75,22 @@ pub fn day_of_key(prefix: &str, key: &str) -> Option<NaiveDate> {
     NaiveDate::parse_from_str(day, "%Y-%m-%d").ok()
 }
 
-/// The marker key recording that `key` was replayed: `<prefix>/_replayed/<key below prefix>`.
+/// Whether `key` is a batch (JSON-lines) object.
+pub fn is_batch(key: &str) -> bool {
+    key.ends_with(BATCH_EXTENSION)
+}
+
+/// The name of one dead letter: the object key for a single-record object, `<key>#<line>`
+/// (1-based) for a record in a batch object. Replay reports and marks dead letters by it.
+pub fn letter_id(key: &str, line: Option<u64>) -> String {
+    match line {
+        Some(line) => format!("{key}#{line}"),
+        None => key.to_owned(),
+    }
+}
+
+/// The marker key recording that the dead letter `letter_id` (see [`letter_id`]) was replayed:
+/// `<prefix>/_replayed/<letter id below prefix>`.
 pub fn marker_key(prefix: &str, key: &str) -> String {
     let base = with_slash(prefix);
     let below = key.strip_prefix(&base).unwrap_or(key);
@@ -111,6 +146,24 @@ mod tests {
             marker_day_prefix("p", NaiveDate::from_ymd_opt(2026, 11, 28).unwrap()),
             "p/_replayed/dt=2026-11-28/"
         );
+    }
+
+    #[test]
+    fn batch_key_layout() {
+        let at: DateTime<Utc> = "2026-11-28T07:05:00.123Z".parse().unwrap();
+        let id = uuid::Uuid::now_v7();
+        let key = batch_key("p/", at, &id);
+        assert_eq!(key, format!("p/dt=2026-11-28/hour=07/{id}.jsonl"));
+        assert!(is_batch(&key));
+        assert_eq!(day_of_key("p", &key), NaiveDate::from_ymd_opt(2026, 11, 28));
+        assert_eq!(letter_id(&key, Some(3)), format!("{key}#3"));
+        assert_eq!(
+            marker_key("p", &letter_id(&key, Some(3))),
+            format!("p/_replayed/dt=2026-11-28/hour=07/{id}.jsonl#3")
+        );
+        assert_eq!(day_of_key("p", &marker_key("p", &key)), None);
+        assert_eq!(day_of_key("p", "p/dt=2026-11-28/hour=07/.jsonl"), None);
+        assert_eq!(day_of_key("p", "p/dt=2026-11-28/hour=07/x.jsonl#2"), None);
     }
 
     #[test]

@@ -1,9 +1,12 @@
 //! Dead-letter sink: invalid payloads kept in S3 as JSON records that say what was wrong.
 //!
-//! [`S3DeadLetterSink`] builds a [`DeadLetterRecord`], puts it at its [`key::object_key`] through the
-//! [`writer::S3Writer`] (retries with backoff inside the deadline) and keeps `/readyz` honest with a
-//! background HeadBucket probe.
+//! [`S3DeadLetterSink`] builds a [`DeadLetterRecord`] per letter and queues it (bounded) for the
+//! [`batcher`], which writes the letters arriving together as ONE JSON-lines object at
+//! [`key::batch_key`] through the [`writer::S3Writer`] (retries with backoff inside the earliest
+//! deadline) and answers each letter with the object's key and its line. A background HeadBucket
+//! probe keeps `/readyz` honest.
 
+pub mod batcher;
 pub mod config;
 pub mod key;
 pub mod record;
@@ -12,34 +15,40 @@ pub mod writer;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use bytes::Bytes;
 use chrono::Utc;
-use tokio::sync::Notify;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{Notify, mpsc, oneshot};
 
 pub use config::{DeadLetterConfig, DeadLetterConfigError, ServerSideEncryption};
 pub use record::{DeadLetterRecord, OriginalPayload, PayloadEncoding, RecordTrace};
 
 use crate::metrics as m;
 use crate::sinks::{DeadLetter, DeadLetterSink, Readiness, SinkError, Stored};
-use writer::{Failure, PutError, S3Writer, SdkRetries};
+use batcher::{BatchLimits, Pending};
+use writer::{Failure, S3Writer, SdkRetries};
 
 /// Sink name in errors and logs.
 const SINK: &str = "dead-letter store";
 
-/// Writes dead letters to S3. Cheap to share behind an `Arc`; dropping it stops the probe.
+/// Writes dead letters to S3 in batches. Cheap to share behind an `Arc`; dropping it stops the
+/// probe and (once the queue is dropped) the batcher.
 pub struct S3DeadLetterSink {
-    /// Shared with the probe task.
+    /// Shared with the probe and the batcher.
     shared: Arc<Shared>,
-    /// Key prefix, normalized.
-    prefix: String,
+    /// To the batcher; taken by `close` so the batcher drains the queue and stops.
+    queue: RwLock<Option<mpsc::Sender<Pending>>>,
+    /// The batcher task, awaited by `close`.
+    batcher: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Whether the batcher task ended (panicked) while the sink was open.
+    batcher_done: Arc<std::sync::atomic::AtomicBool>,
     /// The readiness probe; aborted on drop.
     probe: tokio::task::JoinHandle<()>,
-    /// Set by `close`: the probe ended on purpose.
+    /// Set by `close`: the probe and the batcher ended on purpose.
     closed: std::sync::atomic::AtomicBool,
 }
 
-/// What the sink and its probe task share.
-struct Shared {
+/// What the sink, its probe task and its batcher share.
+pub(crate) struct Shared {
     /// S3 writes with the retry policy.
     writer: S3Writer,
     /// Latest readiness verdict, from the probe or from the last write.
@@ -51,8 +60,9 @@ struct Shared {
 }
 
 impl S3DeadLetterSink {
-    /// Builds the sink and starts probing the bucket. Fails only on configuration errors: an
-    /// unreachable or misconfigured S3 makes the sink not-ready, never fails start-up.
+    /// Builds the sink, starts the batcher and starts probing the bucket. Fails only on
+    /// configuration errors: an unreachable or misconfigured S3 makes the sink not-ready, never
+    /// fails start-up.
     pub async fn new(config: &DeadLetterConfig) -> Result<S3DeadLetterSink, DeadLetterConfigError> {
         let client = writer::build_client(config, SdkRetries::Off).await?;
         let writer = S3Writer::new(client, config);
@@ -67,9 +77,28 @@ impl S3DeadLetterSink {
         });
         m::set_ready("dead_letter", false);
         let probe = tokio::spawn(probe_loop(Arc::clone(&shared)));
+        let (tx, rx) = mpsc::channel(config.queue_capacity);
+        let limits = BatchLimits {
+            max_records: config.batch_max_records,
+            max_bytes: config.batch_max_bytes,
+            linger: config.linger(),
+        };
+        let batcher_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let done = Arc::clone(&batcher_done);
+        let batcher = tokio::spawn({
+            let shared = Arc::clone(&shared);
+            let prefix = config.normalized_prefix().to_owned();
+            async move {
+                // Set however the task ends (a panic included), so `/healthz` can tell.
+                let _done = SetOnDrop(done);
+                batcher::run(rx, shared, prefix, limits).await;
+            }
+        });
         Ok(S3DeadLetterSink {
             shared,
-            prefix: config.normalized_prefix().to_owned(),
+            queue: RwLock::new(Some(tx)),
+            batcher: std::sync::Mutex::new(Some(batcher)),
+            batcher_done,
             probe,
             closed: std::sync::atomic::AtomicBool::new(false),
         })
@@ -80,20 +109,31 @@ impl S3DeadLetterSink {
         self.shared.writer.bucket()
     }
 
-    /// The object key a dead letter goes to.
-    ///
-    /// A request id the service generated is unique, so it names the object alone. A sender-chosen
-    /// `X-Request-Id` is not trusted to be: two different bodies under one id would overwrite each
-    /// other's record, already answered 200. Such names get the body hash's first 12 hex digits, so
-    /// a repeated delivery (same id, same body) still lands on the same object and a different body
-    /// on its own.
-    pub fn key_for(&self, letter: &DeadLetter) -> String {
-        if letter.request_id_from_sender {
-            let name = format!("{}-{}", letter.request_id, hex::encode(&letter.body_sha256[..6]));
-            key::object_key(&self.prefix, letter.received_at, &name)
-        } else {
-            key::object_key(&self.prefix, letter.received_at, &letter.request_id)
+    /// Queues one letter for its batch; `Overloaded` when the queue is full.
+    fn enqueue(&self, pending: Pending) -> Result<(), SinkError> {
+        let queue = self.queue.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(queue) = queue.as_ref() else {
+            return Err(SinkError::Unavailable { sink: SINK, detail: "shutting down".to_owned() });
+        };
+        match queue.try_send(pending) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => {
+                metrics::counter!(m::DEAD_LETTER_FAILURES, "cause" => "overloaded").increment(1);
+                Err(SinkError::Overloaded { sink: SINK })
+            }
+            Err(TrySendError::Closed(_)) => {
+                Err(SinkError::Unavailable { sink: SINK, detail: "the batcher has stopped".to_owned() })
+            }
         }
+    }
+}
+
+/// Sets its flag when dropped.
+struct SetOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
     }
 }
 
@@ -107,70 +147,55 @@ impl Drop for S3DeadLetterSink {
 impl DeadLetterSink for S3DeadLetterSink {
     async fn store(&self, letter: DeadLetter, deadline: Instant) -> Result<Stored, SinkError> {
         let record = DeadLetterRecord::build(&letter, Utc::now());
-        let (json, sha256) = record.to_json();
-        let key = self.key_for(&letter);
         let reason = record.reason.as_str();
-        let schema = record.schema.as_ref().map_or_else(|| "none".to_owned(), |schema| schema.id.clone());
-        let bucket = self.bucket().to_owned();
-        let result = self.shared.writer.put(&key, Bytes::from(json), &sha256, deadline).await;
-        match result {
-            Ok(report) => {
-                metrics::counter!(m::DEAD_LETTERS, "reason" => reason, "schema" => schema).increment(1);
-                self.shared.set_readiness(Readiness::Ready);
-                tracing::info!(request_id = %letter.request_id, reason, bucket = %bucket, key = %key,
-                    attempts = report.attempts, "dead letter stored");
-                Ok(Stored { bucket, key })
-            }
-            Err(err) => {
-                let (cause, last_error) = match &err {
-                    PutError::Permanent { detail } => ("permanent", Some(detail.clone())),
-                    PutError::Deadline { last, attempts } => {
-                        ("deadline", last.as_ref().map(|last| format!("{last} (after {attempts} attempts)")))
-                    }
-                    PutError::Overloaded => ("overloaded", None),
-                };
-                let error = match err {
-                    // Fails at once and marks the sink not ready; the next scheduled probe (or a
-                    // successful write) clears it. Not re-probed at once: HeadBucket may succeed
-                    // where PutObject is refused (a read-only key), which would hide the cause.
-                    PutError::Permanent { detail } => {
-                        let detail = format!("bucket {bucket}: {detail}");
-                        self.shared.set_readiness(Readiness::NotReady(detail.clone()));
-                        SinkError::Unavailable { sink: SINK, detail }
-                    }
-                    // Retryable failures until the deadline: the probe, woken now, judges whether
-                    // the bucket is reachable at all (throttling alone is no readiness failure).
-                    PutError::Deadline { .. } => {
-                        self.shared.wake.notify_one();
-                        SinkError::DeadlineExceeded { sink: SINK }
-                    }
-                    PutError::Overloaded => SinkError::Overloaded { sink: SINK },
-                };
-                metrics::counter!(m::DEAD_LETTER_FAILURES, "cause" => cause).increment(1);
-                tracing::warn!(request_id = %letter.request_id, reason, bucket = %bucket, key = %key, cause,
-                    error = %error, last_error = last_error.as_deref().unwrap_or(""), "dead letter NOT stored");
-                Err(error)
-            }
+        let (reply, answer) = oneshot::channel();
+        self.enqueue(Pending {
+            line: record.to_line(),
+            received_at: letter.received_at,
+            reason,
+            schema: record.schema.as_ref().map_or_else(|| "none".to_owned(), |schema| schema.id.clone()),
+            deadline,
+            enqueued_at: Instant::now(),
+            reply,
+        })?;
+        // The batcher answers every letter it took; a dropped answer means it is gone.
+        let result = answer.await.unwrap_or_else(|_| {
+            Err(SinkError::Unavailable { sink: SINK, detail: "the batcher has stopped".to_owned() })
+        });
+        match &result {
+            Ok(stored) => tracing::info!(request_id = %letter.request_id, reason, bucket = %stored.bucket,
+                key = %stored.key, line = stored.line, "dead letter stored"),
+            Err(error) => tracing::warn!(request_id = %letter.request_id, reason, bucket = %self.bucket(),
+                error = %error, "dead letter NOT stored"),
         }
+        result
     }
 
     fn readiness(&self) -> Readiness {
         self.shared.readiness()
     }
 
-    /// The readiness probe is the one task of this sink; it loops for ever unless it panicked.
+    /// The readiness probe loops for ever and the batcher until `close`, unless they panicked.
     fn dead_tasks(&self) -> Vec<String> {
         let closed = self.closed.load(std::sync::atomic::Ordering::Acquire);
+        let mut dead = Vec::new();
         if self.probe.is_finished() && !closed {
-            vec!["dead-letter readiness probe".to_owned()]
-        } else {
-            Vec::new()
+            dead.push("dead-letter readiness probe".to_owned());
         }
+        if self.batcher_done.load(std::sync::atomic::Ordering::Acquire) && !closed {
+            dead.push("dead-letter batcher".to_owned());
+        }
+        dead
     }
 
+    /// Stops taking letters, lets the batcher write every letter already queued, then stops.
     async fn close(&self) {
         self.closed.store(true, std::sync::atomic::Ordering::Release);
-        self.shared.writer.close().await;
+        self.queue.write().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        let batcher = self.batcher.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        if let Some(batcher) = batcher {
+            let _ = batcher.await;
+        }
         self.probe.abort();
     }
 }

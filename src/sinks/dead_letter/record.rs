@@ -23,13 +23,13 @@ pub const RECORD_SCHEMA: &str = include_str!("../../../schemas/dead-letter-recor
 pub struct DeadLetterRecord {
     /// Layout version ([`FORMAT_VERSION`]), so readers can tell old records from new ones.
     pub format_version: u32,
-    /// When the record was built (just before the first PutObject attempt).
+    /// When the record was built (as the letter joined its batch, just before the batch's put).
     #[serde(serialize_with = "rfc3339_utc", deserialize_with = "from_rfc3339")]
     pub dead_lettered_at: DateTime<Utc>,
     /// When the service received the request; the key's `dt=`/`hour=` partition comes from it.
     #[serde(serialize_with = "rfc3339_utc", deserialize_with = "from_rfc3339")]
     pub received_at: DateTime<Utc>,
-    /// The request that delivered the payload (also the object name).
+    /// The request that delivered the payload: how a dead letter is found inside its batch object.
     pub request_id: String,
     /// The payload's `correlation_id`, when one could be read.
     pub correlation_id: Option<String>,
@@ -170,7 +170,14 @@ impl DeadLetterRecord {
         }
     }
 
-    /// The record as stored: compact JSON, and its hex SHA-256 (object metadata).
+    /// The record as one line of a batch object: compact JSON (never contains a newline).
+    pub fn to_line(&self) -> Vec<u8> {
+        // Serializing plain data (string keys, no maps with non-string keys) cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// The record as a single-record object (the layout before batching): compact JSON, and its
+    /// hex SHA-256 (object metadata).
     pub fn to_json(&self) -> (Vec<u8>, String) {
         // Serializing plain data (string keys, no maps with non-string keys) cannot fail.
         let json = serde_json::to_vec(self).unwrap_or_default();

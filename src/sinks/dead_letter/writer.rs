@@ -1,5 +1,6 @@
 //! S3 I/O for dead letters: the client, PutObject with our retry policy (exponential backoff, full
-//! jitter, inside the request deadline), and the one place S3 errors are classified.
+//! jitter, inside the earliest request deadline of the batch), and the one place S3 errors are
+//! classified.
 
 use std::time::{Duration, Instant};
 
@@ -13,7 +14,6 @@ use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 use rand::Rng as _;
-use tokio::sync::Semaphore;
 
 use super::config::{DeadLetterConfig, DeadLetterConfigError, ServerSideEncryption};
 use crate::metrics as m;
@@ -195,8 +195,6 @@ pub enum PutError {
     Permanent { detail: String },
     /// The deadline passed; `last` is the last retryable failure seen, if any.
     Deadline { last: Option<String>, attempts: u32 },
-    /// No concurrency slot freed up before the deadline.
-    Overloaded,
 }
 
 /// A successful write.
@@ -206,7 +204,7 @@ pub struct PutReport {
     pub attempts: u32,
 }
 
-/// Writes objects to one bucket with bounded concurrency and the retry policy.
+/// Writes objects to one bucket with the retry policy (one caller: the batcher, one put at a time).
 pub struct S3Writer {
     /// SDK client with SDK retries off: [`S3Writer::put`] is the retry policy.
     client: Client,
@@ -220,10 +218,6 @@ pub struct S3Writer {
     attempt_timeout: Duration,
     /// Waits between attempts.
     backoff: Backoff,
-    /// Bounds PutObject calls in flight.
-    slots: Semaphore,
-    /// Size of `slots`, to drain it on close.
-    max_concurrency: usize,
 }
 
 impl S3Writer {
@@ -239,8 +233,6 @@ impl S3Writer {
                 base: Duration::from_millis(config.backoff_base_ms),
                 max: Duration::from_millis(config.backoff_max_ms),
             },
-            slots: Semaphore::new(config.max_concurrency),
-            max_concurrency: config.max_concurrency,
         }
     }
 
@@ -254,20 +246,17 @@ impl S3Writer {
         self.backoff.max
     }
 
-    /// Puts one JSON object, retrying retryable failures until `deadline`.
+    /// Puts one object (`content_type`, the body's hex SHA-256 as `sha256` metadata), retrying
+    /// retryable failures until `deadline`.
     pub async fn put(
         &self,
         key: &str,
         body: Bytes,
         sha256_hex: &str,
+        content_type: &str,
         deadline: Instant,
     ) -> Result<PutReport, PutError> {
         let deadline = tokio::time::Instant::from_std(deadline);
-        let _slot = match tokio::time::timeout_at(deadline, self.slots.acquire()).await {
-            Ok(Ok(slot)) => slot,
-            // Timed out waiting, or closed (shutting down): either way no write happens.
-            _ => return Err(PutError::Overloaded),
-        };
         let mut attempts = 0u32;
         let mut last = None;
         loop {
@@ -278,8 +267,8 @@ impl S3Writer {
             attempts += 1;
             let attempt_timeout = self.attempt_timeout.min(deadline - now);
             let started = Instant::now();
-            let outcome =
-                tokio::time::timeout(attempt_timeout, self.put_once(key, body.clone(), sha256_hex)).await;
+            let once = self.put_once(key, body.clone(), sha256_hex, content_type);
+            let outcome = tokio::time::timeout(attempt_timeout, once).await;
             let elapsed = started.elapsed().as_secs_f64();
             let failure = match outcome {
                 Ok(Ok(())) => {
@@ -315,6 +304,7 @@ impl S3Writer {
         key: &str,
         body: Bytes,
         sha256_hex: &str,
+        content_type: &str,
     ) -> Result<(), SdkError<aws_sdk_s3::operation::put_object::PutObjectError, HttpResponse>> {
         let sse = self.sse.map(|sse| match sse {
             ServerSideEncryption::Aes256 => aws_sdk_s3::types::ServerSideEncryption::Aes256,
@@ -324,7 +314,7 @@ impl S3Writer {
             .put_object()
             .bucket(&self.bucket)
             .key(key)
-            .content_type("application/json")
+            .content_type(content_type)
             .metadata("sha256", sha256_hex)
             .set_server_side_encryption(sse)
             .set_ssekms_key_id(self.sse_kms_key_id.clone())
@@ -345,15 +335,6 @@ impl S3Writer {
                 detail: format!("HeadBucket timed out after {} ms", self.attempt_timeout.as_millis()),
             }),
         }
-    }
-
-    /// Waits for every write in flight to finish, then refuses new ones.
-    pub async fn close(&self) {
-        let all = u32::try_from(self.max_concurrency).unwrap_or(u32::MAX);
-        if let Ok(permits) = self.slots.acquire_many(all).await {
-            permits.forget();
-        }
-        self.slots.close();
     }
 }
 

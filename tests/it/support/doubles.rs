@@ -153,8 +153,11 @@ impl EventSink for FakeSink {
 impl DeadLetterSink for FakeSink {
     async fn store(&self, letter: DeadLetter, _deadline: Instant) -> Result<Stored, SinkError> {
         self.stored.fetch_add(1, Ordering::SeqCst);
-        let stored =
-            Stored { bucket: "fake-bucket".into(), key: format!("errors/{}.json", letter.request_id) };
+        let stored = Stored {
+            bucket: "fake-bucket".into(),
+            key: format!("errors/{}.jsonl", letter.request_id),
+            line: 1,
+        };
         *self.last_letter.lock().expect("last letter") = Some(letter);
         self.answer(stored).await
     }

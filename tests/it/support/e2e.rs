@@ -389,8 +389,9 @@ pub async fn e2e_s3_keys(prefix: &str) -> Vec<String> {
     keys
 }
 
-/// One dead-letter object, parsed as JSON.
-pub async fn e2e_s3_json(key: &str) -> Value {
+/// The records of one dead-letter object: one per line of a `.jsonl` batch object, the whole
+/// object for a single-record `.json` one (the layout before batching).
+pub async fn e2e_s3_records(key: &str) -> Vec<Value> {
     let object = stack_s3_client()
         .get_object()
         .bucket(stack_s3_bucket())
@@ -399,7 +400,56 @@ pub async fn e2e_s3_json(key: &str) -> Value {
         .await
         .unwrap_or_else(|e| panic!("get {key}: {e}"));
     let bytes = object.body.collect().await.expect("object body").into_bytes();
-    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{key} is not JSON: {e}"))
+    if !key.ends_with(".jsonl") {
+        return vec![serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{key} is not JSON: {e}"))];
+    }
+    bytes
+        .split(|b| *b == b'\n')
+        .filter(|line| !line.is_empty())
+        .enumerate()
+        .map(|(n, line)| {
+            serde_json::from_slice(line).unwrap_or_else(|e| panic!("{key} line {} is not JSON: {e}", n + 1))
+        })
+        .collect()
+}
+
+/// The one record of a dead-letter object that holds exactly one.
+pub async fn e2e_s3_json(key: &str) -> Value {
+    let mut records = e2e_s3_records(key).await;
+    assert_eq!(records.len(), 1, "{key} holds {} records, expected one", records.len());
+    records.remove(0)
+}
+
+/// One dead letter read back from the bucket.
+#[derive(Debug, Clone)]
+pub struct StoredLetter {
+    /// The object holding it.
+    pub key: String,
+    /// Its line in that object, from 1 (1 for a single-record object).
+    pub line: u64,
+    /// The record.
+    pub record: Value,
+}
+
+impl StoredLetter {
+    /// The record's `request_id`: how a dead letter is found inside its batch object.
+    pub fn request_id(&self) -> &str {
+        self.record["request_id"].as_str().unwrap_or("")
+    }
+}
+
+/// Every dead letter under `prefix/`, read out of its objects (skipping `_replayed/` markers).
+pub async fn e2e_dead_letters(prefix: &str) -> Vec<StoredLetter> {
+    let mut letters = Vec::new();
+    for key in e2e_s3_keys(prefix).await {
+        if key.contains("/_replayed/") {
+            continue;
+        }
+        for (n, record) in e2e_s3_records(&key).await.into_iter().enumerate() {
+            letters.push(StoredLetter { key: key.clone(), line: n as u64 + 1, record });
+        }
+    }
+    letters
 }
 
 /// Reads the whole topic back (`read_committed`, by assignment) off the async runtime.
@@ -419,28 +469,6 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     }
     let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
     sorted[rank.min(sorted.len() - 1)]
-}
-
-/// The object name (key without the path and `.json`) of the dead letter of a request whose
-/// `X-Request-Id` the sender chose: `<request id>-<first 12 hex digits of sha256(body)>`
-/// (service-made request ids name the object alone).
-pub fn e2e_sender_dead_letter_name(request_id: &str, body: &[u8]) -> String {
-    use sha2::Digest;
-    format!("{request_id}-{}", hex::encode(&sha2::Sha256::digest(body)[..6]))
-}
-
-/// The object name of a dead-letter key: its last path segment without `.json`.
-pub fn e2e_dead_letter_name(key: &str) -> &str {
-    key.rsplit('/').next().unwrap_or("").trim_end_matches(".json")
-}
-
-/// The sender-chosen request id in a dead letter's object name (the name minus its
-/// `-<12 hex digits>` body-hash suffix); the whole name when it has no such suffix.
-pub fn e2e_dead_letter_request_id(name: &str) -> &str {
-    match name.rsplit_once('-') {
-        Some((id, hash)) if hash.len() == 12 && hash.bytes().all(|b| b.is_ascii_hexdigit()) => id,
-        _ => name,
-    }
 }
 
 /// Runs `scripts/stack-ctl action component` off the async runtime.

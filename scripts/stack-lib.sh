@@ -353,6 +353,11 @@ PY
 # memory broker, and dead letters in moto (the kafka-store server, bucket $S3_BUCKET) instead of
 # garage, so a first run need not wait for garage to compile. moto keeps objects in memory only:
 # a trial's dead letters are gone when the stack stops. Written beside .stack/env, never over it.
+# The trial's dedupe store: the stack's redis when it runs, else the in-process memory.
+stack_trial_dedupe_store() {
+  if [[ -n "$(stack_pid redis)" ]] && redis_ready; then echo "redis://$STACK_HOST:$REDIS_PORT"; else echo memory; fi
+}
+
 stack_write_trial_env() {
   local tmp="$STACK_DIR/trial.env.tmp"
   cat >"$tmp" <<EOF
@@ -364,6 +369,7 @@ export CXONE_INGEST_S3_BUCKET=$S3_BUCKET
 export AWS_ACCESS_KEY_ID=$S3_KEY_ID
 export AWS_SECRET_ACCESS_KEY=$S3_SECRET
 export AWS_REGION=us-east-1
+export CXONE_INGEST_DEDUPE_STORE=$(stack_trial_dedupe_store)
 export CXONE_STACK_DIR=$STACK_DIR
 export CXONE_STACK_PYTHON=$STACK_PY
 EOF

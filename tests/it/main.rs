@@ -14,4 +14,5 @@ mod http;
 mod kafka;
 mod lifecycle;
 mod operations;
+mod replicas;
 mod stack;

@@ -93,8 +93,13 @@ impl Service {
     /// topic, S3 endpoint/bucket/prefix, AWS credentials) plus a config file for the limits and
     /// a unique `kafka.instance_id`. Does not wait for readiness.
     pub fn start(options: ServiceOptions) -> Service {
+        Service::start_as(options, unique("e2e"))
+    }
+
+    /// Like [`Service::start`] with a given `kafka.instance_id`: a replica started again after a
+    /// crash (same transactional id, so it fences its old self; same dedupe claim owner).
+    pub fn start_as(options: ServiceOptions, instance_id: String) -> Service {
         let dir = tempfile::tempdir().expect("tempdir");
-        let instance_id = unique("e2e");
         let config_path = dir.path().join("cxone-ingest.toml");
         let admin_addr: SocketAddr =
             format!("127.0.0.1:{}", free_loopback_port()).parse().expect("admin addr");

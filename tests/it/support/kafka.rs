@@ -45,11 +45,34 @@ pub fn kafka_read_committed(
     want: usize,
     timeout: Duration,
 ) -> Vec<KafkaRecord> {
+    kafka_read(brokers, topic, partitions, want, timeout, "read_committed")
+}
+
+/// Like [`kafka_read_committed`] with `read_uncommitted`: also the records behind a last stable
+/// offset that a broker (tansu) leaves stuck behind a transaction it never ends. Blocking.
+pub fn kafka_read_uncommitted(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    want: usize,
+    timeout: Duration,
+) -> Vec<KafkaRecord> {
+    kafka_read(brokers, topic, partitions, want, timeout, "read_uncommitted")
+}
+
+fn kafka_read(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    want: usize,
+    timeout: Duration,
+    isolation: &str,
+) -> Vec<KafkaRecord> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", unique("kafka-test-reader")) // required by librdkafka; never joined
         .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
+        .set("isolation.level", isolation)
         .set("enable.partition.eof", "true")
         .create()
         .expect("consumer");

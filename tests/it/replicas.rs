@@ -228,8 +228,10 @@ async fn restart_replicas_and_store_failures_publish_every_acknowledged_event_on
     for record in &records {
         by_correlation.entry(record.key.as_deref().unwrap_or("")).or_default().push(record);
     }
-    let keys = e2e_s3_keys(&options.s3_prefix).await;
-    let object_names: Vec<&str> = keys.iter().map(|k| e2e_dead_letter_name(k)).collect();
+    // Dead letters are found by request id inside their batch objects.
+    let letters = e2e_dead_letters(&options.s3_prefix).await;
+    let stored_letters: std::collections::HashSet<&str> =
+        letters.iter().map(StoredLetter::request_id).collect();
 
     let mut unacknowledged = Vec::new();
     let mut wrong = Vec::new();
@@ -245,11 +247,10 @@ async fn restart_replicas_and_store_failures_publish_every_acknowledged_event_on
             continue;
         };
         if !delivery.event.valid {
-            let name = e2e_sender_dead_letter_name(&ack.request_id, delivery.event.body.as_bytes());
             if ack.answer["status"] != "dead_lettered" {
                 wrong.push(format!("{}: {} {}", delivery.n, ack.request_id, ack.answer));
-            } else if !object_names.contains(&name.as_str()) {
-                missing.push(format!("{}: dead letter {name} not in S3", delivery.n));
+            } else if !stored_letters.contains(ack.request_id.as_str()) {
+                missing.push(format!("{}: dead letter of {} not in S3", delivery.n, ack.request_id));
             }
             continue;
         }
@@ -332,7 +333,7 @@ async fn restart_replicas_and_store_failures_publish_every_acknowledged_event_on
         attempts.len(),
         records.len(),
         committed_count,
-        keys.len(),
+        letters.len(),
         unacknowledged.len(),
         missing.len(),
         duplicated.len(),

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use cxone_ingest::contract::{Checked, Contract, FieldError, Reason, Rejection, SchemaRef};
-use cxone_ingest::replay::{DeadLetterStore, ReplayOptions, Summary, replay};
+use cxone_ingest::replay::{ReplayOptions, Summary, replay};
 use cxone_ingest::sinks::dead_letter::record::RECORD_SCHEMA;
 use cxone_ingest::sinks::dead_letter::{DeadLetterConfig, DeadLetterRecord, S3DeadLetterSink, key};
 use cxone_ingest::sinks::{DeadLetter, DeadLetterSink, Readiness, SinkError};
@@ -594,6 +594,17 @@ async fn restart_garage_stopped_gives_503_class_errors_and_restarted_garage_take
 
 // ---------- replay ----------
 
+/// Replay of every day under the prefix, 4 at a time.
+fn replay_all() -> ReplayOptions {
+    ReplayOptions {
+        since: None,
+        until: None,
+        dry_run: false,
+        concurrency: 4,
+        publish_timeout: Duration::from_secs(5),
+    }
+}
+
 /// A dead letter as an older, stricter contract would have rejected it.
 fn old_letter(raw: &[u8], payload: Option<Value>, received_at: DateTime<Utc>) -> DeadLetter {
     DeadLetter {
@@ -626,7 +637,12 @@ fn old_letter(raw: &[u8], payload: Option<Value>, received_at: DateTime<Utc>) ->
 
 /// Puts a record as an older, stricter contract would have written it, in the single-record layout
 /// written before batching (`<request id>.json`).
-async fn put_record(prefix: &str, raw: &[u8], payload: Option<Value>, received_at: DateTime<Utc>) -> String {
+pub(crate) async fn put_record(
+    prefix: &str,
+    raw: &[u8],
+    payload: Option<Value>,
+    received_at: DateTime<Utc>,
+) -> String {
     let letter = old_letter(raw, payload, received_at);
     let record = DeadLetterRecord::build(&letter, received_at);
     let (json, _) = record.to_json();
@@ -801,15 +817,7 @@ async fn replay_publishes_each_now_valid_dead_letter_exactly_once() {
 async fn replay_leaves_unpublished_dead_letters_unmarked_for_the_next_run() {
     let prefix = unique("it-dl-replay-core");
     let (valid_keys, _) = seed_replay_bucket(&prefix).await;
-    let store =
-        DeadLetterStore { client: stack_s3_client(), bucket: stack_s3_bucket(), prefix: prefix.clone() };
-    let options = ReplayOptions {
-        since: None,
-        until: None,
-        dry_run: false,
-        concurrency: 4,
-        publish_timeout: Duration::from_secs(5),
-    };
+    let (store, options) = (stack_dead_letter_store(&prefix), replay_all());
     let sink = FakeSink::ok();
     sink.set_failing(true);
     let no_progress = |_| {};
@@ -862,15 +870,7 @@ async fn replay_of_batch_objects_is_exactly_once_and_old_single_record_objects_s
     now_valid.push(old_key.clone());
     now_valid.sort();
 
-    let store =
-        DeadLetterStore { client: stack_s3_client(), bucket: stack_s3_bucket(), prefix: prefix.clone() };
-    let options = ReplayOptions {
-        since: None,
-        until: None,
-        dry_run: false,
-        concurrency: 4,
-        publish_timeout: Duration::from_secs(5),
-    };
+    let (store, options) = (stack_dead_letter_store(&prefix), replay_all());
     let sink = FakeSink::ok();
     let no_progress = |_| {};
     let first = replay(&store, Contract::builtin(), Some(&*sink), &options, &no_progress).await.unwrap();

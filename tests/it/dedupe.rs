@@ -330,57 +330,6 @@ fn valid_payload(correlation_id: &str) -> serde_json::Value {
     })
 }
 
-/// Stores a dead-letter record of `raw` (rejected by an older schema) received at `at`; its key.
-async fn put_letter(
-    prefix: &str,
-    raw: &[u8],
-    payload: serde_json::Value,
-    at: chrono::DateTime<chrono::Utc>,
-) -> String {
-    use cxone_ingest::contract::{FieldError, Reason, Rejection, SchemaRef};
-    use cxone_ingest::sinks::DeadLetter;
-    use cxone_ingest::sinks::dead_letter::{DeadLetterRecord, key};
-    use sha2::Digest;
-    let letter = DeadLetter {
-        request_id_from_sender: false,
-        error_count: 1,
-        trace: cxone_ingest::trace::TraceContext::start(),
-        request_id: unique("old-req"),
-        received_at: at,
-        raw_body: bytes::Bytes::copy_from_slice(raw),
-        body_sha256: sha2::Sha256::digest(raw).into(),
-        headers: vec![("content-type".to_owned(), "application/json".to_owned())],
-        rejection: Rejection {
-            reason: Reason::SchemaValidation,
-            schema: Some(SchemaRef {
-                id: "https://schemas.cxone-ingest.dev/events/interaction-completed/v0.json".to_owned(),
-                version: "0.9.0".to_owned(),
-            }),
-            errors: vec![FieldError {
-                instance_path: "/data/metadata".to_owned(),
-                schema_path: "/properties/data/additionalProperties".to_owned(),
-                keyword: "additionalProperties".to_owned(),
-                message: "metadata was not allowed in 0.9".to_owned(),
-            }],
-            coercions: vec![],
-            correlation_id: payload["correlation_id"].as_str().map(str::to_owned),
-            payload: Some(payload),
-        },
-    };
-    let (json, _) = DeadLetterRecord::build(&letter, at).to_json();
-    let key = key::object_key(prefix, at, &letter.request_id);
-    stack_s3_client()
-        .put_object()
-        .bucket(stack_s3_bucket())
-        .key(&key)
-        .content_type("application/json")
-        .body(json.into())
-        .send()
-        .await
-        .expect("put dead letter");
-    key
-}
-
 /// Two dead letters of one delivery (the sender's first attempt and its retry, both rejected by an
 /// older schema) replayed by two runs over overlapping date ranges, with a live retry of the same
 /// delivery in between: the event is in the topic once; the later ones are answered `duplicate_of`.
@@ -388,7 +337,7 @@ async fn put_letter(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replays_and_a_live_retry_of_one_delivery_publish_it_once() {
     use cxone_ingest::contract::Contract;
-    use cxone_ingest::replay::{DeadLetterStore, ReplayOptions, replay};
+    use cxone_ingest::replay::{ReplayOptions, replay};
     let brokers = stack_kafka_brokers();
     let topic = unique("dedupe-replay");
     stack_create_topic(&brokers, &topic, 1).await;
@@ -398,10 +347,10 @@ async fn replays_and_a_live_retry_of_one_delivery_publish_it_once() {
     let raw = serde_json::to_vec(&payload).unwrap();
     let day1 = "2026-01-10T09:30:01Z".parse().unwrap();
     let day2 = "2026-01-11T10:00:00Z".parse().unwrap();
-    put_letter(&prefix, &raw, payload.clone(), day1).await;
-    put_letter(&prefix, &raw, payload, day2).await;
-    let store =
-        DeadLetterStore { client: stack_s3_client(), bucket: stack_s3_bucket(), prefix: prefix.clone() };
+    // Rejected by an older schema, once per attempt.
+    crate::dead_letter::put_record(&prefix, &raw, Some(payload.clone()), day1).await;
+    crate::dead_letter::put_record(&prefix, &raw, Some(payload), day2).await;
+    let store = stack_dead_letter_store(&prefix);
     let options = |since: &str, until: &str| ReplayOptions {
         since: Some(since.parse().unwrap()),
         until: Some(until.parse().unwrap()),

@@ -52,6 +52,15 @@ pub fn require(what: &str, addr: String) -> String {
     addr
 }
 
+/// The stack's dead-letter bucket under `prefix`, as `replay` reads it.
+pub fn stack_dead_letter_store(prefix: &str) -> cxone_ingest::replay::DeadLetterStore {
+    cxone_ingest::replay::DeadLetterStore {
+        client: stack_s3_client(),
+        bucket: stack_s3_bucket(),
+        prefix: prefix.to_owned(),
+    }
+}
+
 /// The dead-letter bucket start-stack creates.
 pub fn stack_s3_bucket() -> String {
     stack_var("CXONE_INGEST_S3_BUCKET", "cxone-dead-letters")

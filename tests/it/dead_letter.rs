@@ -74,7 +74,7 @@ fn dead_letter(raw: &[u8], received_at: DateTime<Utc>) -> DeadLetter {
 }
 
 /// A payload today's `interaction.completed` schema accepts.
-fn valid_payload(correlation_id: &str) -> Value {
+pub(crate) fn valid_payload(correlation_id: &str) -> Value {
     json!({
         "event": "interaction.completed",
         "timestamp": "2026-01-10T09:30:00Z",

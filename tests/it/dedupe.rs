@@ -314,22 +314,6 @@ async fn a_late_commit_retried_on_another_replica_is_answered_duplicate_of() {
     b.close().await;
 }
 
-/// A CXone payload today's contract accepts.
-fn valid_payload(correlation_id: &str) -> serde_json::Value {
-    serde_json::json!({
-        "event": "interaction.completed",
-        "timestamp": "2026-01-10T09:30:00Z",
-        "correlation_id": correlation_id,
-        "data": {
-            "channel": "chat",
-            "duration_seconds": 120,
-            "agent_id": "agent-7",
-            "customer_email": "jo@example.com",
-            "metadata": {"score": 4.5, "priority": "high"}
-        }
-    })
-}
-
 /// Two dead letters of one delivery (the sender's first attempt and its retry, both rejected by an
 /// older schema) replayed by two runs over overlapping date ranges, with a live retry of the same
 /// delivery in between: the event is in the topic once; the later ones are answered `duplicate_of`.
@@ -343,7 +327,7 @@ async fn replays_and_a_live_retry_of_one_delivery_publish_it_once() {
     stack_create_topic(&brokers, &topic, 1).await;
     let prefix = unique("it-dedupe-replay");
     let correlation = unique("corr-replayed");
-    let payload = valid_payload(&correlation);
+    let payload = crate::dead_letter::valid_payload(&correlation);
     let raw = serde_json::to_vec(&payload).unwrap();
     let day1 = "2026-01-10T09:30:01Z".parse().unwrap();
     let day2 = "2026-01-11T10:00:00Z".parse().unwrap();

@@ -131,7 +131,9 @@ impl Deduper {
         };
         let mut value = pending(now_ms());
         loop {
-            let found = within(deadline, store.set_if_absent("claim", &key, &value, self.window)).await?;
+            let found = within(deadline, store.set_if_absent("claim", &key, &value, self.window))
+                .await
+                .inspect_err(|_| release_value(store, &key, &value))?;
             let raw = match found {
                 SetIfAbsent::Created => return Ok(self.ticket(store, local, key, value)),
                 SetIfAbsent::Exists(raw) => raw,
@@ -150,7 +152,10 @@ impl Deduper {
                     if self.abandoned(&owner, claimed_at) {
                         value = pending(now_ms());
                         let swap = Swap { key: key.clone(), old: raw, new: value.clone() };
-                        if within(deadline, store.compare_and_set("claim", &swap, self.window)).await? {
+                        let taken = within(deadline, store.compare_and_set("claim", &swap, self.window))
+                            .await
+                            .inspect_err(|_| release_value(store, &key, &value))?;
+                        if taken {
                             let outcome = if offsets.is_some() { "unknown" } else { "aborted" };
                             metrics::counter!(m::DEDUPE_RESOLUTIONS, "outcome" => outcome).increment(1);
                             if offsets.is_some() {
@@ -213,6 +218,18 @@ async fn within<T>(
         Ok(Err(e)) => Err(unavailable(e)),
         Err(_) => Err(SinkError::DeadlineExceeded { sink: STORE }),
     }
+}
+
+/// Deletes `key` if it still holds `value` (fire and forget). Used when a claim's own write may
+/// have reached the store although its answer did not arrive in time (the deadline cut the wait
+/// short, or the connection broke): without it the delivery would stay claimed by a request that
+/// is gone, and a retry on another replica would wait for the transaction timeout.
+fn release_value(store: &Arc<RedisStore>, key: &str, value: &str) {
+    let entry = vec![(key.to_owned(), value.to_owned())];
+    let task_store = Arc::clone(store);
+    store.spawn_detached(async move {
+        let _ = task_store.compare_and_delete_many("release", &entry).await;
+    });
 }
 
 fn unavailable(e: StoreError) -> SinkError {
@@ -331,12 +348,7 @@ impl SharedClaim {
         if self.settled {
             return;
         }
-        let store = Arc::clone(&self.store);
-        let entry = vec![(self.key, self.value)];
-        let task_store = Arc::clone(&store);
-        store.spawn_detached(async move {
-            let _ = task_store.compare_and_delete_many("release", &entry).await;
-        });
+        release_value(&self.store, &self.key, &self.value);
     }
 
     /// Writes the committed state, retrying a few times while the store is down.

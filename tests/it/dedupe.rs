@@ -57,6 +57,36 @@ async fn commit(store: &RedisStore, mut ticket: Ticket, request_id: &str, offset
 /// live owner's pending claim (wait, then 503), release by the owner only, claim again after a
 /// release, find committed (answered `duplicate_of`), and take over abandoned claims (without
 /// offsets) but never one with offsets (its transaction may have committed).
+/// Regression: a claim whose `SET NX` reached the store but whose answer came after the
+/// request's deadline was left pending by a request that no longer existed, so a retry on another
+/// replica waited the whole transaction timeout (503 after 503; found by CI under load). The
+/// claimant now takes its own value back when it gives up. A private redis is paused (SIGSTOP)
+/// while the claim is sent, so its answer surely comes too late.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_given_up_at_its_deadline_leaves_nothing_behind() {
+    let redis = PrivateRedis::start();
+    let store = RedisStore::connect(&redis.url(), "private redis".to_owned()).expect("redis client");
+    let ready = poll_until(Duration::from_secs(10), || async { store.ping().await.ok() }).await;
+    assert!(ready.is_some(), "the private redis answers");
+    let (a, b) = (deduper(&store, "replica-a"), deduper(&store, "replica-b"));
+    let correlation = unique("corr-given-up");
+    let body = [9u8; 32];
+    let key = claim_key(&correlation, &body);
+
+    redis.pause();
+    let gave_up = a.admit(&correlation, body, "req-late", soon(300)).await;
+    assert!(matches!(gave_up, Err(SinkError::DeadlineExceeded { .. })), "{:?}", gave_up.as_ref().err());
+    redis.resume();
+    // The store now runs the claim that came too late, and then its release.
+    let gone =
+        poll_until(Duration::from_secs(10), || async { stored(&store, &key).await.is_none().then_some(()) })
+            .await;
+    assert!(gone.is_some(), "the given-up claim is still in the store: {:?}", stored(&store, &key).await);
+    // The retry on another replica claims it at once instead of waiting for the transaction timeout.
+    let retry = ticket(b.admit(&correlation, body, "req-retry", soon(2_000)).await);
+    retry.finish(None);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_moves_through_its_states_on_the_real_store() {
     let store = stack_redis_store().await;

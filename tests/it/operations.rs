@@ -3,8 +3,9 @@
 //! implies, the sink-unavailable alert goes pending, fires and resolves around a broker outage,
 //! every rule evaluates, and every dashboard query returns data.
 //!
-//! The service runs on a private broker (so stopping it disturbs no other test) and writes its
-//! dead letters through a fault-injecting front of the stack's S3 server. Prometheus scrapes
+//! The service runs on a private broker and a private Redis dedupe store (so stopping them
+//! disturbs no other test) and writes its dead letters through a fault-injecting front of the
+//! stack's S3 server. Prometheus scrapes
 //! every second and loads the shipped rules with their durations divided by
 //! [`RULE_TIME_COMPRESSION`] (a 5-minute `for:` becomes 10 s; nothing else changes).
 
@@ -16,17 +17,13 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
+use cxone_ingest::dedupe::redis::{RedisStore, SetIfAbsent};
+use cxone_ingest::dedupe::store::{ClaimState, claim_key, now_ms};
+use sha2::{Digest, Sha256};
+
 use crate::dead_letter::{S3Front, s3_authority};
 use crate::support::prometheus::*;
 use crate::support::*;
-
-/// Panels that read the shared dedupe store's metrics; they have data only when the service
-/// runs with `dedupe.store` = a Redis URL, which this test does not configure.
-const SHARED_STORE_METRICS: [&str; 3] = [
-    "cxone_ingest_dedupe_store_seconds",
-    "cxone_ingest_dedupe_store_errors_total",
-    "cxone_ingest_dedupe_resolutions_total",
-];
 
 /// Answers of one kind of delivery, by outcome (`published`, `dead_lettered`, `401`, ...).
 #[derive(Default, Debug)]
@@ -45,6 +42,12 @@ impl Tally {
     fn get(&self, outcome: &str) -> u64 {
         self.0.get(outcome).copied().unwrap_or(0)
     }
+}
+
+/// The correlation id of a payload.
+fn unique_correlation(body: &str) -> String {
+    let value: serde_json::Value = serde_json::from_str(body).expect("json");
+    value["correlation_id"].as_str().expect("correlation_id").to_owned()
 }
 
 /// Posts a signed delivery and tallies its answer.
@@ -75,8 +78,10 @@ async fn a_real_prometheus_sees_the_traffic_fires_the_outage_alert_and_fills_eve
     let s3_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind front");
     let front = S3Front::start(s3_listener, s3_authority(), 0).await;
 
+    let mut redis = PrivateRedis::start();
     let mut options = ServiceOptions::new("ops", &broker.brokers());
     options.s3_endpoint = Some(front.endpoint());
+    options.dedupe_store = redis.url();
     options.request_deadline_ms = 4_000;
     options.kafka_call_timeout_ms = 1_500;
     options.extra_config = vec![
@@ -120,6 +125,20 @@ async fn a_real_prometheus_sees_the_traffic_fires_the_outage_alert_and_fills_eve
     big["data"]["metadata"]["notes"] = "n".repeat(30_000).into();
     let big = deliver(&client, &service, &big.to_string(), &mut tally).await;
     assert_eq!(big.body["status"], "dead_lettered", "{:?}", big.body);
+    // A delivery whose claim a replica that died left pending (no offsets: it never committed):
+    // taken over once the transaction timeout has passed, and counted as a resolution.
+    let orphan = e2e_valid_body(&unique("ops-orphan"));
+    let store = RedisStore::connect(&redis.url(), "ops redis".to_owned()).expect("redis client");
+    let key = claim_key(&unique_correlation(&orphan), &Sha256::digest(orphan.as_bytes()).into());
+    let stale = ClaimState::Pending {
+        owner: "a-replica-that-died".to_owned(),
+        request_id: "its-request".to_owned(),
+        claimed_at: now_ms() - 3_600_000,
+        offsets: None,
+    };
+    let planted = store.set_if_absent("claim", &key, &stale.to_json(), Duration::from_secs(600)).await;
+    assert!(matches!(planted, Ok(SetIfAbsent::Created)), "planting the stale claim");
+    assert_eq!(deliver(&client, &service, &orphan, &mut tally).await.status, 200, "the orphan is taken over");
     // Forged deliveries.
     let mut forged = 0;
     for n in 0..5 {
@@ -156,6 +175,7 @@ async fn a_real_prometheus_sees_the_traffic_fires_the_outage_alert_and_fills_eve
         .await;
     wait_for_value(&prometheus, "sum(cxone_ingest_dedupe_hits_total)", 1.0).await;
     wait_for_value(&prometheus, "sum(cxone_ingest_kafka_records_refused_total)", 1.0).await;
+    wait_for_value(&prometheus, "sum(cxone_ingest_dedupe_resolutions_total{outcome=\"aborted\"})", 1.0).await;
     // Every `published` answer but the repeat's is an event in a committed transaction.
     wait_for_value(&prometheus, "sum(cxone_ingest_kafka_events_total)", (tally.get("published") - 1) as f64)
         .await;
@@ -236,6 +256,19 @@ async fn a_real_prometheus_sees_the_traffic_fires_the_outage_alert_and_fills_eve
     }
     println!("operations: traffic {tally:?}; during and after the outage {:?}", outage_tally.lock().await);
 
+    // --- the dedupe store goes away: valid deliveries 503, its errors counted --------------
+    redis.stop();
+    let body = e2e_valid_body(&unique("ops-no-store"));
+    let refused = deliver(&client, &service, &body, &mut tally).await;
+    assert_eq!(refused.status, 503, "no claim, no publish: {:?}", refused.body);
+    let errors = poll_until(Duration::from_secs(30), || async {
+        (prometheus.query_sum("sum(cxone_ingest_dedupe_store_errors_total)").await >= Some(1.0)).then_some(())
+    })
+    .await;
+    assert!(errors.is_some(), "the store's errors are counted");
+    redis.restart();
+    service.wait_ready(Duration::from_secs(60)).await;
+
     // --- every rule evaluates; every dashboard query returns data --------------------------
     let errors = prometheus.rule_errors().await;
     assert!(errors.is_empty(), "rules failing to evaluate: {errors:?}");
@@ -249,9 +282,6 @@ async fn a_real_prometheus_sees_the_traffic_fires_the_outage_alert_and_fills_eve
     let mut empty = Vec::new();
     let mut checked = 0;
     for query in queries.lines().filter(|q| !q.trim().is_empty()) {
-        if SHARED_STORE_METRICS.iter().any(|metric| query.contains(metric)) {
-            continue;
-        }
         checked += 1;
         if prometheus.query(query).await.is_empty() {
             empty.push(query.to_owned());

@@ -130,12 +130,26 @@ impl Deduper {
             .to_json()
         };
         let mut value = pending(now_ms());
+        let mut retried = false;
         loop {
-            let found = within(deadline, store.set_if_absent("claim", &key, &value, self.window))
-                .await
-                .inspect_err(|_| release_value(store, &key, &value))?;
+            let found = match within(deadline, store.set_if_absent("claim", &key, &value, self.window)).await
+            {
+                Ok(found) => found,
+                // A connection the store dropped (a restart, a failover) fails its next call once;
+                // the client reconnects for the call after it. One more try before a 503.
+                Err(SinkError::Unavailable { .. }) if !retried => {
+                    retried = true;
+                    continue;
+                }
+                Err(e) => {
+                    release_value(store, &key, &value);
+                    return Err(e);
+                }
+            };
             let raw = match found {
                 SetIfAbsent::Created => return Ok(self.ticket(store, local, key, value)),
+                // Our own value: the failed try landed although its answer was lost.
+                SetIfAbsent::Exists(raw) if raw == value => return Ok(self.ticket(store, local, key, value)),
                 SetIfAbsent::Exists(raw) => raw,
             };
             match ClaimState::parse(&raw) {

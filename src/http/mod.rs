@@ -264,10 +264,11 @@ pub fn request_id(headers: &HeaderMap) -> (String, bool) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn with(name: &'static str, value: &str) -> HeaderMap {
+    /// A header map holding one header (for the unit tests of this module and `webhook`).
+    pub(crate) fn with(name: &'static str, value: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
         headers.insert(name, value.parse().unwrap());
         headers

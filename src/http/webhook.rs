@@ -258,12 +258,7 @@ fn key_label(index: usize) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn with(name: &'static str, value: &str) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        headers.insert(name, value.parse().unwrap());
-        headers
-    }
+    use crate::http::tests::with;
 
     #[test]
     fn content_types() {

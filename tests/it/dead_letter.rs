@@ -686,10 +686,12 @@ async fn seed_replay_bucket(prefix: &str) -> (Vec<String>, String) {
     (valid, outside_key)
 }
 
-/// Runs `cxone-ingest replay` and returns its JSON summary.
-fn run_replay_cli(prefix: &str, topic: &str, instance: &str, extra: &[&str]) -> Summary {
+/// `cxone-ingest replay` of 2026-01-10..11 under `prefix` of the stack's bucket into `topic`, as
+/// replica `instance`, configured by flags and the environment only.
+pub(crate) fn replay_cli(prefix: &str, topic: &str, instance: &str) -> Command {
     let (id, secret) = stack_s3_credentials();
-    let out = Command::new(env!("CARGO_BIN_EXE_cxone-ingest"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cxone-ingest"));
+    command
         .args(["replay", "--since", "2026-01-10", "--until", "2026-01-11"])
         .args([
             "--s3-endpoint",
@@ -700,14 +702,17 @@ fn run_replay_cli(prefix: &str, topic: &str, instance: &str, extra: &[&str]) -> 
             prefix,
         ])
         .args(["--kafka-brokers", &stack_kafka_brokers(), "--kafka-topic", topic])
-        .args(extra)
         .env("AWS_ACCESS_KEY_ID", id)
         .env("AWS_SECRET_ACCESS_KEY", secret)
         .env("AWS_REGION", stack_s3_region())
         .env("POD_NAME", instance)
-        .env_remove("CXONE_INGEST_CONFIG")
-        .output()
-        .expect("run cxone-ingest replay");
+        .env_remove("CXONE_INGEST_CONFIG");
+    command
+}
+
+/// Runs `cxone-ingest replay` and returns its JSON summary.
+fn run_replay_cli(prefix: &str, topic: &str, instance: &str, extra: &[&str]) -> Summary {
+    let out = replay_cli(prefix, topic, instance).args(extra).output().expect("run cxone-ingest replay");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -428,24 +428,8 @@ async fn a_second_replay_is_refused_while_one_holds_the_lock() {
     let run_cli = {
         let (prefix, topic) = (prefix.clone(), topic.clone());
         move || {
-            let (id, secret) = stack_s3_credentials();
-            std::process::Command::new(env!("CARGO_BIN_EXE_cxone-ingest"))
-                .args(["replay", "--since", "2026-01-10", "--until", "2026-01-11"])
-                .args([
-                    "--s3-endpoint",
-                    &stack_s3_endpoint(),
-                    "--s3-bucket",
-                    &stack_s3_bucket(),
-                    "--s3-prefix",
-                    &prefix,
-                ])
-                .args(["--kafka-brokers", &stack_kafka_brokers(), "--kafka-topic", &topic])
+            crate::dead_letter::replay_cli(&prefix, &topic, &unique("it-replay-lock"))
                 .env("CXONE_INGEST_DEDUPE_STORE", stack_redis_url())
-                .env("AWS_ACCESS_KEY_ID", id)
-                .env("AWS_SECRET_ACCESS_KEY", secret)
-                .env("AWS_REGION", stack_s3_region())
-                .env("POD_NAME", unique("it-replay-lock"))
-                .env_remove("CXONE_INGEST_CONFIG")
                 .output()
                 .expect("run cxone-ingest replay")
         }

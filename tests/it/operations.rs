@@ -45,7 +45,7 @@ impl Tally {
 }
 
 /// The correlation id of a payload.
-fn unique_correlation(body: &str) -> String {
+fn correlation_of(body: &str) -> String {
     let value: serde_json::Value = serde_json::from_str(body).expect("json");
     value["correlation_id"].as_str().expect("correlation_id").to_owned()
 }
@@ -129,7 +129,7 @@ async fn a_real_prometheus_sees_the_traffic_fires_the_outage_alert_and_fills_eve
     // taken over once the transaction timeout has passed, and counted as a resolution.
     let orphan = e2e_valid_body(&unique("ops-orphan"));
     let store = RedisStore::connect(&redis.url(), "ops redis".to_owned()).expect("redis client");
-    let key = claim_key(&unique_correlation(&orphan), &Sha256::digest(orphan.as_bytes()).into());
+    let key = claim_key(&correlation_of(&orphan), &Sha256::digest(orphan.as_bytes()).into());
     let stale = ClaimState::Pending {
         owner: "a-replica-that-died".to_owned(),
         request_id: "its-request".to_owned(),

@@ -17,12 +17,12 @@ use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot};
 
 use super::KafkaSinkStats;
+use super::claims::{write_committed, write_offsets};
 use super::config::KafkaConfig;
 use super::error::{ErrorClass, classify, describe};
-use super::producer::{self, Landed, OutRecord, TxProducer, TxnOutcome};
+use super::producer::{self, OutRecord, TxProducer, TxnOutcome};
 use crate::dedupe::claim::Ticket;
 use crate::dedupe::redis::Swap;
-use crate::dedupe::store::Offsets;
 use crate::metrics as m;
 use crate::sinks::{Committed, EventRecord, Readiness, SinkError};
 
@@ -48,7 +48,7 @@ pub(crate) struct Pending {
 pub(crate) struct Completion {
     reply: Option<oneshot::Sender<Result<Committed, SinkError>>>,
     /// The delivery's dedupe claim (local, and shared when configured), settled with the outcome.
-    ticket: Option<Ticket>,
+    pub(super) ticket: Option<Ticket>,
 }
 
 impl Completion {
@@ -503,84 +503,6 @@ impl GroupCommitter {
                 let why = format!("kafka producer failed: {why}");
                 live.into_iter().for_each(|p| unavailable(p, &why));
             }
-        }
-    }
-}
-
-/// The pre-commit step: writes where each record landed into its pending shared claim (one
-/// pipeline). A failure (store down, a claim no longer ours) vetoes the commit: an event is never
-/// committed without its claim saying where it is.
-async fn write_offsets(
-    batch: &[Pending],
-    landed: Vec<Option<Landed>>,
-    written: &mut Vec<(usize, Swap)>,
-) -> Result<(), String> {
-    let mut store = None;
-    let mut ttl = Duration::ZERO;
-    let mut swaps = Vec::new();
-    let mut indexes = Vec::new();
-    for (index, (p, at)) in batch.iter().zip(landed).enumerate() {
-        let (Some(at), Some(ticket)) = (at, p.completion.ticket.as_ref()) else { continue };
-        let offsets = Offsets { topic: p.topic.to_string(), partition: at.partition, offset: at.offset };
-        let Some(swap) = ticket.offsets_swap(&p.record.request_id, offsets) else { continue };
-        if store.is_none() {
-            store = ticket.store().cloned();
-            ttl = ticket.ttl();
-        }
-        swaps.push(swap);
-        indexes.push(index);
-    }
-    let Some(store) = store else { return Ok(()) };
-    let (task_store, task_swaps) = (Arc::clone(&store), swaps.clone());
-    let replaced = store
-        .on_home_runtime(async move { task_store.compare_and_set_many("offsets", &task_swaps, ttl).await })
-        .await
-        .map_err(|e| format!("recording offsets in the dedupe store: {e}"))?;
-    let lost = replaced.iter().filter(|ok| !**ok).count();
-    *written = indexes.into_iter().zip(swaps).zip(replaced).filter(|(_, ok)| *ok).map(|(w, _)| w).collect();
-    if lost > 0 {
-        return Err(format!("{lost} dedupe claim(s) of this batch are no longer this replica's"));
-    }
-    Ok(())
-}
-
-/// After a commit: writes the committed state of every committed event's shared claim (one
-/// pipeline) before anyone is answered. A store failure here never turns the commit into a 503:
-/// the claims stay pending with their offsets and are written later ([`Ticket::finish`]).
-async fn write_committed(live: &mut [Pending], results: &[Result<Committed, producer::Refusal>]) {
-    let mut store = None;
-    let mut ttl = Duration::ZERO;
-    let mut swaps = Vec::new();
-    let mut indexes = Vec::new();
-    for (index, (p, result)) in live.iter().zip(results).enumerate() {
-        let (Ok(committed), Some(ticket)) = (result, p.completion.ticket.as_ref()) else { continue };
-        let Some(swap) = ticket.committed_swap(&p.record.request_id, committed) else { continue };
-        if store.is_none() {
-            store = ticket.store().cloned();
-            ttl = ticket.ttl();
-        }
-        swaps.push(swap);
-        indexes.push(index);
-    }
-    let Some(store) = store else { return };
-    let (task_store, task_swaps) = (Arc::clone(&store), swaps.clone());
-    let replaced = store
-        .on_home_runtime(async move { task_store.compare_and_set_many("commit", &task_swaps, ttl).await })
-        .await;
-    match replaced {
-        Ok(replaced) => {
-            for ((index, swap), ok) in indexes.into_iter().zip(&swaps).zip(replaced) {
-                if !ok {
-                    tracing::error!("a committed delivery's dedupe claim was no longer this replica's");
-                }
-                if let Some(ticket) = live.get_mut(index).and_then(|p| p.completion.ticket.as_mut()) {
-                    // Not replaced: nothing of ours is left to write or release.
-                    ticket.swapped(swap, true);
-                }
-            }
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "recording commits in the dedupe store failed; retrying in the background")
         }
     }
 }

@@ -7,6 +7,7 @@
 //!
 //! `publish` answers `Ok` only after the transaction holding the event committed. See docs/kafka.md.
 
+mod claims;
 mod committer;
 pub mod config;
 pub mod error;

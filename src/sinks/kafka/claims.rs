@@ -1,0 +1,108 @@
+//! The committer's writes to the shared dedupe store: where each record of a batch landed (before
+//! its commit) and the committed state (after it), each one pipelined round trip for the batch.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::committer::Pending;
+use super::producer::{self, Landed};
+use crate::dedupe::claim::Ticket;
+use crate::dedupe::redis::{RedisStore, Swap};
+use crate::dedupe::store::{Offsets, StoreError};
+use crate::sinks::Committed;
+
+/// A batch's swaps of its shared claims, with where each belongs in the batch.
+struct ClaimSwaps {
+    /// The store every claim of this process lives in.
+    store: Arc<RedisStore>,
+    /// A claim's TTL (the dedupe window), renewed by every swap.
+    ttl: Duration,
+    /// Index in the batch of each swap.
+    indexes: Vec<usize>,
+    swaps: Vec<Swap>,
+}
+
+impl ClaimSwaps {
+    /// Collects `(index in the batch, ticket, its swap)`; `None` when nothing has a shared claim.
+    fn collect<'a>(pairs: impl Iterator<Item = (usize, &'a Ticket, Swap)>) -> Option<ClaimSwaps> {
+        let mut claims: Option<ClaimSwaps> = None;
+        for (index, ticket, swap) in pairs {
+            let claims = match &mut claims {
+                Some(claims) => claims,
+                None => claims.insert(ClaimSwaps {
+                    store: Arc::clone(ticket.store()?),
+                    ttl: ticket.ttl(),
+                    indexes: Vec::new(),
+                    swaps: Vec::new(),
+                }),
+            };
+            claims.indexes.push(index);
+            claims.swaps.push(swap);
+        }
+        claims
+    }
+
+    /// Sends every swap in one pipeline on the store's own runtime: whether each was applied.
+    async fn send(&self, op: &'static str) -> Result<Vec<bool>, StoreError> {
+        let (store, swaps, ttl) = (Arc::clone(&self.store), self.swaps.clone(), self.ttl);
+        self.store.on_home_runtime(async move { store.compare_and_set_many(op, &swaps, ttl).await }).await
+    }
+}
+
+/// The pre-commit step: writes where each record landed into its pending shared claim (one
+/// pipeline). A failure (store down, a claim no longer ours) vetoes the commit: an event is never
+/// committed without its claim saying where it is.
+pub async fn write_offsets(
+    batch: &[Pending],
+    landed: Vec<Option<Landed>>,
+    written: &mut Vec<(usize, Swap)>,
+) -> Result<(), String> {
+    let pairs = batch.iter().zip(landed).enumerate().filter_map(|(index, (p, at))| {
+        let (at, ticket) = (at?, p.completion.ticket.as_ref()?);
+        let offsets = Offsets { topic: p.topic.to_string(), partition: at.partition, offset: at.offset };
+        Some((index, ticket, ticket.offsets_swap(&p.record.request_id, offsets)?))
+    });
+    let Some(claims) = ClaimSwaps::collect(pairs) else { return Ok(()) };
+    let replaced =
+        claims.send("offsets").await.map_err(|e| format!("recording offsets in the dedupe store: {e}"))?;
+    let lost = replaced.iter().filter(|ok| !**ok).count();
+    *written = claims
+        .indexes
+        .into_iter()
+        .zip(claims.swaps)
+        .zip(replaced)
+        .filter(|(_, ok)| *ok)
+        .map(|(w, _)| w)
+        .collect();
+    if lost > 0 {
+        return Err(format!("{lost} dedupe claim(s) of this batch are no longer this replica's"));
+    }
+    Ok(())
+}
+
+/// After a commit: writes the committed state of every committed event's shared claim (one
+/// pipeline) before anyone is answered. A store failure here never turns the commit into a 503:
+/// the claims stay pending with their offsets and are written later ([`Ticket::finish`]).
+pub async fn write_committed(live: &mut [Pending], results: &[Result<Committed, producer::Refusal>]) {
+    let pairs = live.iter().zip(results).enumerate().filter_map(|(index, (p, result))| {
+        let (committed, ticket) = (result.as_ref().ok()?, p.completion.ticket.as_ref()?);
+        Some((index, ticket, ticket.committed_swap(&p.record.request_id, committed)?))
+    });
+    let Some(claims) = ClaimSwaps::collect(pairs) else { return };
+    match claims.send("commit").await {
+        Ok(replaced) => {
+            for ((index, swap), ok) in claims.indexes.into_iter().zip(&claims.swaps).zip(replaced) {
+                if !ok {
+                    tracing::error!("a committed delivery's dedupe claim was no longer this replica's");
+                }
+                if let Some(ticket) = live.get_mut(index).and_then(|p| p.completion.ticket.as_mut()) {
+                    // Not replaced: nothing of ours is left to write or release.
+                    ticket.swapped(swap, true);
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "recording commits in the dedupe store failed; retrying in the background")
+        }
+    }
+}

@@ -46,13 +46,18 @@ fn group_commit(c: &mut Criterion) {
     let mut group = c.benchmark_group("group_commit");
     for n in [1usize, 64, 1_000] {
         let events = waiting_events(n);
-        let batch: Vec<OutRecord<'_>> =
-            events.iter().map(|record| OutRecord { topic: "cxone.validated.events", record }).collect();
+        let coercions: Vec<_> =
+            events.iter().map(|record| producer::coercions_header(&record.event)).collect();
+        let batch: Vec<OutRecord<'_>> = events
+            .iter()
+            .zip(&coercions)
+            .map(|(record, coercions)| OutRecord { topic: "cxone.validated.events", record, coercions })
+            .collect();
         assert_eq!(producer::assemble(&batch).len(), n);
         group.throughput(Throughput::Elements(n as u64));
         group.bench_function(format!("assemble/{n}"), |b| b.iter(|| producer::assemble(black_box(&batch))));
         group.bench_function(format!("headers/{n}"), |b| {
-            b.iter(|| events.iter().for_each(|r| drop(black_box(producer::headers(black_box(r))))))
+            b.iter(|| events.iter().for_each(|r| drop(black_box(producer::headers(black_box(r), "[]")))))
         });
     }
     group.finish();

@@ -1,14 +1,19 @@
 //! Prometheus metrics: the one catalogue of every metric name the service records, the
 //! process-wide recorder, and small helpers.
 //!
-//! Every module records through the `metrics` macros with a name from this catalogue (nowhere
-//! else is a metric name written); [`install`] puts the Prometheus recorder in place once per
-//! process and `/metrics` renders it. Label values come from closed sets (routes, outcomes,
+//! Every module records with a name from this catalogue (nowhere else is a metric name written):
+//! through the `metrics` macros, or, on the per-request path, through [`count`], [`observe`] and
+//! [`GaugeGuard`], which keep the handles they resolve. [`install`] puts the Prometheus recorder
+//! in place once per process and `/metrics` renders it. Label values come from closed sets (routes, outcomes,
 //! reasons, schema ids and schema paths): never from text a sender chose. docs/operations.md
 //! lists the metrics with their labels; the alert rules and the dashboard use only these names.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::Duration;
+
+use metrics::{Counter, Gauge, Histogram};
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -206,9 +211,100 @@ fn describe() {
 
 /// Counts one answered request and records its latency.
 pub fn record_request(route: &'static str, outcome: &'static str, elapsed: Duration) {
-    metrics::counter!(REQUESTS, "route" => route, "outcome" => outcome).increment(1);
-    metrics::histogram!(REQUEST_DURATION, "route" => route, "outcome" => outcome)
-        .record(elapsed.as_secs_f64());
+    let labels = [("route", route), ("outcome", outcome)];
+    count(REQUESTS, &labels, 1);
+    observe(REQUEST_DURATION, &labels, elapsed.as_secs_f64());
+}
+
+/// Adds `by` to the counter `name` with `labels` (at most two pairs).
+pub fn count(name: &'static str, labels: &[(&'static str, &'static str)], by: u64) {
+    with_handle(
+        |handles| &mut handles.counters,
+        name,
+        labels,
+        |n, l| metrics::counter!(n, l),
+        |counter| counter.increment(by),
+    );
+}
+
+/// Records `value` in the histogram `name` with `labels` (at most two pairs).
+pub fn observe(name: &'static str, labels: &[(&'static str, &'static str)], value: f64) {
+    with_handle(
+        |handles| &mut handles.histograms,
+        name,
+        labels,
+        |n, l| metrics::histogram!(n, l),
+        |histogram| histogram.record(value),
+    );
+}
+
+/// Adds `delta` (negative: subtracts) to the gauge `name`, which has no labels.
+fn shift_gauge(name: &'static str, delta: f64) {
+    with_handle(
+        |handles| &mut handles.gauges,
+        name,
+        &[],
+        |n, l| metrics::gauge!(n, l),
+        |gauge| gauge.increment(delta),
+    );
+}
+
+/// Where a metric's name and up to two label pairs (unused ones empty) are in memory, with their
+/// lengths: what a kept handle is found by. Every one is a `&'static str`, so the same text at
+/// the same place is the same metric; the same text at two places (two call sites) merely keeps
+/// two handles of the one series.
+type HandleKey = [(usize, usize); 5];
+
+/// The handles a thread kept. The keys are addresses, not text: hashing the text of a name and
+/// four labels cost more than the registry lookup it replaces (SipHash ~1,000 instructions).
+type HandleTable<H> = HashMap<HandleKey, H, foldhash::fast::FixedState>;
+
+/// Handles resolved by one thread.
+#[derive(Default)]
+struct Handles {
+    counters: HandleTable<Counter>,
+    histograms: HandleTable<Histogram>,
+    gauges: HandleTable<Gauge>,
+}
+
+thread_local! {
+    /// Resolving a handle through the recorder builds the key, copies its labels and looks it up
+    /// in the shared registry: 1,500 to 3,000 instructions, several times per request
+    /// (docs/performance.md). Kept per thread, a handle is found again with one hash lookup, no
+    /// allocation and no lock shared between threads.
+    static HANDLES: RefCell<Handles> = RefCell::new(Handles::default());
+}
+
+/// Runs `use_handle` on this thread's handle for (`name`, `labels`), resolving it with `resolve`
+/// the first time. Before [`install`] nothing is kept (a handle resolved then would stay a no-op
+/// after the recorder arrives), nor with more than two label pairs or while the thread ends.
+fn with_handle<H>(
+    table: fn(&mut Handles) -> &mut HandleTable<H>,
+    name: &'static str,
+    labels: &[(&'static str, &'static str)],
+    resolve: fn(&'static str, &[(&'static str, &'static str)]) -> H,
+    use_handle: impl FnOnce(&H),
+) {
+    if HANDLE.get().is_none() || labels.len() > 2 {
+        return use_handle(&resolve(name, labels));
+    }
+    let at = |text: &'static str| (text.as_ptr() as usize, text.len());
+    let mut key = [at(name), (0, 0), (0, 0), (0, 0), (0, 0)];
+    for (slot, (label, value)) in labels.iter().enumerate() {
+        key[1 + 2 * slot] = at(label);
+        key[2 + 2 * slot] = at(value);
+    }
+    let mut use_handle = Some(use_handle);
+    let _ = HANDLES.try_with(|handles| {
+        let mut handles = handles.borrow_mut();
+        let handle = table(&mut handles).entry(key).or_insert_with(|| resolve(name, labels));
+        if let Some(use_handle) = use_handle.take() {
+            use_handle(handle);
+        }
+    });
+    if let Some(use_handle) = use_handle {
+        use_handle(&resolve(name, labels));
+    }
 }
 
 /// Sets `cxone_ingest_ready{component}`.
@@ -216,22 +312,21 @@ pub fn set_ready(component: &'static str, ready: bool) {
     metrics::gauge!(READY, "component" => component).set(if ready { 1.0 } else { 0.0 });
 }
 
-/// Holds a gauge one higher while alive: the gauge stays right even when the holder is dropped
-/// mid-way (a cancelled request).
-pub struct GaugeGuard(metrics::Gauge);
+/// Holds a gauge (without labels) one higher while alive: the gauge stays right even when the
+/// holder is dropped mid-way (a cancelled request).
+pub struct GaugeGuard(&'static str);
 
 impl GaugeGuard {
     /// Increments the gauge `name` until the guard is dropped.
     pub fn enter(name: &'static str) -> GaugeGuard {
-        let gauge = metrics::gauge!(name);
-        gauge.increment(1.0);
-        GaugeGuard(gauge)
+        shift_gauge(name, 1.0);
+        GaugeGuard(name)
     }
 }
 
 impl Drop for GaugeGuard {
     fn drop(&mut self) {
-        self.0.decrement(1.0);
+        shift_gauge(self.0, -1.0);
     }
 }
 
@@ -245,6 +340,43 @@ mod tests {
         let second = install();
         metrics::counter!(REQUESTS, "route" => "test", "outcome" => "ok").increment(1);
         assert!(second.render().contains("cxone_ingest_requests_total") || first.render().is_empty());
+    }
+
+    /// The handles kept per thread record into the same series the recorder renders, from any
+    /// thread, and a gauge guard gives back what it took.
+    #[test]
+    fn kept_handles_record_what_the_recorder_renders() {
+        let handle = install();
+        let labels = [("route", "kept-handles-test"), ("outcome", "ok")];
+        for _ in 0..3 {
+            count(REQUESTS, &labels, 2);
+            observe(REQUEST_DURATION, &labels, 0.001);
+        }
+        std::thread::spawn(move || count(REQUESTS, &labels, 1)).join().expect("counting thread");
+        // Another value of a label is another series.
+        count(REQUESTS, &[("route", "kept-handles-test"), ("outcome", "other")], 5);
+        let gauge = "cxone_ingest_kept_handles_test_gauge";
+        let outer = GaugeGuard::enter(gauge);
+        drop(GaugeGuard::enter(gauge));
+        let inner = std::thread::spawn(move || GaugeGuard::enter(gauge)).join().expect("gauge thread");
+        let text = handle.render();
+        assert!(
+            text.contains(r#"cxone_ingest_requests_total{route="kept-handles-test",outcome="ok"} 7"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"cxone_ingest_request_duration_seconds_count{route="kept-handles-test",outcome="ok"} 3"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"cxone_ingest_requests_total{route="kept-handles-test",outcome="other"} 5"#),
+            "{text}"
+        );
+        assert!(text.contains("cxone_ingest_kept_handles_test_gauge 2"), "{text}");
+        drop((outer, inner));
+        assert!(handle.render().contains("cxone_ingest_kept_handles_test_gauge 0"));
     }
 
     /// Every name in the catalogue is unique and follows the naming rules (prefix, `_total` for

@@ -61,7 +61,13 @@ impl TraceContext {
 
     /// The `traceparent` to send downstream: this trace, this service's span as the parent.
     pub fn traceparent(&self) -> String {
-        format!("00-{}-{}-{:02x}", hex::encode(self.trace_id), hex::encode(self.span_id), self.flags)
+        // The ids as big-endian integers: one formatted string, no intermediate hex strings.
+        format!(
+            "00-{:032x}-{:016x}-{:02x}",
+            u128::from_be_bytes(self.trace_id),
+            u64::from_be_bytes(self.span_id),
+            self.flags
+        )
     }
 }
 

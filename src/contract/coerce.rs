@@ -5,7 +5,9 @@
 //! compile time and may be recursive), then each payload's `serde_json::Value` is walked alongside
 //! the plan and changed in place.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::fmt::Write as _;
 
 use serde_json::{Map, Number, Value};
 
@@ -302,8 +304,8 @@ impl Plan {
                 for (index, element) in elements.iter_mut().enumerate() {
                     let Some(&child) = prefix.get(index).or(items.as_ref()) else { continue };
                     let len = path.len();
-                    path.push('/');
-                    path.push_str(&index.to_string());
+                    // Writing to a String cannot fail.
+                    let _ = write!(path, "/{index}");
                     self.walk(child, element, path, coercions);
                     path.truncate(len);
                 }
@@ -339,7 +341,11 @@ impl Plan {
 /// Appends `/segment` to a JSON pointer, escaping `~` as `~0` and `/` as `~1` (RFC 6901).
 pub fn push_pointer_segment(pointer: &mut String, segment: &str) {
     pointer.push('/');
-    pointer.push_str(&segment.replace('~', "~0").replace('/', "~1"));
+    if segment.contains(['~', '/']) {
+        pointer.push_str(&segment.replace('~', "~0").replace('/', "~1"));
+    } else {
+        pointer.push_str(segment);
+    }
 }
 
 /// A float with no fractional part that fits in 64 bits, as an integer (`120.0` -> `120`).
@@ -425,14 +431,23 @@ fn json_number_syntax(text: &str) -> bool {
 
 /// Applies the normalisations in order; `None` when the string is already normal.
 fn normalize_string(text: &str, normalize: &[Normalize]) -> Option<String> {
-    let mut current = text.to_owned();
+    // Borrowed until a step changes something: most strings are already normal.
+    let mut current = Cow::Borrowed(text);
     for step in normalize {
-        current = match step {
-            Normalize::Trim => current.trim().to_owned(),
-            Normalize::Lowercase => current.to_lowercase(),
+        current = match (step, current) {
+            (Normalize::Trim, Cow::Borrowed(text)) => Cow::Borrowed(text.trim()),
+            (Normalize::Trim, Cow::Owned(text)) if text.trim().len() == text.len() => Cow::Owned(text),
+            (Normalize::Trim, Cow::Owned(text)) => Cow::Owned(text.trim().to_owned()),
+            // Only upper-case ASCII or non-ASCII text can change (Unicode lower-casing rules).
+            (Normalize::Lowercase, current)
+                if current.bytes().any(|byte| byte.is_ascii_uppercase() || !byte.is_ascii()) =>
+            {
+                Cow::Owned(current.to_lowercase())
+            }
+            (Normalize::Lowercase, current) => current,
         };
     }
-    (current != text).then_some(current)
+    (current != text).then(|| current.into_owned())
 }
 
 #[cfg(test)]
@@ -473,11 +488,56 @@ mod tests {
         assert_eq!(normalize_string(" A ", &[Normalize::Lowercase]).as_deref(), Some(" a "));
     }
 
+    /// The borrowed shortcuts change exactly what `str::trim` and `str::to_lowercase` change
+    /// (title case, final sigma, the Kelvin sign, Unicode spaces included).
+    #[test]
+    fn normalising_agrees_with_trim_and_to_lowercase() {
+        let steps: [&[Normalize]; 4] = [
+            &[Normalize::Trim],
+            &[Normalize::Lowercase],
+            &[Normalize::Trim, Normalize::Lowercase],
+            &[Normalize::Lowercase, Normalize::Trim],
+        ];
+        let texts = [
+            "",
+            " ",
+            "plain",
+            " padded\t",
+            "UPPER",
+            "MiXeD ",
+            "\u{3000}É",
+            "ǅ",
+            "ΟΔΟΣ",
+            "\u{212A}elvin",
+            "ß",
+            "ǆ",
+            "日本",
+            " \u{2003}x\u{2003} ",
+            "a\u{0}b",
+            "İ",
+        ];
+        for normalize in steps {
+            for text in texts {
+                let mut expected = text.to_owned();
+                for step in normalize {
+                    expected = match step {
+                        Normalize::Trim => expected.trim().to_owned(),
+                        Normalize::Lowercase => expected.to_lowercase(),
+                    };
+                }
+                let expected = (expected != text).then_some(expected);
+                assert_eq!(normalize_string(text, normalize), expected, "{text:?} with {normalize:?}");
+            }
+        }
+    }
+
     #[test]
     fn pointers_escape_tilde_and_slash() {
         let mut pointer = String::new();
         push_pointer_segment(&mut pointer, "a/b~c");
         assert_eq!(pointer, "/a~1b~0c");
+        push_pointer_segment(&mut pointer, "plain");
+        assert_eq!(pointer, "/a~1b~0c/plain");
     }
 
     /// `$ref`s (recursive ones too), arrays, `oneOf`/`anyOf` and `additionalProperties` are

@@ -147,7 +147,7 @@ impl RedisStore {
             Packed::One(cmd) => cmd.query_async(&mut connection).await,
             Packed::Many(pipe) => pipe.query_async(&mut connection).await,
         };
-        metrics::histogram!(m::DEDUPE_STORE_DURATION, "op" => op).record(started.elapsed().as_secs_f64());
+        m::observe(m::DEDUPE_STORE_DURATION, &[("op", op)], started.elapsed().as_secs_f64());
         match result {
             Ok(value) => {
                 self.set_readiness(Readiness::Ready);

@@ -134,15 +134,25 @@ async fn commit(shared: &Shared, prefix: &str, batch: Vec<Pending>) {
     match result {
         Ok(report) => {
             shared.set_readiness(Readiness::Ready);
-            metrics::counter!(m::DEAD_LETTER_OBJECTS).increment(1);
-            metrics::histogram!(m::DEAD_LETTER_BATCH_RECORDS).record(records as f64);
+            m::count(m::DEAD_LETTER_OBJECTS, &[], 1);
+            m::observe(m::DEAD_LETTER_BATCH_RECORDS, &[], records as f64);
             tracing::debug!(bucket = %bucket, key = %key, records, attempts = report.attempts,
                 "dead-letter batch stored");
+            // One increment per label set: a batch is mostly letters of one reason and schema.
+            let mut stored_by_label: Vec<(&'static str, String, u64)> = Vec::new();
             for (index, pending) in batch.into_iter().enumerate() {
-                metrics::counter!(m::DEAD_LETTERS, "reason" => pending.reason, "schema" => pending.schema)
-                    .increment(1);
+                match stored_by_label
+                    .iter_mut()
+                    .find(|(r, s, _)| *r == pending.reason && *s == pending.schema)
+                {
+                    Some((_, _, count)) => *count += 1,
+                    None => stored_by_label.push((pending.reason, pending.schema, 1)),
+                }
                 let stored = Stored { bucket: bucket.clone(), key: key.clone(), line: index as u64 + 1 };
                 let _ = pending.reply.send(Ok(stored));
+            }
+            for (reason, schema, count) in stored_by_label {
+                metrics::counter!(m::DEAD_LETTERS, "reason" => reason, "schema" => schema).increment(count);
             }
         }
         Err(err) => {

@@ -8,6 +8,7 @@
 //! send or commit, so commits overlap instead of queueing behind each other. Every event is taken
 //! by exactly one committer, so exactly-once holds per committer and hence per event.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,6 +34,9 @@ pub(crate) struct Pending {
     /// Where it goes (resolved from its event type by the sink).
     pub topic: Arc<str>,
     pub record: EventRecord,
+    /// Its `coercions` header ([`producer::coercions_header`]), serialized once: it is measured
+    /// for `size` and written into the headers, maybe more than once (a retried batch).
+    pub coercions: Cow<'static, str>,
     /// Its share of `batch_max_bytes`.
     pub size: usize,
     /// The request's deadline: the batch does not linger past it, and it is left out of a
@@ -49,13 +53,18 @@ pub(crate) struct Completion {
     reply: Option<oneshot::Sender<Result<Committed, SinkError>>>,
     /// The delivery's dedupe claim (local, and shared when configured), settled with the outcome.
     pub(super) ticket: Option<Ticket>,
+    /// Counts the event in `cxone_ingest_kafka_in_flight_events` until it is answered or dropped.
+    _in_flight: m::GaugeGuard,
 }
 
 impl Completion {
     /// Counts the event as in flight until it is answered.
     pub fn new(reply: oneshot::Sender<Result<Committed, SinkError>>, ticket: Ticket) -> Completion {
-        metrics::gauge!(m::KAFKA_IN_FLIGHT_EVENTS).increment(1.0);
-        Completion { reply: Some(reply), ticket: Some(ticket) }
+        Completion {
+            reply: Some(reply),
+            ticket: Some(ticket),
+            _in_flight: m::GaugeGuard::enter(m::KAFKA_IN_FLIGHT_EVENTS),
+        }
     }
 
     fn complete(mut self, request_id: &str, result: Result<Committed, SinkError>) {
@@ -65,12 +74,6 @@ impl Completion {
         if let Some(reply) = self.reply.take() {
             let _ = reply.send(result);
         }
-    }
-}
-
-impl Drop for Completion {
-    fn drop(&mut self) {
-        metrics::gauge!(m::KAFKA_IN_FLIGHT_EVENTS).decrement(1.0);
     }
 }
 
@@ -405,8 +408,7 @@ impl GroupCommitter {
             batch.push(next);
         }
         drop(intake);
-        metrics::histogram!(m::KAFKA_TRANSACTION_STAGE, "stage" => "gather")
-            .record(started.elapsed().as_secs_f64());
+        m::observe(m::KAFKA_TRANSACTION_STAGE, &[("stage", "gather")], started.elapsed().as_secs_f64());
         Some(batch)
     }
 
@@ -426,9 +428,11 @@ impl GroupCommitter {
             live.into_iter().for_each(|p| unavailable(p, &why));
             return;
         };
-        metrics::histogram!(m::KAFKA_BATCH_EVENTS).record(live.len() as f64);
-        let records: Vec<OutRecord<'_>> =
-            live.iter().map(|p| OutRecord { topic: &p.topic, record: &p.record }).collect();
+        m::observe(m::KAFKA_BATCH_EVENTS, &[], live.len() as f64);
+        let records: Vec<OutRecord<'_>> = live
+            .iter()
+            .map(|p| OutRecord { topic: &p.topic, record: &p.record, coercions: &p.coercions })
+            .collect();
         let started = Instant::now();
         // Offsets written into the shared claims before the commit: (index in `live`, the write).
         let mut offsets_written: Vec<(usize, Swap)> = Vec::new();
@@ -446,9 +450,9 @@ impl GroupCommitter {
         let elapsed = started.elapsed().as_secs_f64();
         match outcome {
             TxnOutcome::Committed(landed) => {
-                metrics::histogram!(m::KAFKA_COMMIT_DURATION).record(elapsed);
-                metrics::counter!(m::KAFKA_TRANSACTIONS, "outcome" => "committed").increment(1);
-                metrics::counter!(m::KAFKA_EVENTS).increment(live.len() as u64);
+                m::observe(m::KAFKA_COMMIT_DURATION, &[], elapsed);
+                m::count(m::KAFKA_TRANSACTIONS, &[("outcome", "committed")], 1);
+                m::count(m::KAFKA_EVENTS, &[], live.len() as u64);
                 self.shared.transactions.fetch_add(1, Ordering::Relaxed);
                 self.shared.events.fetch_add(live.len() as u64, Ordering::Relaxed);
                 let results: Vec<_> = live

@@ -166,7 +166,8 @@ impl KafkaSink {
         deadline: Instant,
         ticket: Ticket,
     ) -> Result<Committed, SinkError> {
-        let size = producer::record_size(&record);
+        let coercions = producer::coercions_header(&record.event);
+        let size = producer::record_size(&record, &coercions);
         if size > self.max_record_bytes {
             return Err(SinkError::Refused {
                 sink: SINK,
@@ -190,6 +191,7 @@ impl KafkaSink {
             topic: self.topic_for(&record.event.event_type),
             size,
             record,
+            coercions,
             deadline,
             enqueued_at: Instant::now(),
             completion: Completion::new(reply, ticket),

@@ -7,6 +7,7 @@
 //! Waiting for the delivery reports (not `flush()`, which since rdkafka 0.37 polls in 100 ms
 //! slices and so costs ~100 ms per transaction) is what makes small transactions cheap.
 
+use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 use chrono::SecondsFormat;
@@ -19,6 +20,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 use super::config::KafkaConfig;
 use super::error::{ErrorClass, classify, describe, record_refusal};
+use crate::contract::ValidEvent;
 use crate::metrics as m;
 use crate::sinks::EventRecord;
 
@@ -69,6 +71,8 @@ pub enum TxnOutcome {
 pub struct OutRecord<'a> {
     pub topic: &'a str,
     pub record: &'a EventRecord,
+    /// Its [`coercions_header`].
+    pub coercions: &'a str,
 }
 
 /// The librdkafka settings shared by the producer and the admin client (brokers + pass-through).
@@ -111,14 +115,18 @@ pub fn producer_config(cfg: &KafkaConfig, transactional_id: &str) -> ClientConfi
     config
 }
 
-/// The Kafka headers of one event (`docs/kafka.md` lists them).
-pub fn headers(record: &EventRecord) -> OwnedHeaders {
-    let event = &record.event;
-    let coercions = if event.coercions.is_empty() {
-        std::borrow::Cow::Borrowed("[]")
+/// The `coercions` header of an event: its coercion records as a JSON array.
+pub fn coercions_header(event: &ValidEvent) -> Cow<'static, str> {
+    if event.coercions.is_empty() {
+        Cow::Borrowed("[]")
     } else {
-        std::borrow::Cow::Owned(serde_json::to_string(&event.coercions).unwrap_or_else(|_| "[]".to_owned()))
-    };
+        Cow::Owned(serde_json::to_string(&event.coercions).unwrap_or_else(|_| "[]".to_owned()))
+    }
+}
+
+/// The Kafka headers of one event (`docs/kafka.md` lists them), with its [`coercions_header`].
+pub fn headers(record: &EventRecord, coercions: &str) -> OwnedHeaders {
+    let event = &record.event;
     let received_at = record.received_at.to_rfc3339_opts(SecondsFormat::Micros, true);
     let mut body_sha256 = [0u8; 64];
     // 32 bytes always fit 64 hex digits.
@@ -130,7 +138,7 @@ pub fn headers(record: &EventRecord) -> OwnedHeaders {
         .insert(Header { key: "event_type", value: Some(&*event.event_type) })
         .insert(Header { key: "schema_id", value: Some(event.schema.id.as_str()) })
         .insert(Header { key: "schema_version", value: Some(event.schema.version.as_str()) })
-        .insert(Header { key: "coercions", value: Some(coercions.as_ref()) })
+        .insert(Header { key: "coercions", value: Some(coercions) })
         .insert(Header { key: "received_at", value: Some(received_at.as_str()) })
         .insert(Header { key: "request_id", value: Some(record.request_id.as_str()) })
         .insert(Header { key: "body_sha256", value: Some(body_sha256) });
@@ -156,7 +164,7 @@ pub fn assemble<'a>(records: &'a [OutRecord<'a>]) -> Vec<FutureRecord<'a, [u8], 
             FutureRecord::to(out.topic)
                 .key(rec.event.correlation_id.as_bytes())
                 .payload(rec.event.canonical_json.as_slice())
-                .headers(headers(rec))
+                .headers(headers(rec, out.coercions))
         })
         .collect()
 }
@@ -164,19 +172,14 @@ pub fn assemble<'a>(records: &'a [OutRecord<'a>]) -> Vec<FutureRecord<'a, [u8], 
 /// An upper bound of an event's size as a Kafka record, the way librdkafka measures it against
 /// `message.max.bytes` (key + value + every header's name and value with their length varints +
 /// the record's own overhead). Also its share of `batch_max_bytes`.
-pub fn record_size(record: &EventRecord) -> usize {
+pub fn record_size(record: &EventRecord, coercions: &str) -> usize {
     const PER_HEADER: usize = 10;
     const RECORD_OVERHEAD: usize = 64;
     let event = &record.event;
-    let coercions = if event.coercions.is_empty() {
-        2
-    } else {
-        serde_json::to_vec(&event.coercions).map_or(usize::MAX / 4, |json| json.len())
-    };
     let header_values = event.event_type.len()
         + event.schema.id.len()
         + event.schema.version.len()
-        + coercions
+        + coercions.len()
         + 32 // received_at, RFC 3339 with microseconds
         + record.request_id.len()
         + 64 // body_sha256, hex

@@ -320,18 +320,26 @@ async fn a_late_commit_retried_on_another_replica_is_answered_duplicate_of() {
     let topic = unique("dedupe-late");
     mock.create_topic(&topic, 1, 1).unwrap();
     let brokers = mock.bootstrap_servers();
-    let cfg = |_: &str| KafkaConfig { batch_max_events: 1, ..kafka_sink_config(&brokers, &topic) };
+    // Calls may take several of the slow round trips below.
+    let cfg = |_: &str| KafkaConfig {
+        batch_max_events: 1,
+        call_timeout_ms: 15_000,
+        ..kafka_sink_config(&brokers, &topic)
+    };
     let dedupe = shared_dedupe_config();
     let a = KafkaSink::start(&cfg("a"), &dedupe).unwrap();
     let b = KafkaSink::start(&cfg("b"), &dedupe).unwrap();
     wait_ready(&a).await;
     wait_ready(&b).await;
-    mock.broker_round_trip_time(1, Duration::from_millis(300)).unwrap();
+    // A transaction takes at least three round trips (add partition, produce, end), so ≥ 3 s: A's
+    // deadline of 500 ms passes mid-transaction, yet leaves its committer ample time to take the
+    // event into one (with 50 ms, a committer slow to wake on a loaded machine dropped it unsent).
+    mock.broker_round_trip_time(1, Duration::from_millis(1_000)).unwrap();
 
     let correlation = unique("corr-late");
-    let gave_up = a.publish(kafka_event_record("late-a", &correlation, "body"), soon(50)).await;
+    let gave_up = a.publish(kafka_event_record("late-a", &correlation, "body"), soon(500)).await;
     assert!(matches!(gave_up, Err(SinkError::DeadlineExceeded { .. })), "{gave_up:?}");
-    let retry = b.publish(kafka_event_record("late-b", &correlation, "body"), soon(15_000)).await.unwrap();
+    let retry = b.publish(kafka_event_record("late-b", &correlation, "body"), soon(30_000)).await.unwrap();
     assert_eq!(retry.duplicate_of.as_deref(), Some("late-a"), "answered from A's late commit");
     mock.broker_round_trip_time(1, Duration::ZERO).unwrap();
 

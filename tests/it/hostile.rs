@@ -171,27 +171,37 @@ async fn unsigned_trickling_bodies_hold_no_in_flight_slot() {
 async fn unverified_bodies_are_bounded_in_number_and_time() {
     let mut config = test_config(SECRET);
     config.server.max_unverified_bodies = 4;
-    config.server.body_read_timeout_ms = 300;
+    // Long enough that the four bodies still hold their slots while the probes below run; far
+    // below the 10 s request deadline.
+    config.server.body_read_timeout_ms = 2_000;
     let sink = FakeSink::ok();
     let server =
         http::server::start(app_state(&config, sink.clone(), sink.clone()), &config.server).await.unwrap();
     let addr = server.local_addr();
     let head = format!("POST {PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{{");
 
+    let started = Instant::now();
     let mut slow = Vec::new();
     for _ in 0..4 {
         let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
         stream.write_all(head.as_bytes()).await.unwrap();
         slow.push(stream);
     }
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let mut fifth = tokio::net::TcpStream::connect(addr).await.unwrap();
-    fifth.write_all(head.as_bytes()).await.unwrap();
-    let answer = read_whole_answer(&mut fifth).await;
+    // Probe until one is turned away: a probe let in (the server had not yet started reading all
+    // four bodies) holds a slot itself until it is cut, which only fills the slots sooner.
+    let mut let_in = Vec::new();
+    let answer = loop {
+        assert!(started.elapsed() < Duration::from_millis(1_500), "no 503 while four bodies were being read");
+        let mut probe = tokio::net::TcpStream::connect(addr).await.unwrap();
+        probe.write_all(head.as_bytes()).await.unwrap();
+        match tokio::time::timeout(Duration::from_millis(100), read_whole_answer(&mut probe)).await {
+            Ok(answer) => break answer,
+            Err(_) => let_in.push(probe),
+        }
+    };
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     assert!(answer.contains("\"reason\":\"overloaded\""), "{answer}");
 
-    let started = Instant::now();
     let answer = read_whole_answer(&mut slow[0]).await;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(started.elapsed() < Duration::from_secs(5), "cut at the body-read timeout, not the deadline");

@@ -46,10 +46,13 @@ pub fn run(cli: Cli) -> ExitCode {
         // `validate` is an offline filter: its stdout is the product, so it logs nothing.
         Command::Validate(args) => validate::run(args),
         command => {
-            if let Err(err) = telemetry::init(cli.log_format, &cli.log) {
-                eprintln!("error: {err:#}");
-                return ExitCode::from(2);
-            }
+            let log_writer = match telemetry::init(cli.log_format, &cli.log) {
+                Ok(guard) => guard,
+                Err(err) => {
+                    eprintln!("error: {err:#}");
+                    return ExitCode::from(2);
+                }
+            };
             let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(runtime) => runtime,
                 Err(err) => {
@@ -66,6 +69,9 @@ pub fn run(cli: Cli) -> ExitCode {
                     Command::Validate(_) => unreachable!("handled above"),
                 }
             });
+            // Every queued log line is out before the last word (and before the process ends).
+            drop(runtime);
+            drop(log_writer);
             match result {
                 Ok(code) => code,
                 Err(err) => {

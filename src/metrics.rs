@@ -4,9 +4,10 @@
 //! Every module records with a name from this catalogue (nowhere else is a metric name written):
 //! through the `metrics` macros, or, on the per-request path, through [`count`], [`observe`] and
 //! [`GaugeGuard`], which keep the handles they resolve. [`install`] puts the Prometheus recorder
-//! in place once per process and `/metrics` renders it. Label values come from closed sets (routes, outcomes,
-//! reasons, schema ids and schema paths): never from text a sender chose. docs/operations.md
-//! lists the metrics with their labels; the alert rules and the dashboard use only these names.
+//! in place once per process and `/metrics` renders it. Label values come from closed sets
+//! (routes, outcomes, reasons, schema ids and schema paths): never from text a sender chose.
+//! docs/operations.md lists the metrics with their labels; the alert rules and the dashboard use
+//! only these names.
 
 use std::cell::RefCell;
 use std::collections::HashMap;

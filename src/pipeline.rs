@@ -286,7 +286,8 @@ impl Pipeline {
             Ok(committed) => Outcome::Published { event_type, correlation_id, committed },
             Err(Err(SinkError::Refused { reason, detail, .. })) => {
                 metrics::counter!(m::KAFKA_RECORDS_REFUSED, "reason" => reason).increment(1);
-                tracing::warn!(reason, %detail, "kafka refused the event: dead-lettering it");
+                tracing::warn!(request_id = %delivery.request_id, trace_id = %delivery.trace.trace_id_hex(),
+                    reason, %detail, "kafka refused the event: dead-lettering it");
                 // The verdict is judged again for its schema and coercions (the check is
                 // deterministic): rare here, rather than a copy kept on every valid event's path.
                 let (schema, coercions) = match self.contract.check(&delivery.body) {

@@ -55,8 +55,8 @@ impl TraceContext {
     }
 
     /// The trace id as 32 lower-case hex digits (what log lines carry).
-    pub fn trace_id_hex(&self) -> String {
-        hex::encode(self.trace_id)
+    pub fn trace_id_hex(&self) -> TraceIdHex {
+        TraceIdHex(self.trace_id)
     }
 
     /// The `traceparent` to send downstream: this trace, this service's span as the parent.
@@ -124,6 +124,17 @@ fn random_nonzero<const N: usize>() -> [u8; N] {
     }
 }
 
+/// A trace id shown as 32 lowercase hex digits (W3C), formatted only when it is shown: a log
+/// field costs nothing at a level that is off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceIdHex([u8; 16]);
+
+impl std::fmt::Display for TraceIdHex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:032x}", u128::from_be_bytes(self.0))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,7 +144,7 @@ mod tests {
     #[test]
     fn a_valid_traceparent_is_continued_with_a_new_span() {
         let trace = TraceContext::continue_or_start(Some(SENT.as_bytes()), Some(b"congo=t61rcWkgMzE"));
-        assert_eq!(trace.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(trace.trace_id_hex().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(trace.parent_id, Some([0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7]));
         assert_eq!(trace.flags, 1);
         assert_eq!(trace.tracestate.as_deref(), Some("congo=t61rcWkgMzE"));

@@ -174,12 +174,13 @@ impl Deduper {
                             metrics::counter!(m::DEDUPE_RESOLUTIONS, "outcome" => outcome).increment(1);
                             if offsets.is_some() {
                                 tracing::warn!(
+                                    request_id,
                                     previous_owner = %owner,
                                     "took over an abandoned dedupe claim whose commit outcome is unknown: \
                                      publishing it again (a duplicate if that commit went through)"
                                 );
                             } else {
-                                tracing::info!(previous_owner = %owner, "took over an abandoned dedupe claim");
+                                tracing::info!(request_id, previous_owner = %owner, "took over an abandoned dedupe claim");
                             }
                             return Ok(self.ticket(store, local, key, value));
                         }

@@ -553,8 +553,8 @@ async fn the_senders_trace_reaches_kafka_the_dead_letter_and_the_logs() {
         traceparent.split('-').nth(2).unwrap().to_owned()
     };
 
-    let (status, answer) = post(e2e_valid_body(&unique("corr-trace"))).await;
-    assert_eq!(status, 200, "{answer}");
+    let (status, published) = post(e2e_valid_body(&unique("corr-trace"))).await;
+    assert_eq!(status, 200, "{published}");
     let read = e2e_read_topic(&brokers, &options.topic, 1).await;
     assert_eq!(read.len(), 1);
     let span = parent_of(&read[0].headers["traceparent"]);
@@ -569,12 +569,69 @@ async fn the_senders_trace_reaches_kafka_the_dead_letter_and_the_logs() {
     parent_of(record["trace"]["traceparent"].as_str().unwrap());
     assert_eq!(record["trace"]["tracestate"], "cxone=studio-7");
 
+    // Each request logs its "webhook" line; the dead letter also logs where it was stored. Every
+    // one of them names the request and the trace.
+    let expected = [
+        ("webhook", published["request_id"].as_str().unwrap().to_owned()),
+        ("webhook", answer["request_id"].as_str().unwrap().to_owned()),
+        ("dead letter stored", answer["request_id"].as_str().unwrap().to_owned()),
+    ];
     let logged = poll_until(Duration::from_secs(10), || {
         let log = service.log_tail(64_000);
-        let lines = log.lines().filter(|line| line.contains(&format!("\"trace_id\":\"{TRACE_ID}\""))).count();
-        // Each request logs its "webhook" line; the dead letter also logs where it was stored.
-        async move { (lines >= 3).then_some(()) }
+        let found: Vec<(String, String)> = log
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|line| line["fields"]["trace_id"] == TRACE_ID)
+            .map(|line| {
+                let field = |name: &str| line["fields"][name].as_str().unwrap_or_default().to_owned();
+                (field("message"), field("request_id"))
+            })
+            .collect();
+        let all = expected.iter().all(|(message, id)| found.contains(&(message.to_string(), id.clone())));
+        async move { all.then_some(()) }
     })
     .await;
-    assert!(logged.is_some(), "both requests' log lines carry the trace id\n{}", service.log_tail(4_000));
+    assert!(
+        logged.is_some(),
+        "log lines naming request and trace: {expected:?}\n{}",
+        service.log_tail(4_000)
+    );
+}
+
+/// The human log format off a terminal (a file, a pipe, a container runtime): the webhook line is
+/// written while the service runs (the log thread flushes whenever its queue empties, not only at
+/// exit), names the request and its trace, and carries no colour escape codes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pretty_log_lines_are_flushed_while_serving_and_plain_off_a_terminal() {
+    let brokers = stack_kafka_brokers();
+    let mut options = ServiceOptions::new("e2e-pretty-log", &brokers);
+    options.log_format = "pretty";
+    stack_create_topic(&brokers, &options.topic, 1).await;
+    let service = Service::start_ready(options).await;
+    let body = e2e_valid_body(&unique("corr-pretty-log"));
+    let response = e2e_client()
+        .post(service.webhook_url())
+        .header("content-type", "application/json")
+        .header("x-cxone-signature", e2e_sign(body.as_bytes()))
+        .header("x-request-id", "pretty-log-1")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let line = poll_until(Duration::from_secs(10), || {
+        let log = service.log_tail(64_000);
+        let line = log.lines().find(|line| line.contains("request_id=pretty-log-1")).map(str::to_owned);
+        async move { line }
+    })
+    .await;
+    let Some(line) = line else {
+        panic!("no webhook line while serving\n{}", service.log_tail(4_000));
+    };
+    assert!(
+        line.contains("webhook") && line.contains("trace_id=") && line.contains("outcome=\"published\""),
+        "{line}"
+    );
+    let log = service.log_tail(64_000);
+    assert!(!log.contains('\u{1b}'), "colour codes in a log that is not a terminal:\n{log}");
 }

@@ -163,10 +163,23 @@ impl DeadLetterSink for S3DeadLetterSink {
             Err(SinkError::Unavailable { sink: SINK, detail: "the batcher has stopped".to_owned() })
         });
         match &result {
-            Ok(stored) => tracing::info!(request_id = %letter.request_id, reason, bucket = %stored.bucket,
-                key = %stored.key, line = stored.line, "dead letter stored"),
-            Err(error) => tracing::warn!(request_id = %letter.request_id, reason, bucket = %self.bucket(),
-                error = %error, "dead letter NOT stored"),
+            Ok(stored) => tracing::info!(
+                request_id = %letter.request_id,
+                trace_id = %letter.trace.trace_id_hex(),
+                reason,
+                bucket = %stored.bucket,
+                key = %stored.key,
+                line = stored.line,
+                "dead letter stored"
+            ),
+            Err(error) => tracing::warn!(
+                request_id = %letter.request_id,
+                trace_id = %letter.trace.trace_id_hex(),
+                reason,
+                bucket = %self.bucket(),
+                error = %error,
+                "dead letter NOT stored"
+            ),
         }
         result
     }

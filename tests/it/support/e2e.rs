@@ -45,6 +45,9 @@ pub struct ServiceOptions {
     /// More config lines, each `(section, "key = value")`, e.g. `("kafka.client",
     /// "\"message.max.bytes\" = 20000")`.
     pub extra_config: Vec<(&'static str, String)>,
+    /// `--log-format` (env `CXONE_INGEST_LOG_FORMAT`): `json`, which the tests parse, unless a
+    /// test reads the human format.
+    pub log_format: &'static str,
 }
 
 impl ServiceOptions {
@@ -63,6 +66,7 @@ impl ServiceOptions {
             dedupe_store: "memory".to_owned(),
             s3_endpoint: None,
             extra_config: Vec::new(),
+            log_format: "json",
         }
     }
 }
@@ -153,7 +157,7 @@ impl Service {
             .env("AWS_SECRET_ACCESS_KEY", secret)
             .env("AWS_REGION", stack_s3_region())
             .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("CXONE_INGEST_LOG_FORMAT", "json")
+            .env("CXONE_INGEST_LOG_FORMAT", options.log_format)
             .env("CXONE_INGEST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))

@@ -180,7 +180,11 @@ impl Deduper {
                                      publishing it again (a duplicate if that commit went through)"
                                 );
                             } else {
-                                tracing::info!(request_id, previous_owner = %owner, "took over an abandoned dedupe claim");
+                                tracing::info!(
+                                    request_id,
+                                    previous_owner = %owner,
+                                    "took over an abandoned dedupe claim"
+                                );
                             }
                             return Ok(self.ticket(store, local, key, value));
                         }

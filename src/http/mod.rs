@@ -225,12 +225,12 @@ where
 /// about one delivery name its `request_id` themselves.
 fn log_webhook(reply: &Reply, request_id: &str, trace_id: TraceIdHex, elapsed: Duration) {
     let latency_us = elapsed.as_micros() as u64;
-    let status = reply.status.as_u16();
+    let (status, outcome) = (reply.status.as_u16(), reply.outcome);
     if reply.status.is_server_error() {
         let detail = reply.detail.as_deref().unwrap_or("");
-        tracing::warn!(request_id = %request_id, %trace_id, status, outcome = reply.outcome, latency_us, detail, "webhook");
+        tracing::warn!(request_id = %request_id, %trace_id, status, outcome, latency_us, detail, "webhook");
     } else {
-        tracing::info!(request_id = %request_id, %trace_id, status, outcome = reply.outcome, latency_us, "webhook");
+        tracing::info!(request_id = %request_id, %trace_id, status, outcome, latency_us, "webhook");
     }
 }
 

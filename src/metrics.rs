@@ -49,7 +49,10 @@ pub const OPEN_CONNECTIONS: &str = "cxone_ingest_open_connections";
 pub const CONNECTIONS_TIMED_OUT: &str = "cxone_ingest_connections_timed_out_total";
 
 // --- Kafka -----------------------------------------------------------------------------------
-/// Transactions ended, by `outcome` (`committed`, `aborted`, `failed`).
+/// Transactions ended, by `outcome` (`committed`; `committed_late`: the commit outlasted
+/// `kafka.call_timeout_ms` and was finished by calling it again; `aborted`; `failed`: the producer
+/// failed before the commit was asked for, so nothing of it committed; `unknown`: it failed after,
+/// and the outcome is read back).
 pub const KAFKA_TRANSACTIONS: &str = "cxone_ingest_kafka_transactions_total";
 /// Events in committed transactions.
 pub const KAFKA_EVENTS: &str = "cxone_ingest_kafka_events_total";
@@ -64,6 +67,11 @@ pub const KAFKA_COMMIT_DURATION: &str = "cxone_ingest_kafka_commit_seconds";
 pub const KAFKA_TRANSACTION_STAGE: &str = "cxone_ingest_kafka_transaction_stage_seconds";
 /// Producers dropped and rebuilt, by `reason` (`init`, `fatal`).
 pub const KAFKA_PRODUCER_REBUILDS: &str = "cxone_ingest_kafka_producer_rebuilds_total";
+/// Whether unknown commit outcomes are read back (1) or published again (0): the start-up probe's
+/// finding about the broker (does it hide aborted records from `read_committed` readers?).
+pub const KAFKA_READ_BACK_ENABLED: &str = "cxone_ingest_kafka_read_back_enabled";
+/// Time to read offsets back with `read_committed`.
+pub const KAFKA_READ_BACK_DURATION: &str = "cxone_ingest_kafka_read_back_seconds";
 /// Events waiting for or inside a transaction.
 pub const KAFKA_IN_FLIGHT_EVENTS: &str = "cxone_ingest_kafka_in_flight_events";
 /// Valid events Kafka will never take as they are, by `reason` (`too_large`): they are dead-lettered.
@@ -78,9 +86,10 @@ pub const CORRELATION_ID_REUSE: &str = "cxone_ingest_correlation_id_reuse_total"
 pub const DEDUPE_STORE_ERRORS: &str = "cxone_ingest_dedupe_store_errors_total";
 /// Shared dedupe store call latency, by `op`.
 pub const DEDUPE_STORE_DURATION: &str = "cxone_ingest_dedupe_store_seconds";
-/// Claims of unknown outcome resolved by reading Kafka back, by `outcome` (`committed`,
-/// `aborted`, `pending`), or taken over from a dead owner (`aborted`: it had no offsets, so it
-/// never committed; `unknown`: it had offsets, and is published again).
+/// Deliveries whose commit outcome nobody knew, resolved, by `outcome`: `committed` (read back:
+/// answered `duplicate_of`), `aborted` (read back, or a claim without offsets, which never
+/// committed: published), `open` (read back, still undecided: 503, retried later), `unknown`
+/// (read-back is off on this broker: published again, a duplicate if it had committed).
 pub const DEDUPE_RESOLUTIONS: &str = "cxone_ingest_dedupe_resolutions_total";
 
 // --- dead letters ----------------------------------------------------------------------------
@@ -186,6 +195,11 @@ fn describe() {
     describe_histogram!(KAFKA_COMMIT_DURATION, Unit::Seconds, "Time of a committed Kafka transaction.");
     describe_histogram!(KAFKA_TRANSACTION_STAGE, Unit::Seconds, "Time in each stage of a Kafka transaction.");
     describe_counter!(KAFKA_PRODUCER_REBUILDS, "Kafka producers rebuilt, by reason.");
+    describe_gauge!(
+        KAFKA_READ_BACK_ENABLED,
+        "Whether unknown commit outcomes are read back (1) or published again (0)."
+    );
+    describe_histogram!(KAFKA_READ_BACK_DURATION, Unit::Seconds, "Time to read offsets back read_committed.");
     describe_gauge!(KAFKA_IN_FLIGHT_EVENTS, "Events waiting for or inside a Kafka transaction.");
     describe_counter!(KAFKA_RECORDS_REFUSED, "Valid events Kafka refused (dead-lettered), by reason.");
     describe_counter!(DEDUPE_HITS, "Repeated deliveries answered with the original commit.");

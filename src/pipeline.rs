@@ -390,6 +390,11 @@ impl Pipeline {
         each
     }
 
+    /// The sinks' notes for `/readyz` (e.g. whether unknown Kafka commit outcomes are read back).
+    pub fn notes(&self) -> Vec<(&'static str, String)> {
+        self.events.notes()
+    }
+
     /// Tasks that died and will not come back (`/healthz` fails while this is not empty).
     pub fn dead_tasks(&self) -> Vec<String> {
         let mut dead = self.events.dead_tasks();

@@ -38,6 +38,10 @@ pub fn init(format: LogFormat, filter: &str) -> anyhow::Result<WorkerGuard> {
     Ok(guard)
 }
 
+/// What a secret (password, token, key) looks like wherever it is printed: logs, config dumps,
+/// `Debug` output. The one definition every config section uses.
+pub const REDACTED: &str = "<redacted>";
+
 /// What an e-mail address becomes in logs.
 pub const REDACTED_EMAIL: &str = "<email>";
 

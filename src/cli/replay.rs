@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use chrono::NaiveDate;
+use sha2::Digest as _;
 
 use crate::config::{Config, ConfigArgs, ENV_WEBHOOK_SECRET};
 use crate::contract::Contract;
@@ -53,6 +54,14 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         })
     };
     let config = Config::load(&args.config, env)?;
+    // A publish that waits longer than the transaction timeout outlives the bound after which
+    // another replica takes its claim over: the same event could then be published twice.
+    anyhow::ensure!(
+        args.publish_timeout_ms <= config.kafka.transaction_timeout_ms,
+        "--publish-timeout-ms {} is longer than kafka.transaction_timeout_ms ({}): use at most that",
+        args.publish_timeout_ms,
+        config.kafka.transaction_timeout_ms
+    );
     let client = build_client(&config.dead_letter, SdkRetries::Standard).await?;
     let store = DeadLetterStore {
         client,
@@ -80,8 +89,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         None
     } else {
         let mut kafka = config.kafka.clone();
-        // Its own transactional.id: sharing the server's would fence the server's producer.
-        kafka.instance_id = Some(format!("replay-{}", kafka.resolved_instance_id()));
+        // Its own transactional.id: sharing the server's would fence the server's producer, and
+        // sharing another replay's (of another dead-letter location, on the same host) would
+        // fence that one. One per location: a restarted replay of it fences its own zombie.
+        let location = sha2::Sha256::digest(format!("{}/{}", store.bucket, store.prefix).as_bytes());
+        kafka.instance_id =
+            Some(format!("replay-{}-{}", kafka.resolved_instance_id(), hex::encode(&location[..4])));
         Some(Arc::new(KafkaSink::start(&kafka, &config.dedupe).context("starting the Kafka sink")?))
     };
 
@@ -100,14 +113,25 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Progress::Handled => bar.inc(1),
     };
-    let result = replay(
+    let run = replay(
         &store,
         Contract::builtin(),
         sink.as_deref().map(|sink| sink as &dyn EventSink),
         &options,
         &on_progress,
-    )
-    .await;
+    );
+    // A replay that lost its lock stops: another run may have taken over these dead letters.
+    let result = match &lock {
+        Some(lock) => tokio::select! {
+            result = run => result,
+            () = lock.lost() => Err(anyhow::anyhow!(
+                "stopped: the replay lock was lost (the dedupe store was unreachable longer than the \
+                 lock's {} s TTL, or another run took it); run replay again to finish",
+                crate::dedupe::lock::LOCK_TTL.as_secs()
+            )),
+        },
+        None => run.await,
+    };
     bar.finish_and_clear();
     if let Some(sink) = &sink {
         sink.close().await;

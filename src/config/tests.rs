@@ -222,3 +222,30 @@ fn unknown_keys_are_refused() {
     let err = Config::from_toml("[server]\nlisten_addr = \"1.2.3.4:5\"\n").unwrap_err();
     assert!(err.contains("listen_addr"), "{err}");
 }
+
+/// The bounds another replica's takeover of a claim relies on: a transaction timeout shorter
+/// than the request deadline + the call timeout, or a dedupe window not longer than the
+/// transaction timeout, is refused with the numbers that break it.
+#[test]
+fn settings_that_break_the_claim_takeover_bound_are_refused() {
+    let load = |toml: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, toml).unwrap();
+        let args = ConfigArgs { config: Some(path), ..ConfigArgs::default() };
+        Config::load(&args, env_of(&[(ENV_WEBHOOK_SECRET, SECRET)])).map(|_| ()).map_err(|e| e.to_string())
+    };
+    let err = load("[server]\nrequest_deadline_ms = 10000\n[kafka]\ncall_timeout_ms = 5000\ntransaction_timeout_ms = 5000\n")
+        .unwrap_err();
+    assert!(
+        err.contains("kafka.transaction_timeout_ms (5000) must be at least server.request_deadline_ms (10000) + kafka.call_timeout_ms (5000) = 15000"),
+        "{err}"
+    );
+    let err = load("[kafka]\ntransaction_timeout_ms = 60000\n[dedupe]\nwindow_secs = 60\n").unwrap_err();
+    assert!(
+        err.contains("dedupe.window_secs (60) must be longer than kafka.transaction_timeout_ms (60000 ms)"),
+        "{err}"
+    );
+    load("[server]\nrequest_deadline_ms = 10000\n[kafka]\ncall_timeout_ms = 5000\ntransaction_timeout_ms = 15000\n[dedupe]\nwindow_secs = 16\n")
+        .unwrap();
+}

@@ -32,11 +32,57 @@ use crate::sinks::{Committed, Readiness, SinkError};
 
 /// How often a repeat finding a *pending* claim looks again.
 pub const POLL_EVERY: Duration = Duration::from_millis(50);
-/// Added to the transaction timeout before a claim without offsets counts as abandoned
-/// (clock skew between replicas, the broker's own abort).
+/// Added to every takeover bound: clock skew between replicas, the broker's own abort.
 const STALE_MARGIN: Duration = Duration::from_secs(5);
+/// The longest request deadline the service accepts (`server.request_deadline_ms`): a claim
+/// written by 0.1 has no `written_at`, and its offsets were written at most this long after it
+/// was claimed.
+const LONGEST_REQUEST_DEADLINE: Duration = Duration::from_secs(30);
 /// The sink name in errors caused by the store (`/readyz` and the 503's detail name it).
 pub const STORE: &str = "dedupe_store";
+
+/// What reading a claim's record back found ([`CommitReader`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadBackAnswer {
+    /// The record is at its offset with the claim's request id: committed.
+    Committed,
+    /// Not visible below the last stable offset: aborted.
+    Aborted,
+    /// Not decided yet (transaction still open, broker slow or down, not probed yet): try later.
+    Undecided(String),
+    /// Read-back is off: the broker shows aborted records to `read_committed` readers.
+    Off,
+}
+
+/// Reads back where a claim says its record is: the Kafka sink's `read_committed` reader.
+#[async_trait::async_trait]
+pub trait CommitReader: Send + Sync {
+    async fn read_back(&self, offsets: &Offsets, request_id: &str, deadline: Instant) -> ReadBackAnswer;
+}
+
+/// How long claims take to settle: the bounds after which an owner is surely gone.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimTimings {
+    /// The dedupe window: every claim's TTL.
+    pub window: Duration,
+    /// `kafka.transaction_timeout_ms`: the broker ends a transaction left open this long.
+    pub transaction_timeout: Duration,
+    /// `kafka.call_timeout_ms`: the longest a commit call waits before it is called again.
+    pub call_timeout: Duration,
+}
+
+impl ClaimTimings {
+    /// When a pending claim's transaction has surely ended, one way or the other: its offsets'
+    /// write time + the call timeout + the transaction timeout (+ margin).
+    fn ended_by(&self, claimed_at: u64, offsets: &Offsets) -> u64 {
+        let written_at = offsets.written_at.unwrap_or(claimed_at + millis(LONGEST_REQUEST_DEADLINE));
+        written_at + millis(self.call_timeout + self.transaction_timeout + STALE_MARGIN)
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
 
 /// Decides, per delivery, whether this request publishes it or is a repeat.
 pub struct Deduper {
@@ -46,10 +92,9 @@ pub struct Deduper {
     shared: Option<Arc<RedisStore>>,
     /// This replica's name in claims (its base transactional id: unique per replica).
     owner: String,
-    /// A claim's TTL: the dedupe window.
-    window: Duration,
-    /// After this long (+ margin), a claim's transaction has surely ended one way or the other.
-    transaction_timeout: Duration,
+    timings: ClaimTimings,
+    /// Reads an abandoned claim's record back before anyone publishes it again.
+    reader: Arc<dyn CommitReader>,
 }
 
 /// What a request does with its delivery.
@@ -60,15 +105,25 @@ pub enum Admission {
     Publish(Ticket),
 }
 
+/// What is known about another owner's pending claim.
+enum PendingClaim {
+    /// Its owner may still be publishing it: wait.
+    Live,
+    /// Its owner is gone and it has no offsets: it never committed; take it over.
+    NeverCommitted,
+    /// Its owner is gone and its transaction has surely ended: read the record back.
+    Ended(Offsets),
+}
+
 impl Deduper {
     pub fn new(
         local: Arc<Dedupe>,
         shared: Option<Arc<RedisStore>>,
         owner: String,
-        window: Duration,
-        transaction_timeout: Duration,
+        timings: ClaimTimings,
+        reader: Arc<dyn CommitReader>,
     ) -> Deduper {
-        Deduper { local, shared, owner, window, transaction_timeout }
+        Deduper { local, shared, owner, timings, reader }
     }
 
     /// The shared store's readiness (`None` with `memory`).
@@ -132,8 +187,13 @@ impl Deduper {
         let mut value = pending(now_ms());
         let mut retried = false;
         loop {
-            let found = match within(deadline, store.set_if_absent("claim", &key, &value, self.window)).await
-            {
+            // Should the request be cancelled while the claim is on its way, the claim must not
+            // stay behind (other replicas would wait for it until the transaction timeout).
+            let in_flight = ReleaseIfCancelled::new(store, &key, &value);
+            let found =
+                within(deadline, store.set_if_absent("claim", &key, &value, self.timings.window)).await;
+            in_flight.disarm();
+            let found = match found {
                 Ok(found) => found,
                 // A connection the store dropped (a restart, a failover) fails its next call once;
                 // the client reconnects for the call after it. One more try before a 503.
@@ -152,7 +212,7 @@ impl Deduper {
                 SetIfAbsent::Exists(raw) if raw == value => return Ok(self.ticket(store, local, key, value)),
                 SetIfAbsent::Exists(raw) => raw,
             };
-            match ClaimState::parse(&raw) {
+            let (first_request, state) = match ClaimState::parse(&raw) {
                 None => return Err(unavailable(StoreError::Corrupt(key))),
                 Some(state @ ClaimState::Committed { .. }) => {
                     metrics::counter!(m::DEDUPE_HITS).increment(1);
@@ -162,49 +222,110 @@ impl Deduper {
                     local.resolve(Some((&committed, &first)));
                     return Ok(Admission::Duplicate(committed));
                 }
-                Some(ClaimState::Pending { owner, claimed_at, offsets, .. }) => {
-                    if self.abandoned(&owner, claimed_at) {
-                        value = pending(now_ms());
-                        let swap = Swap { key: key.clone(), old: raw, new: value.clone() };
-                        let taken = within(deadline, store.compare_and_set("claim", &swap, self.window))
-                            .await
-                            .inspect_err(|_| release_value(store, &key, &value))?;
-                        if taken {
-                            let outcome = if offsets.is_some() { "unknown" } else { "aborted" };
-                            metrics::counter!(m::DEDUPE_RESOLUTIONS, "outcome" => outcome).increment(1);
-                            if offsets.is_some() {
-                                tracing::warn!(
-                                    request_id,
-                                    previous_owner = %owner,
-                                    "took over an abandoned dedupe claim whose commit outcome is unknown: \
-                                     publishing it again (a duplicate if that commit went through)"
-                                );
-                            } else {
-                                tracing::info!(
-                                    request_id,
-                                    previous_owner = %owner,
-                                    "took over an abandoned dedupe claim"
-                                );
-                            }
-                            return Ok(self.ticket(store, local, key, value));
-                        }
-                        continue;
-                    }
+                Some(ClaimState::Pending { owner, claimed_at, offsets, request_id: first }) => {
+                    (first, self.pending_claim(&owner, claimed_at, offsets))
+                }
+            };
+            let outcome = match state {
+                PendingClaim::Live => {
                     if Instant::now() + POLL_EVERY >= deadline {
                         return Err(SinkError::DeadlineExceeded { sink: STORE });
                     }
                     tokio::time::sleep(POLL_EVERY).await;
+                    continue;
                 }
+                PendingClaim::NeverCommitted => "aborted",
+                PendingClaim::Ended(offsets) => {
+                    match self.reader.read_back(&offsets, &first_request, deadline).await {
+                        ReadBackAnswer::Committed => {
+                            let committed = ClaimState::Committed {
+                                request_id: first_request.clone(),
+                                topic: offsets.topic.clone(),
+                                partition: offsets.partition,
+                                offset: offsets.offset,
+                            };
+                            let swap = Swap { key: key.clone(), old: raw, new: committed.to_json() };
+                            if !within(deadline, store.compare_and_set("claim", &swap, self.timings.window))
+                                .await?
+                            {
+                                continue;
+                            }
+                            metrics::counter!(m::DEDUPE_RESOLUTIONS, "outcome" => "committed").increment(1);
+                            metrics::counter!(m::DEDUPE_HITS).increment(1);
+                            tracing::info!(
+                                request_id,
+                                duplicate_of = %first_request,
+                                "an abandoned claim's record was read back committed: answering duplicate_of"
+                            );
+                            let answer =
+                                committed.as_duplicate().unwrap_or_else(|| unreachable_committed(&committed));
+                            local.resolve(Some((&answer, &first_request)));
+                            return Ok(Admission::Duplicate(answer));
+                        }
+                        ReadBackAnswer::Aborted => "aborted",
+                        ReadBackAnswer::Off => "unknown",
+                        ReadBackAnswer::Undecided(why) => {
+                            metrics::counter!(m::DEDUPE_RESOLUTIONS, "outcome" => "open").increment(1);
+                            return Err(SinkError::Unavailable {
+                                sink: STORE,
+                                detail: format!("the outcome of an earlier attempt is not known yet: {why}"),
+                            });
+                        }
+                    }
+                }
+            };
+            // The owner is gone and its record did not commit (or cannot be read back): take over.
+            value = pending(now_ms());
+            let swap = Swap { key: key.clone(), old: raw, new: value.clone() };
+            let in_flight = ReleaseIfCancelled::new(store, &key, &value);
+            let taken = within(deadline, store.compare_and_set("claim", &swap, self.timings.window)).await;
+            in_flight.disarm();
+            let taken = taken.inspect_err(|_| release_value(store, &key, &value))?;
+            if !taken {
+                continue;
             }
+            metrics::counter!(m::DEDUPE_RESOLUTIONS, "outcome" => outcome).increment(1);
+            if outcome == "unknown" {
+                tracing::warn!(
+                    request_id,
+                    previous = %first_request,
+                    "took over an abandoned dedupe claim whose commit outcome is unknown (read-back is off \
+                     on this broker): publishing it again (a duplicate if that commit went through)"
+                );
+            } else {
+                tracing::info!(request_id, previous = %first_request, "took over an abandoned dedupe claim");
+            }
+            return Ok(self.ticket(store, local, key, value));
         }
     }
 
-    /// A pending claim whose owner is gone: this replica's own (no request of this process holds
-    /// the delivery, or the local claim would have made us wait), or one older than the
-    /// transaction timeout (+ margin: by then the broker has ended its transaction).
-    fn abandoned(&self, owner: &str, claimed_at: u64) -> bool {
-        let age = Duration::from_millis(now_ms().saturating_sub(claimed_at));
-        owner == self.owner || age > self.transaction_timeout + STALE_MARGIN
+    /// Whether a pending claim's owner may still be publishing it. Without offsets: gone when it
+    /// is this replica's own (no request of this process holds the delivery, or the local claim
+    /// would have made us wait), or older than the transaction timeout (+ margin); taking such a
+    /// claim over is always safe, since its owner can only commit after a compare-and-set of it.
+    /// With offsets: its transaction has surely ended when it is this replica's own (its committer
+    /// has let go of it after a new producer's `init_transactions`, or the process restarted:
+    /// then read-back says "undecided" until that transaction ended), or past
+    /// [`ClaimTimings::ended_by`].
+    fn pending_claim(&self, owner: &str, claimed_at: u64, offsets: Option<Offsets>) -> PendingClaim {
+        let own = owner == self.owner;
+        match offsets {
+            None => {
+                let age = Duration::from_millis(now_ms().saturating_sub(claimed_at));
+                if own || age > self.timings.transaction_timeout + STALE_MARGIN {
+                    PendingClaim::NeverCommitted
+                } else {
+                    PendingClaim::Live
+                }
+            }
+            Some(offsets) => {
+                if own || now_ms() > self.timings.ended_by(claimed_at, &offsets) {
+                    PendingClaim::Ended(offsets)
+                } else {
+                    PendingClaim::Live
+                }
+            }
+        }
     }
 
     fn ticket(&self, store: &Arc<RedisStore>, local: DedupeClaim, key: String, value: String) -> Admission {
@@ -214,10 +335,37 @@ impl Deduper {
                 store: Arc::clone(store),
                 key,
                 value,
-                window: self.window,
+                window: self.timings.window,
                 settled: false,
             }),
         })
+    }
+}
+
+/// Releases a claim whose write was sent but whose request was cancelled before the answer came
+/// (the client went away): armed until [`disarm`](Self::disarm)ed after the answer.
+struct ReleaseIfCancelled<'a> {
+    store: &'a Arc<RedisStore>,
+    key: &'a str,
+    value: &'a str,
+    armed: bool,
+}
+
+impl<'a> ReleaseIfCancelled<'a> {
+    fn new(store: &'a Arc<RedisStore>, key: &'a str, value: &'a str) -> Self {
+        ReleaseIfCancelled { store, key, value, armed: true }
+    }
+
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for ReleaseIfCancelled<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            release_value(self.store, self.key, self.value);
+        }
     }
 }
 
@@ -370,7 +518,9 @@ impl SharedClaim {
         release_value(&self.store, &self.key, &self.value);
     }
 
-    /// Writes the committed state, retrying a few times while the store is down.
+    /// Writes the committed state in the background, retrying for as long as the claim lives (the
+    /// dedupe window): meanwhile it stays pending with its offsets, and a repeat waits. A key that
+    /// vanished (a store restarted without its data, an eviction) is written again.
     fn write_committed_later(self, request_id: &str, committed: &Committed) {
         let swap = Swap {
             key: self.key.clone(),
@@ -387,15 +537,27 @@ impl SharedClaim {
         let window = self.window;
         let task_store = Arc::clone(&store);
         store.spawn_detached(async move {
-            for _ in 0..5 {
-                if task_store.compare_and_set("commit", &swap, window).await.is_ok() {
-                    return;
+            let give_up = Instant::now() + window;
+            let mut backoff = Duration::from_millis(200);
+            while Instant::now() < give_up {
+                match task_store.settle_committed_many("commit", std::slice::from_ref(&swap), window).await {
+                    Ok(written) if written.first() == Some(&true) => return,
+                    Ok(_) => {
+                        tracing::error!(
+                            "a committed delivery's dedupe claim was taken by another replica before its \
+                             committed state could be written"
+                        );
+                        return;
+                    }
+                    Err(_) => {
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
                 }
-                tokio::time::sleep(Duration::from_secs(1)).await;
             }
             tracing::error!(
-                "could not record a committed delivery in the dedupe store: its claim stays pending \
-                 (a repeat is answered 503 until it expires)"
+                "could not record a committed delivery in the dedupe store within the dedupe window: \
+                 its claim expired pending"
             );
         });
     }

@@ -111,7 +111,7 @@ fn redact_url(url: &str) -> String {
     match authority.rsplit_once('@') {
         Some((credentials, host)) => {
             let user = credentials.split_once(':').map_or(credentials, |(user, _)| user);
-            format!("{scheme}://{user}:{}@{host}{path}", crate::http::config::REDACTED)
+            format!("{scheme}://{user}:{}@{host}{path}", crate::telemetry::REDACTED)
         }
         None => url.to_owned(),
     }

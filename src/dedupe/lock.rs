@@ -36,6 +36,9 @@ pub struct ReplayLock {
     /// Our value in the key: only this run renews or deletes it.
     holder: String,
     renewer: tokio::task::JoinHandle<()>,
+    /// Set by the renewer when the lock is no longer ours (expired while the store was away, or
+    /// taken): the replay must stop, another may be running.
+    lost: tokio::sync::watch::Receiver<bool>,
 }
 
 impl ReplayLock {
@@ -54,21 +57,39 @@ impl ReplayLock {
             SetIfAbsent::Exists(other) => Err(LockError::Held { key, holder: other }),
             SetIfAbsent::Created => {
                 let (task_store, task_key, task_holder) = (Arc::clone(&store), key.clone(), holder.clone());
+                let (lost_tx, lost) = tokio::sync::watch::channel(false);
                 let renewer = tokio::spawn(async move {
+                    // Renewed last at this instant: past it + the TTL the lock may be someone else's.
+                    let mut renewed = tokio::time::Instant::now();
                     loop {
                         tokio::time::sleep(RENEW_EVERY).await;
                         match task_store.compare_and_expire("lock", &task_key, &task_holder, LOCK_TTL).await {
-                            Ok(true) => {}
+                            Ok(true) => renewed = tokio::time::Instant::now(),
                             Ok(false) => {
                                 tracing::error!(key = %task_key, "the replay lock was lost (expired or taken)");
+                                let _ = lost_tx.send(true);
+                                return;
+                            }
+                            Err(e) if renewed.elapsed() + RENEW_EVERY >= LOCK_TTL => {
+                                tracing::error!(error = %e, "the replay lock could not be renewed before it expires");
+                                let _ = lost_tx.send(true);
                                 return;
                             }
                             Err(e) => tracing::warn!(error = %e, "renewing the replay lock failed; retrying"),
                         }
                     }
                 });
-                Ok(ReplayLock { store, key, holder, renewer })
+                Ok(ReplayLock { store, key, holder, renewer, lost })
             }
+        }
+    }
+
+    /// Resolves once the lock is lost (never while it is held).
+    pub async fn lost(&self) {
+        let mut lost = self.lost.clone();
+        if lost.wait_for(|lost| *lost).await.is_err() {
+            // The renewer ended without saying so (aborted by `release`): never resolves.
+            std::future::pending::<()>().await;
         }
     }
 

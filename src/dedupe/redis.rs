@@ -1,6 +1,6 @@
 //! The shared store's client: the few atomic Redis/Valkey operations claims and the replay lock
 //! need (set-if-absent, compare-and-set, compare-and-delete, compare-and-expire), timed and
-//! counted per operation, with the store's readiness kept fresh by a ping every second.
+//! counted per operation, with the store's readiness kept fresh by a write probe every second.
 //!
 //! One multiplexed connection (redis-rs `ConnectionManager`, reconnecting by itself) lives on the
 //! server's runtime; the Kafka committers run on runtimes of their own without an IO driver, so
@@ -21,9 +21,18 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_millis(1_000);
 /// How often readiness is re-checked with a PING.
 const PING_EVERY: Duration = Duration::from_secs(1);
 
-/// `SET key new PX ttl` only while the key still holds `old`.
-const COMPARE_AND_SET: &str = "if redis.call('get',KEYS[1])==ARGV[1] then \
+/// `SET key new PX ttl` only while the key still holds `old`, or already `new` (so that a
+/// pipeline sent again after a lost answer changes nothing twice).
+const COMPARE_AND_SET: &str = "local v=redis.call('get',KEYS[1]) if v==ARGV[1] or v==ARGV[2] then \
      redis.call('set',KEYS[1],ARGV[2],'PX',ARGV[3]) return 1 else return 0 end";
+/// [`COMPARE_AND_SET`] that also writes a key that is gone: a committed claim is recorded even
+/// when the store lost it (restarted without its data, evicted).
+const SETTLE_COMMITTED: &str = "local v=redis.call('get',KEYS[1]) if v==ARGV[1] or v==ARGV[2] or not v then \
+     redis.call('set',KEYS[1],ARGV[2],'PX',ARGV[3]) return 1 else return 0 end";
+/// The readiness probe's key: written (`SET NX PX GET`, the claims' own form) every second, so
+/// that a store that cannot take writes (a read-only replica after a failover, out of memory
+/// under `noeviction`, too old for `SET NX GET`) is not ready.
+const READINESS_KEY: &str = "cxone-ingest:readiness";
 /// `DEL key` only while it still holds `value` (releasing only one's own claim or lock).
 const COMPARE_AND_DELETE: &str =
     "if redis.call('get',KEYS[1])==ARGV[1] then return redis.call('del',KEYS[1]) else return 0 end";
@@ -156,18 +165,21 @@ impl RedisStore {
             Err(e) => {
                 metrics::counter!(m::DEDUPE_STORE_ERRORS, "op" => op).increment(1);
                 let why = format!("{} at {}: {}", op, self.redacted_url, describe(&e));
-                if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
-                {
-                    self.set_readiness(Readiness::NotReady(format!("dedupe store {why}")));
-                }
+                // Unreachable, or answering with an error (READONLY, OOM, a command it does not
+                // know): either way claims cannot be written. The readiness probe turns it green
+                // again once a write goes through.
+                self.set_readiness(Readiness::NotReady(format!("dedupe store {why}")));
                 Err(StoreError::Unavailable(why))
             }
         }
     }
 
-    /// PING: refreshes readiness.
+    /// The readiness probe: a write in the claims' own form (`SET NX PX GET`), so that readiness
+    /// is green only while claims can be written.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.run::<String>("ping", Packed::One(redis::cmd("PING"))).await.map(|_| ())
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(READINESS_KEY).arg(super::store::now_ms()).arg("NX").arg("PX").arg(1_000).arg("GET");
+        self.run::<Option<String>>("ping", Packed::One(cmd)).await.map(|_| ())
     }
 
     /// `SET key value NX PX ttl GET`: creates the key, or tells what it holds (one round trip).
@@ -212,18 +224,33 @@ impl RedisStore {
         swaps: &[Swap],
         ttl: Duration,
     ) -> Result<Vec<bool>, StoreError> {
+        self.eval_swaps(op, COMPARE_AND_SET, swaps, ttl).await
+    }
+
+    /// Writes each swap's committed state if its key still holds `old`, already holds `new`, or is
+    /// gone (recreated), in one round trip; true where it did (false: another owner's value).
+    pub async fn settle_committed_many(
+        &self,
+        op: &'static str,
+        swaps: &[Swap],
+        ttl: Duration,
+    ) -> Result<Vec<bool>, StoreError> {
+        self.eval_swaps(op, SETTLE_COMMITTED, swaps, ttl).await
+    }
+
+    async fn eval_swaps(
+        &self,
+        op: &'static str,
+        script: &'static str,
+        swaps: &[Swap],
+        ttl: Duration,
+    ) -> Result<Vec<bool>, StoreError> {
         if swaps.is_empty() {
             return Ok(Vec::new());
         }
         let mut pipe = redis::pipe();
         for swap in swaps {
-            pipe.cmd("EVAL")
-                .arg(COMPARE_AND_SET)
-                .arg(1)
-                .arg(&swap.key)
-                .arg(&swap.old)
-                .arg(&swap.new)
-                .arg(ttl_ms(ttl));
+            pipe.cmd("EVAL").arg(script).arg(1).arg(&swap.key).arg(&swap.old).arg(&swap.new).arg(ttl_ms(ttl));
         }
         let replaced: Vec<i64> = self.run(op, Packed::Many(pipe)).await?;
         Ok(replaced.into_iter().map(|n| n == 1).collect())
@@ -296,6 +323,10 @@ fn ttl_ms(ttl: Duration) -> u64 {
 /// A redis error in words, without the URL (which may hold a password).
 fn describe(e: &RedisError) -> String {
     let mut text = format!("{:?}", e.kind());
+    if let Some(code) = e.code() {
+        text.push(' ');
+        text.push_str(code);
+    }
     if let Some(detail) = e.detail() {
         text.push_str(": ");
         text.push_str(detail);

@@ -29,11 +29,18 @@ pub struct Offsets {
     pub topic: String,
     pub partition: i32,
     pub offset: i64,
+    /// When they were written (Unix ms), just before the commit was asked for: the claim's
+    /// transaction has surely ended `kafka.call_timeout_ms` + `kafka.transaction_timeout_ms` after
+    /// this. Absent in claims written by 0.1 (read as `claimed_at` + the longest request deadline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written_at: Option<u64>,
 }
 
-/// A claim's value in the store.
+/// A claim's value in the store. Fields this build does not know are ignored, so that a later
+/// version's claims are still read during a rolling upgrade (and this one's by 0.1, which ignores
+/// unknown fields inside `offsets`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "state", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "state", rename_all = "snake_case")]
 pub enum ClaimState {
     /// Being published by `owner`; the outcome is not known yet.
     Pending {
@@ -43,8 +50,9 @@ pub enum ClaimState {
         /// The request that claimed it: the `request_id` header of its record, and the
         /// `duplicate_of` every repeat is answered with once it committed.
         request_id: String,
-        /// When it was claimed (Unix ms): a claim older than the transaction timeout without
-        /// offsets was never committed (offsets are written before every commit).
+        /// When it was claimed (Unix ms): a claim without offsets older than the transaction
+        /// timeout belongs to an owner that is gone (a commit needs its offsets written first, so
+        /// taking it over never duplicates).
         claimed_at: u64,
         /// Set just before the commit: where the record is, for reading it back.
         offsets: Option<Offsets>,
@@ -116,7 +124,7 @@ mod tests {
             owner: "a".into(),
             request_id: "r".into(),
             claimed_at: 5,
-            offsets: Some(Offsets { topic: "t".into(), partition: 1, offset: 9 }),
+            offsets: Some(Offsets { topic: "t".into(), partition: 1, offset: 9, written_at: Some(7) }),
         };
         let json = pending.to_json();
         assert!(json.contains("\"state\":\"pending\""), "{json}");
@@ -126,5 +134,30 @@ mod tests {
             ClaimState::Committed { request_id: "r".into(), topic: "t".into(), partition: 1, offset: 9 };
         assert_eq!(committed.as_duplicate().and_then(|c| c.duplicate_of), Some("r".to_owned()));
         assert_eq!(ClaimState::parse("not json"), None);
+    }
+
+    /// Rolling upgrade: claims written by 0.1 (no `written_at`) are read, and so are claims of a
+    /// later version carrying fields this one does not know.
+    #[test]
+    fn claims_of_the_previous_and_the_next_version_are_read() {
+        let v0_1 = r#"{"state":"pending","owner":"a","request_id":"r","claimed_at":5,"offsets":{"topic":"t","partition":1,"offset":9}}"#;
+        let Some(ClaimState::Pending { offsets: Some(offsets), .. }) = ClaimState::parse(v0_1) else {
+            panic!("0.1 claim not read: {v0_1}");
+        };
+        assert_eq!(offsets, Offsets { topic: "t".into(), partition: 1, offset: 9, written_at: None });
+        let later =
+            r#"{"state":"committed","request_id":"r","topic":"t","partition":1,"offset":9,"epoch":3}"#;
+        assert!(matches!(ClaimState::parse(later), Some(ClaimState::Committed { .. })), "{later}");
+        // What 0.1 needs to read this version's claims: no new field outside `offsets`.
+        let pending = ClaimState::Pending {
+            owner: "a".into(),
+            request_id: "r".into(),
+            claimed_at: 5,
+            offsets: Some(Offsets { topic: "t".into(), partition: 1, offset: 9, written_at: Some(6) }),
+        };
+        let json: serde_json::Value = serde_json::from_str(&pending.to_json()).unwrap();
+        let mut fields: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
+        fields.sort_unstable();
+        assert_eq!(fields, ["claimed_at", "offsets", "owner", "request_id", "state"]);
     }
 }

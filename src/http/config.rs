@@ -393,8 +393,7 @@ impl Secret {
     }
 }
 
-/// What a secret looks like wherever it is printed.
-pub const REDACTED: &str = "<redacted>";
+pub use crate::telemetry::REDACTED;
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -55,7 +55,13 @@ pub(super) fn readiness(state: &AppState, detail: bool) -> Reply {
     let (status, label) =
         if all_ready { (StatusCode::OK, "ready") } else { (StatusCode::SERVICE_UNAVAILABLE, "not_ready") };
     let body = if detail {
-        serde_json::json!({ "status": label, "sinks": sinks })
+        let notes: serde_json::Map<String, serde_json::Value> = state
+            .pipeline
+            .notes()
+            .into_iter()
+            .map(|(name, text)| (name.to_owned(), serde_json::Value::String(text)))
+            .collect();
+        serde_json::json!({ "status": label, "sinks": sinks, "notes": notes })
     } else {
         serde_json::json!({ "status": label })
     };

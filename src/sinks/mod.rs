@@ -150,6 +150,11 @@ pub enum Readiness {
 pub trait EventSink: Send + Sync + 'static {
     async fn publish(&self, record: EventRecord, deadline: Instant) -> Result<Committed, SinkError>;
     fn readiness(&self) -> Readiness;
+    /// Facts about how the sink works that an operator should see next to its readiness
+    /// (`/readyz` on the admin listener): `(name, text)`.
+    fn notes(&self) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
     /// Tasks of the sink that died (panicked) and will not come back: the process must be
     /// restarted (`/healthz` fails). Empty while alive.
     fn dead_tasks(&self) -> Vec<String> {

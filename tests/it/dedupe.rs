@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use cxone_ingest::dedupe::DedupeConfig;
 use cxone_ingest::dedupe::DedupeStore;
-use cxone_ingest::dedupe::claim::{Admission, Deduper, Ticket};
+use cxone_ingest::dedupe::claim::{Admission, ClaimTimings, CommitReader, Deduper, ReadBackAnswer, Ticket};
 use cxone_ingest::dedupe::memory::Dedupe;
 use cxone_ingest::dedupe::redis::RedisStore;
 use cxone_ingest::dedupe::store::{ClaimState, Offsets, claim_key, now_ms};
@@ -20,8 +20,34 @@ use crate::support::*;
 const WINDOW: Duration = Duration::from_secs(600);
 const TX_TIMEOUT: Duration = Duration::from_secs(60);
 
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
 fn deduper(store: &Arc<RedisStore>, owner: &str) -> Deduper {
-    Deduper::new(Dedupe::new(WINDOW, 1000), Some(Arc::clone(store)), owner.to_owned(), WINDOW, TX_TIMEOUT)
+    deduper_reading(store, owner, ReadBackAnswer::Off)
+}
+
+/// A deduper whose Kafka read-back answers `found` (the real read-back runs against a broker in
+/// outcome.rs; here the claim transitions in the real store are under test).
+fn deduper_reading(store: &Arc<RedisStore>, owner: &str, found: ReadBackAnswer) -> Deduper {
+    let timings =
+        ClaimTimings { window: WINDOW, transaction_timeout: TX_TIMEOUT, call_timeout: CALL_TIMEOUT };
+    Deduper::new(
+        Dedupe::new(WINDOW, 1000),
+        Some(Arc::clone(store)),
+        owner.to_owned(),
+        timings,
+        Arc::new(AnswersReadBack(found)),
+    )
+}
+
+/// Answers every read-back with the same finding.
+struct AnswersReadBack(ReadBackAnswer);
+
+#[async_trait::async_trait]
+impl CommitReader for AnswersReadBack {
+    async fn read_back(&self, _: &Offsets, _: &str, _: Instant) -> ReadBackAnswer {
+        self.0.clone()
+    }
 }
 
 fn soon(ms: u64) -> Instant {
@@ -42,7 +68,7 @@ async fn stored(store: &RedisStore, key: &str) -> Option<ClaimState> {
 
 /// Commits a ticket the way the committer does: offsets before, committed state after.
 async fn commit(store: &RedisStore, mut ticket: Ticket, request_id: &str, offset: i64) {
-    let offsets = Offsets { topic: "t".into(), partition: 0, offset };
+    let offsets = Offsets { topic: "t".into(), partition: 0, offset, written_at: Some(now_ms()) };
     let swap = ticket.offsets_swap(request_id, offsets).expect("a shared claim");
     assert!(store.compare_and_set("offsets", &swap, WINDOW).await.unwrap());
     ticket.swapped(&swap, false);
@@ -187,26 +213,63 @@ async fn a_claim_moves_through_its_states_on_the_real_store() {
         drop(taken);
     }
 
-    // A dead owner's claim WITH offsets (its commit outcome unknown: no read-back here) is taken
-    // over too once the transaction timeout has passed: published again, maybe a duplicate,
-    // never lost. A live owner's (younger) claim with offsets is waited for: 503 at the deadline.
-    for (age, taken_over) in [(Duration::from_secs(3_600), true), (Duration::from_secs(1), false)] {
+    // A dead owner's claim WITH offsets, whose transaction has surely ended (its offsets were
+    // written longer ago than the call timeout + the transaction timeout): read back. Committed:
+    // the repeat is answered duplicate_of the first request and the claim recorded committed;
+    // aborted: taken over; read-back off (a broker that shows aborted records): taken over,
+    // published again; undecided: 503, the claim unchanged. A live owner's claim with offsets
+    // (written recently, however old the claim) is waited for: 503 at the deadline.
+    let hour_ago = now_ms() - 3_600_000;
+    let cases = [
+        ("committed", hour_ago, Some(hour_ago), ReadBackAnswer::Committed),
+        ("aborted", hour_ago, Some(hour_ago), ReadBackAnswer::Aborted),
+        ("off", hour_ago, Some(hour_ago), ReadBackAnswer::Off),
+        ("undecided", hour_ago, Some(hour_ago), ReadBackAnswer::Undecided("open".into())),
+        // Written by 0.1 (no written_at): counted from claimed_at + the longest request deadline.
+        ("0.1 claim", hour_ago, None, ReadBackAnswer::Aborted),
+        ("live", now_ms() - 1_000, Some(now_ms() - 1_000), ReadBackAnswer::Committed),
+        // Regression: the bound counts from when the offsets were written, not from the claim.
+        ("written late", hour_ago, Some(now_ms() - 1_000), ReadBackAnswer::Committed),
+    ];
+    for (case, claimed_at, written_at, found) in cases {
         let correlation = unique("corr-offsets");
         let key = claim_key(&correlation, &body);
         let value = ClaimState::Pending {
             owner: "replica-other".into(),
             request_id: "req-old".into(),
-            claimed_at: now_ms() - age.as_millis() as u64,
-            offsets: Some(Offsets { topic: "t".into(), partition: 0, offset: 1 }),
+            claimed_at,
+            offsets: Some(Offsets { topic: "t".into(), partition: 0, offset: 1, written_at }),
         }
         .to_json();
         store.set_if_absent("claim", &key, &value, WINDOW).await.unwrap();
-        let answer = deduper(&store, "replica-e").admit(&correlation, body, "req-new", soon(300)).await;
-        if taken_over {
-            drop(ticket(answer));
-        } else {
-            assert!(matches!(answer, Err(SinkError::DeadlineExceeded { .. })), "{:?}", answer.as_ref().err());
-            assert_eq!(store.get("get", &key).await.unwrap().as_deref(), Some(value.as_str()));
+        let answer =
+            deduper_reading(&store, "replica-e", found).admit(&correlation, body, "req-new", soon(300)).await;
+        match case {
+            "committed" => {
+                let Ok(Admission::Duplicate(committed)) = answer else {
+                    panic!("{case}: expected duplicate_of, got {:?}", answer.as_ref().err())
+                };
+                assert_eq!(committed.duplicate_of.as_deref(), Some("req-old"), "{case}");
+                assert_eq!((committed.partition, committed.offset), (0, 1), "{case}");
+                assert!(matches!(stored(&store, &key).await, Some(ClaimState::Committed { .. })), "{case}");
+            }
+            "aborted" | "off" | "0.1 claim" => drop(ticket(answer)),
+            "undecided" => {
+                assert!(
+                    matches!(answer, Err(SinkError::Unavailable { .. })),
+                    "{case}: {:?}",
+                    answer.as_ref().err()
+                );
+                assert_eq!(store.get("get", &key).await.unwrap().as_deref(), Some(value.as_str()), "{case}");
+            }
+            _ => {
+                assert!(
+                    matches!(answer, Err(SinkError::DeadlineExceeded { .. })),
+                    "{case}: {:?}",
+                    answer.as_ref().err()
+                );
+                assert_eq!(store.get("get", &key).await.unwrap().as_deref(), Some(value.as_str()), "{case}");
+            }
         }
     }
 }
@@ -671,4 +734,133 @@ async fn restart_redis_keeps_committed_claims_and_the_sink_recovers() {
         other.close().await;
     }
     sink.close().await;
+}
+
+/// Regression: a request cancelled (its client went away) while its `SET NX` was on its way left
+/// its claim behind, so every retry on another replica got 503 until the transaction timeout.
+/// The claim is now released when the request is dropped before the answer came.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_whose_request_is_cancelled_in_flight_is_released() {
+    let redis = PrivateRedis::start();
+    let store = RedisStore::connect(&redis.url(), "private redis".to_owned()).expect("redis client");
+    let ready = poll_until(Duration::from_secs(10), || async { store.ping().await.ok() }).await;
+    assert!(ready.is_some(), "the private redis answers");
+    let (a, b) = (deduper(&store, "replica-a"), deduper(&store, "replica-b"));
+    let correlation = unique("corr-cancelled");
+    let body = [5u8; 32];
+    let key = claim_key(&correlation, &body);
+
+    redis.pause();
+    // The request is dropped (as warp drops a request whose client disconnected) mid-claim.
+    let cancelled = tokio::time::timeout(
+        Duration::from_millis(200),
+        a.admit(&correlation, body, "req-gone", soon(5_000)),
+    );
+    assert!(cancelled.await.is_err(), "the claim cannot finish while the store is paused");
+    redis.resume();
+    let gone =
+        poll_until(Duration::from_secs(10), || async { stored(&store, &key).await.is_none().then_some(()) })
+            .await;
+    assert!(
+        gone.is_some(),
+        "the cancelled request's claim is still in the store: {:?}",
+        stored(&store, &key).await
+    );
+    let retry = ticket(b.admit(&correlation, body, "req-retry", soon(2_000)).await);
+    retry.finish(None);
+}
+
+/// Regression: the committed state of a claim whose key vanished (the store restarted without its
+/// data, or evicted it) was only logged, so a later retry was published again. It is written again,
+/// and the write is retried while the store is away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_committed_claim_whose_key_vanished_is_written_again() {
+    let mut redis = PrivateRedis::start();
+    let store = RedisStore::connect(&redis.url(), "private redis".to_owned()).expect("redis client");
+    let ready = poll_until(Duration::from_secs(10), || async { store.ping().await.ok() }).await;
+    assert!(ready.is_some(), "the private redis answers");
+    let a = deduper(&store, "replica-a");
+    let correlation = unique("corr-vanished");
+    let body = [6u8; 32];
+    let key = claim_key(&correlation, &body);
+
+    let mut owner = ticket(a.admit(&correlation, body, "req-1", soon(2_000)).await);
+    let offsets = Offsets { topic: "t".into(), partition: 0, offset: 4, written_at: Some(now_ms()) };
+    let swap = owner.offsets_swap("req-1", offsets).expect("a shared claim");
+    assert!(store.compare_and_set("offsets", &swap, WINDOW).await.unwrap());
+    owner.swapped(&swap, false);
+    // The store restarts empty while the transaction commits, and stays away for a moment.
+    redis.stop();
+    let committed = Committed { topic: "t".into(), partition: 0, offset: 4, duplicate_of: None };
+    owner.finish(Some((&committed, "req-1")));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    redis.restart();
+    let written = poll_until(Duration::from_secs(20), || async {
+        match store.claim_state("get", &key).await {
+            Ok(Some((_, state @ ClaimState::Committed { .. }))) => Some(state),
+            _ => None,
+        }
+    })
+    .await;
+    assert!(written.is_some(), "the committed state was not written again: {:?}", stored(&store, &key).await);
+    let repeat = deduper(&store, "replica-b").admit(&correlation, body, "req-2", soon(2_000)).await;
+    assert!(
+        matches!(&repeat, Ok(Admission::Duplicate(c)) if c.duplicate_of.as_deref() == Some("req-1")),
+        "{:?}",
+        repeat.as_ref().err()
+    );
+}
+
+/// Regression: `/readyz` stayed green while the store answered every claim with an error (a
+/// read-only replica after a failover, out of memory under `noeviction`), because readiness was a
+/// PING. It is now a write in the claims' own form, and the reason names the store's error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_refuses_writes_is_not_ready_and_says_why() {
+    let redis = PrivateRedis::start();
+    let store = RedisStore::connect(&redis.url(), "private redis".to_owned()).expect("redis client");
+    let ready = poll_until(Duration::from_secs(10), || async {
+        (store.readiness() == Readiness::Ready).then_some(())
+    })
+    .await;
+    assert!(ready.is_some(), "the private redis answers: {:?}", store.readiness());
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &redis.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        assert!(out.status.success(), "redis-cli {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    // Out of memory under noeviction: every write refused with OOM, PING still answered.
+    cli(&["config", "set", "maxmemory-policy", "noeviction"]);
+    cli(&["config", "set", "maxmemory", "1"]);
+    let why = poll_until(Duration::from_secs(10), || async {
+        match store.readiness() {
+            Readiness::NotReady(why) => Some(why),
+            Readiness::Ready => None,
+        }
+    })
+    .await;
+    let why = why.expect("still ready while every write is refused");
+    assert!(why.contains("OOM"), "the reason names the store's error: {why}");
+    cli(&["config", "set", "maxmemory", "0"]);
+    let back = poll_until(Duration::from_secs(10), || async {
+        (store.readiness() == Readiness::Ready).then_some(())
+    })
+    .await;
+    assert!(back.is_some(), "ready again once writes go through: {:?}", store.readiness());
+    // A read-only replica (what a failover can leave a client connected to).
+    cli(&["replicaof", "127.0.0.1", "1"]);
+    let why = poll_until(Duration::from_secs(10), || async {
+        match store.readiness() {
+            Readiness::NotReady(why) => Some(why),
+            Readiness::Ready => None,
+        }
+    })
+    .await;
+    let why = why.expect("still ready on a read-only replica");
+    assert!(
+        why.contains("READONLY") || why.contains("ReadOnly"),
+        "the reason names the store's error: {why}"
+    );
 }

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize, Serializer};
 
+use crate::telemetry::REDACTED;
+
 /// `[dead_letter]` in the config file.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -118,9 +120,6 @@ impl fmt::Debug for DeadLetterConfig {
             .finish()
     }
 }
-
-/// What a configured secret prints as.
-const REDACTED: &str = "<redacted>";
 
 fn serialize_redacted<S: Serializer>(secret: &Option<String>, serializer: S) -> Result<S::Ok, S::Error> {
     match secret {

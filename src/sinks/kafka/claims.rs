@@ -4,11 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::committer::Pending;
+use super::pending::Pending;
 use super::producer::{self, Landed};
 use crate::dedupe::claim::Ticket;
 use crate::dedupe::redis::{RedisStore, Swap};
-use crate::dedupe::store::{Offsets, StoreError};
+use crate::dedupe::store::{Offsets, StoreError, now_ms};
 use crate::sinks::Committed;
 
 /// A batch's swaps of its shared claims, with where each belongs in the batch.
@@ -47,6 +47,14 @@ impl ClaimSwaps {
         let (store, swaps, ttl) = (Arc::clone(&self.store), self.swaps.clone(), self.ttl);
         self.store.on_home_runtime(async move { store.compare_and_set_many(op, &swaps, ttl).await }).await
     }
+
+    /// Writes every committed state in one pipeline (recreating claims whose key vanished).
+    async fn send_committed(&self) -> Result<Vec<bool>, StoreError> {
+        let (store, swaps, ttl) = (Arc::clone(&self.store), self.swaps.clone(), self.ttl);
+        self.store
+            .on_home_runtime(async move { store.settle_committed_many("commit", &swaps, ttl).await })
+            .await
+    }
 }
 
 /// The pre-commit step: writes where each record landed into its pending shared claim (one
@@ -57,9 +65,15 @@ pub async fn write_offsets(
     landed: Vec<Option<Landed>>,
     written: &mut Vec<(usize, Swap)>,
 ) -> Result<(), String> {
+    let written_at = now_ms();
     let pairs = batch.iter().zip(landed).enumerate().filter_map(|(index, (p, at))| {
         let (at, ticket) = (at?, p.completion.ticket.as_ref()?);
-        let offsets = Offsets { topic: p.topic.to_string(), partition: at.partition, offset: at.offset };
+        let offsets = Offsets {
+            topic: p.topic.to_string(),
+            partition: at.partition,
+            offset: at.offset,
+            written_at: Some(written_at),
+        };
         Some((index, ticket, ticket.offsets_swap(&p.record.request_id, offsets)?))
     });
     let Some(claims) = ClaimSwaps::collect(pairs) else { return Ok(()) };
@@ -89,7 +103,7 @@ pub async fn write_committed(live: &mut [Pending], results: &[Result<Committed, 
         Some((index, ticket, ticket.committed_swap(&p.record.request_id, committed)?))
     });
     let Some(claims) = ClaimSwaps::collect(pairs) else { return };
-    match claims.send("commit").await {
+    match claims.send_committed().await {
         Ok(replaced) => {
             for ((index, swap), ok) in claims.indexes.into_iter().zip(&claims.swaps).zip(replaced) {
                 if !ok {

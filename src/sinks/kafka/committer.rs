@@ -8,74 +8,26 @@
 //! send or commit, so commits overlap instead of queueing behind each other. Every event is taken
 //! by exactly one committer, so exactly-once holds per committer and hence per event.
 
-use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex as AsyncMutex;
+use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TryRecvError;
-use tokio::sync::{mpsc, oneshot};
 
 use super::KafkaSinkStats;
 use super::claims::{write_committed, write_offsets};
 use super::config::KafkaConfig;
 use super::error::{ErrorClass, classify, describe};
-use super::producer::{self, OutRecord, TxProducer, TxnOutcome};
-use crate::dedupe::claim::Ticket;
+use super::pending::Pending;
+use super::producer::{self, CommitEnd, Landed, OutRecord, Refusal, TxProducer, TxnOutcome};
+use super::readback::{OutcomeReader, ReadBack, ReadBackMode, Target};
 use crate::dedupe::redis::Swap;
 use crate::metrics as m;
-use crate::sinks::{Committed, EventRecord, Readiness, SinkError};
+use crate::sinks::{Committed, Readiness, SinkError};
 
 const SINK: &str = "kafka";
-
-/// An event waiting for its transaction.
-pub(crate) struct Pending {
-    /// Where it goes (resolved from its event type by the sink).
-    pub topic: Arc<str>,
-    pub record: EventRecord,
-    /// Its `coercions` header ([`producer::coercions_header`]), serialized once: it is measured
-    /// for `size` and written into the headers, maybe more than once (a retried batch).
-    pub coercions: Cow<'static, str>,
-    /// Its share of `batch_max_bytes`.
-    pub size: usize,
-    /// The request's deadline: the batch does not linger past it, and it is left out of a
-    /// batch that starts after it (its request has been answered 503 by then).
-    pub deadline: Instant,
-    /// When it was queued: lingering counts from the oldest event of a batch.
-    pub enqueued_at: Instant,
-    pub completion: Completion,
-}
-
-/// Answers one waiter, and records the outcome for sender-retry dedupe even when the waiter has
-/// gone (timed out). Dropped unanswered, the waiter sees "unavailable" and dedupe "not committed".
-pub(crate) struct Completion {
-    reply: Option<oneshot::Sender<Result<Committed, SinkError>>>,
-    /// The delivery's dedupe claim (local, and shared when configured), settled with the outcome.
-    pub(super) ticket: Option<Ticket>,
-    /// Counts the event in `cxone_ingest_kafka_in_flight_events` until it is answered or dropped.
-    _in_flight: m::GaugeGuard,
-}
-
-impl Completion {
-    /// Counts the event as in flight until it is answered.
-    pub fn new(reply: oneshot::Sender<Result<Committed, SinkError>>, ticket: Ticket) -> Completion {
-        Completion {
-            reply: Some(reply),
-            ticket: Some(ticket),
-            _in_flight: m::GaugeGuard::enter(m::KAFKA_IN_FLIGHT_EVENTS),
-        }
-    }
-
-    fn complete(mut self, request_id: &str, result: Result<Committed, SinkError>) {
-        if let Some(ticket) = self.ticket.take() {
-            ticket.finish(result.as_ref().ok().map(|c| (c, request_id)));
-        }
-        if let Some(reply) = self.reply.take() {
-            let _ = reply.send(result);
-        }
-    }
-}
 
 /// What the sink and the committers share: whether a producer is usable, and running totals.
 pub(crate) struct Shared {
@@ -173,11 +125,11 @@ impl Intake {
     /// Answers every queued event "unavailable". False when the sink has closed and nothing is left.
     fn reject_all(&mut self, why: &str) -> bool {
         if let Some(p) = self.carry.take() {
-            unavailable(p, why);
+            p.unavailable(why);
         }
         loop {
             match self.rx.try_recv() {
-                Ok(p) => unavailable(p, why),
+                Ok(p) => p.unavailable(why),
                 Err(TryRecvError::Empty) => return true,
                 Err(TryRecvError::Disconnected) => return false,
             }
@@ -213,6 +165,17 @@ pub(crate) struct GroupCommitter {
     /// Set when a transaction failed because the topic refuses writes (authorization, deleted):
     /// not ready, and no batch is tried, until then; the reason is what `/readyz` shows.
     refused_until: Option<(Instant, String)>,
+    /// Reads back the records of a batch whose commit outcome is unknown; runs the start-up probe.
+    reader: Arc<OutcomeReader>,
+    /// A batch whose producer failed after the commit was asked for: its claims stay pending until
+    /// the next producer's `init_transactions` has ended that transaction and the records are read back.
+    unresolved: Option<Unresolved>,
+}
+
+/// A batch of unknown commit outcome (its requests have been answered 503; their claims are held).
+struct Unresolved {
+    live: Vec<Pending>,
+    landed: Vec<Result<Landed, Refusal>>,
 }
 
 /// How long a committer stays not ready after the topic refused writes, before it tries again.
@@ -226,6 +189,7 @@ impl GroupCommitter {
         intake: Arc<AsyncMutex<Intake>>,
         shared: Arc<Shared>,
         first: TxProducer,
+        reader: Arc<OutcomeReader>,
     ) -> Self {
         GroupCommitter {
             cfg,
@@ -235,6 +199,8 @@ impl GroupCommitter {
             shared,
             producer: ProducerState::Created(first),
             refused_until: None,
+            reader,
+            unresolved: None,
         }
     }
 
@@ -252,6 +218,13 @@ impl GroupCommitter {
             self.commit(batch).await;
         }
         self.shared.set(self.index, Readiness::NotReady("kafka sink closed".to_owned()));
+        if let Some(unresolved) = self.unresolved.take() {
+            // Closed before a producer could end that transaction: the claims stay pending with
+            // their offsets, for whoever claims those deliveries next to read back.
+            let why = "kafka sink closed with the commit outcome unknown";
+            tracing::warn!(events = unresolved.live.len(), "{why}: their dedupe claims stay pending");
+            unresolved.live.into_iter().for_each(|p| p.completion.leave_unknown(why));
+        }
         // Dropping the producer here (not on a runtime worker) is fine: this thread is ours.
         self.producer = ProducerState::Absent;
     }
@@ -307,6 +280,12 @@ impl GroupCommitter {
                 },
                 ProducerState::Initialised(p) => match self.check_topics(&p).await {
                     Ok(()) => {
+                        // init_transactions has ended the previous producer's transaction: what
+                        // it left unknown can be read back now.
+                        self.resolve_unknown();
+                        if self.reader.mode() == ReadBackMode::Unprobed {
+                            self.probe(&p).await;
+                        }
                         self.shared.set(self.index, Readiness::Ready);
                         (ProducerState::Usable(p), true)
                     }
@@ -417,15 +396,14 @@ impl GroupCommitter {
         let now = Instant::now();
         let (live, expired): (Vec<Pending>, Vec<Pending>) = batch.into_iter().partition(|p| p.deadline > now);
         for p in expired {
-            let request_id = p.record.request_id.clone();
-            p.completion.complete(&request_id, Err(SinkError::DeadlineExceeded { sink: SINK }));
+            p.complete(Err(SinkError::DeadlineExceeded { sink: SINK }));
         }
         if live.is_empty() {
             return;
         }
         let ProducerState::Usable(producer) = &self.producer else {
             let why = "kafka producer not ready".to_owned();
-            live.into_iter().for_each(|p| unavailable(p, &why));
+            live.into_iter().for_each(|p| p.unavailable(&why));
             return;
         };
         m::observe(m::KAFKA_BATCH_EVENTS, &[], live.len() as f64);
@@ -447,45 +425,39 @@ impl GroupCommitter {
                 ticket.swapped(swap, false);
             }
         }
-        let elapsed = started.elapsed().as_secs_f64();
-        match outcome {
-            TxnOutcome::Committed(landed) => {
-                m::observe(m::KAFKA_COMMIT_DURATION, &[], elapsed);
-                m::count(m::KAFKA_TRANSACTIONS, &[("outcome", "committed")], 1);
-                m::count(m::KAFKA_EVENTS, &[], live.len() as u64);
-                self.shared.transactions.fetch_add(1, Ordering::Relaxed);
-                self.shared.events.fetch_add(live.len() as u64, Ordering::Relaxed);
-                let results: Vec<_> = live
-                    .iter()
-                    .zip(landed)
-                    .map(|(p, result)| {
-                        result.map(|at| Committed {
-                            topic: p.topic.to_string(),
-                            partition: at.partition,
-                            offset: at.offset,
-                            duplicate_of: None,
-                        })
-                    })
-                    .collect();
-                write_committed(&mut live, &results).await;
-                for (p, result) in live.into_iter().zip(results) {
-                    let result = match result {
-                        Ok(committed) => Ok(committed),
-                        Err(refusal) => Err(SinkError::Refused {
-                            sink: SINK,
-                            reason: refusal.reason,
-                            detail: format!("librdkafka refused the record: {}", refusal.detail),
-                        }),
-                    };
-                    p.completion.complete(&p.record.request_id, result);
+        let outcome = match outcome {
+            TxnOutcome::CommitPending(landed, why) => {
+                // The commit may still go through: call it again until the broker answers or the
+                // transaction timeout has passed. Its requests are answered 503 at their deadline
+                // meanwhile; their claims stay pending, so a retry waits (same replica: the local
+                // claim; another replica: the shared claim) instead of publishing it again.
+                tracing::warn!(events = live.len(), reason = %why, "kafka commit outlasted its budget; finishing it");
+                self.not_ready(format!(
+                    "finishing a Kafka commit that outlasted kafka.call_timeout_ms: {why}"
+                ));
+                let until = started + self.cfg.transaction_timeout();
+                let end = producer.finish_commit(until).await;
+                self.shared.set(self.index, Readiness::Ready);
+                match end {
+                    CommitEnd::Committed => {
+                        tracing::info!(events = live.len(), "the late kafka commit went through");
+                        metrics::counter!(m::KAFKA_TRANSACTIONS, "outcome" => "committed_late").increment(1);
+                        return self.answer_committed(live, landed, started, false).await;
+                    }
+                    CommitEnd::Aborted(why) => TxnOutcome::Aborted(why),
+                    CommitEnd::Unknown(why) => TxnOutcome::CommitUnknown(landed, why),
                 }
             }
+            other => other,
+        };
+        match outcome {
+            TxnOutcome::Committed(landed) => self.answer_committed(live, landed, started, true).await,
             TxnOutcome::Aborted(why) => {
                 metrics::counter!(m::KAFKA_TRANSACTIONS, "outcome" => "aborted").increment(1);
                 self.shared.aborted.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(events = live.len(), reason = %why, "kafka transaction aborted");
                 let why = format!("transaction aborted: {why}");
-                live.into_iter().for_each(|p| unavailable(p, &why));
+                live.into_iter().for_each(|p| p.unavailable(&why));
             }
             TxnOutcome::TopicRefused(why) => {
                 metrics::counter!(m::KAFKA_TRANSACTIONS, "outcome" => "aborted").increment(1);
@@ -495,23 +467,184 @@ impl GroupCommitter {
                 // Not ready before anyone is answered, so a sender's next look at /readyz agrees.
                 self.not_ready(why.clone());
                 self.refused_until = Some((Instant::now() + TOPIC_REFUSED_PAUSE, why.clone()));
-                live.into_iter().for_each(|p| unavailable(p, &why));
+                live.into_iter().for_each(|p| p.unavailable(&why));
             }
             TxnOutcome::Fatal(why) => {
+                // The commit was never asked for: nothing of the batch committed.
                 metrics::counter!(m::KAFKA_TRANSACTIONS, "outcome" => "failed").increment(1);
-                metrics::counter!(m::KAFKA_PRODUCER_REBUILDS, "reason" => "fatal").increment(1);
-                self.shared.rebuilds.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(events = live.len(), reason = %why, "kafka producer unusable; rebuilding it");
-                self.not_ready(format!("rebuilding the Kafka producer after: {why}"));
-                self.producer = ProducerState::Absent;
+                self.rebuild(&why);
                 let why = format!("kafka producer failed: {why}");
-                live.into_iter().for_each(|p| unavailable(p, &why));
+                live.into_iter().for_each(|p| p.unavailable(&why));
+            }
+            TxnOutcome::CommitUnknown(landed, why) | TxnOutcome::CommitPending(landed, why) => {
+                metrics::counter!(m::KAFKA_TRANSACTIONS, "outcome" => "unknown").increment(1);
+                self.rebuild(&why);
+                let answer = format!("kafka commit outcome unknown: {why}");
+                for p in &mut live {
+                    p.answer_unavailable_now(&answer);
+                }
+                tracing::warn!(
+                    events = live.len(),
+                    "holding the dedupe claims of a batch of unknown commit outcome until a new producer \
+                     has ended its transaction"
+                );
+                self.unresolved = Some(Unresolved { live, landed });
             }
         }
     }
+
+    /// Drops the producer after a fatal error: not ready until a new one is initialised.
+    fn rebuild(&mut self, why: &str) {
+        metrics::counter!(m::KAFKA_PRODUCER_REBUILDS, "reason" => "fatal").increment(1);
+        self.shared.rebuilds.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(reason = %why, "kafka producer unusable; rebuilding it");
+        self.not_ready(format!("rebuilding the Kafka producer after: {why}"));
+        self.producer = ProducerState::Absent;
+    }
+
+    /// Answers a committed batch: records the committed claims (one round trip), then every waiter.
+    async fn answer_committed(
+        &self,
+        mut live: Vec<Pending>,
+        landed: Vec<Result<Landed, Refusal>>,
+        started: Instant,
+        on_time: bool,
+    ) {
+        if on_time {
+            m::observe(m::KAFKA_COMMIT_DURATION, &[], started.elapsed().as_secs_f64());
+            m::count(m::KAFKA_TRANSACTIONS, &[("outcome", "committed")], 1);
+        }
+        m::count(m::KAFKA_EVENTS, &[], live.len() as u64);
+        self.shared.transactions.fetch_add(1, Ordering::Relaxed);
+        self.shared.events.fetch_add(live.len() as u64, Ordering::Relaxed);
+        let results: Vec<_> = live.iter().zip(landed).map(|(p, result)| committed_at(p, result)).collect();
+        write_committed(&mut live, &results).await;
+        for (p, result) in live.into_iter().zip(results) {
+            let result = match result {
+                Ok(committed) => Ok(committed),
+                Err(refusal) => Err(SinkError::Refused {
+                    sink: SINK,
+                    reason: refusal.reason,
+                    detail: format!("librdkafka refused the record: {}", refusal.detail),
+                }),
+            };
+            p.complete(result);
+        }
+    }
+
+    /// Settles the batch of unknown outcome, if any, now that a new producer's `init_transactions`
+    /// has ended its transaction: each record read back (committed: its claim is written
+    /// committed, and a retry is answered `duplicate_of`; aborted: released, and a retry publishes
+    /// it). Without read-back (the broker shows aborted records), every claim is released and a
+    /// retry publishes the event again: a duplicate if it had committed.
+    fn resolve_unknown(&mut self) {
+        let Some(Unresolved { live, landed }) = self.unresolved.take() else { return };
+        if !self.reader.enabled() {
+            let why = "kafka commit outcome unknown (read-back is off on this broker)";
+            tracing::warn!(events = live.len(), "{why}: releasing the claims; retries publish again");
+            metrics::counter!(m::DEDUPE_RESOLUTIONS, "outcome" => "unknown").increment(live.len() as u64);
+            live.into_iter().for_each(|p| p.unavailable(why));
+            return;
+        }
+        let targets: Vec<(usize, Target)> = live
+            .iter()
+            .zip(&landed)
+            .enumerate()
+            .filter_map(|(index, (p, landed))| {
+                let at = landed.as_ref().ok()?;
+                let target = Target {
+                    topic: p.topic.to_string(),
+                    partition: at.partition,
+                    offset: at.offset,
+                    request_id: p.record.request_id.clone(),
+                };
+                Some((index, target))
+            })
+            .collect();
+        let (indexes, targets): (Vec<usize>, Vec<Target>) = targets.into_iter().unzip();
+        let answers = match self.reader.read(&targets, self.cfg.call_timeout()) {
+            Ok(answers) => answers,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading back a batch of unknown outcome failed");
+                vec![ReadBack::Open; targets.len()]
+            }
+        };
+        let mut found: Vec<Option<ReadBack>> = vec![None; live.len()];
+        for (index, answer) in indexes.into_iter().zip(answers) {
+            found[index] = Some(answer);
+        }
+        let mut counts = [0usize; 3];
+        for ((p, landed), answer) in live.into_iter().zip(landed).zip(found) {
+            match answer {
+                Some(ReadBack::Committed) => {
+                    counts[0] += 1;
+                    let committed = committed_at(&p, landed);
+                    p.complete(committed.map_err(|_| SinkError::Unavailable {
+                        sink: SINK,
+                        detail: "refused record".to_owned(),
+                    }));
+                }
+                // Refused by librdkafka (never in the transaction), or read back as aborted.
+                None | Some(ReadBack::Aborted) => {
+                    counts[1] += 1;
+                    p.unavailable("kafka transaction aborted (read back)");
+                }
+                Some(ReadBack::Open) => {
+                    counts[2] += 1;
+                    p.completion.leave_unknown("kafka commit outcome still unknown");
+                }
+            }
+        }
+        for (outcome, n) in ["committed", "aborted", "open"].into_iter().zip(counts) {
+            if n > 0 {
+                metrics::counter!(m::DEDUPE_RESOLUTIONS, "outcome" => outcome).increment(n as u64);
+            }
+        }
+        tracing::info!(
+            committed = counts[0],
+            aborted = counts[1],
+            open = counts[2],
+            "read back a batch of unknown commit outcome"
+        );
+    }
+
+    /// The start-up probe: one record written in a transaction and aborted, then read back. Hidden
+    /// from `read_committed` readers: read-back decides unknown outcomes; visible: it stays off.
+    async fn probe(&self, p: &TxProducer) {
+        let request_id = format!("probe-{}", uuid::Uuid::now_v7());
+        let mode = match p.write_aborted_probe(&self.cfg.topic, &request_id).await {
+            Err(e) => ReadBackMode::Off(format!("the probe could not run: {e}")),
+            Ok(at) => {
+                let target = Target {
+                    topic: self.cfg.topic.clone(),
+                    partition: at.partition,
+                    offset: at.offset,
+                    request_id,
+                };
+                match self.reader.read(std::slice::from_ref(&target), self.cfg.call_timeout()) {
+                    Ok(found) => match found.first() {
+                        Some(ReadBack::Aborted) => ReadBackMode::On,
+                        Some(ReadBack::Committed) => ReadBackMode::Off(
+                            "the broker shows aborted records to read_committed readers".to_owned(),
+                        ),
+                        _ => {
+                            ReadBackMode::Off("the probe's aborted record was not decided in time".to_owned())
+                        }
+                    },
+                    Err(e) => ReadBackMode::Off(format!("reading the probe back failed: {e}")),
+                }
+            }
+        };
+        self.reader.set_mode(mode);
+    }
 }
 
-fn unavailable(p: Pending, why: &str) {
-    let error = SinkError::Unavailable { sink: SINK, detail: why.to_owned() };
-    p.completion.complete(&p.record.request_id, Err(error));
+/// Where a committed record of the batch is, as the answer to its request.
+fn committed_at(p: &Pending, landed: Result<Landed, Refusal>) -> Result<Committed, Refusal> {
+    landed.map(|at| Committed {
+        topic: p.topic.to_string(),
+        partition: at.partition,
+        offset: at.offset,
+        duplicate_of: None,
+    })
 }

@@ -40,8 +40,10 @@ pub struct KafkaConfig {
     /// (a crashed replica's). Must not exceed the broker's `transaction.max.timeout.ms`.
     pub transaction_timeout_ms: u64,
     /// Upper bound on every blocking transactional call (init, begin, commit, abort) and on waiting
-    /// for a batch's delivery reports. A commit that has not finished by then counts as fatal:
-    /// the producer is rebuilt (the seed instead hung for ever after a broker restart).
+    /// for a batch's delivery reports. A commit not answered by then is not a failure: the
+    /// committer calls it again (not ready meanwhile) until the broker answers or
+    /// `transaction_timeout_ms` has passed, while the batch's requests get 503 and their retries
+    /// wait for the outcome (docs/reliability.md).
     pub call_timeout_ms: u64,
     /// Most events in one transaction.
     pub batch_max_events: usize,
@@ -261,8 +263,13 @@ impl KafkaConfig {
             .unwrap_or_else(|| "localhost".to_owned())
     }
 
-    pub(crate) fn call_timeout(&self) -> Duration {
+    pub fn call_timeout(&self) -> Duration {
         Duration::from_millis(self.call_timeout_ms)
+    }
+
+    /// `transaction_timeout_ms` as a duration.
+    pub fn transaction_timeout(&self) -> Duration {
+        Duration::from_millis(self.transaction_timeout_ms)
     }
 
     pub(crate) fn linger(&self) -> Duration {

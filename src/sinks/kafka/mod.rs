@@ -2,7 +2,12 @@
 //!
 //! - [`config`]: `[kafka]` settings.
 //! - [`producer`]: the transactional producer and one transaction's protocol.
-//! - [`committer`]: batches waiting events into transactions, owns the producer's lifecycle.
+//! - [`committer`]: batches waiting events into transactions, owns the producer's lifecycle,
+//!   finishes commits that outlast their budget and settles those whose outcome is unknown.
+//! - `pending`: an event waiting for its transaction, with the promise to answer its request.
+//! - `claims`: the committer's writes to the shared dedupe store (offsets, committed states).
+//! - [`readback`]: reading an offset back `read_committed` (unknown outcomes), and the start-up
+//!   probe of whether the broker hides aborted records.
 //! - [`error`]: retriable / abortable / fatal, decided in one place.
 //!
 //! `publish` answers `Ok` only after the transaction holding the event committed. See docs/kafka.md.
@@ -11,7 +16,9 @@ mod claims;
 mod committer;
 pub mod config;
 pub mod error;
+mod pending;
 pub mod producer;
+pub mod readback;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -23,12 +30,14 @@ use tokio::sync::{mpsc, oneshot};
 pub use config::KafkaConfig;
 pub use error::KafkaSinkError;
 
-use crate::dedupe::claim::{Admission, Deduper, Ticket};
+use crate::dedupe::claim::{Admission, ClaimTimings, Deduper, Ticket};
 use crate::dedupe::memory::Dedupe;
 use crate::dedupe::redis::RedisStore;
 use crate::dedupe::{DedupeConfig, DedupeStore};
 use crate::sinks::{Committed, EventRecord, EventSink, Readiness, SinkError};
-use committer::{Completion, GroupCommitter, Intake, Pending, Shared};
+use committer::{GroupCommitter, Intake, Shared};
+use pending::{Completion, Pending};
+use readback::{ClaimReadBack, OutcomeReader, ReadBackMode};
 
 const SINK: &str = "kafka";
 
@@ -62,6 +71,8 @@ pub struct KafkaSink {
     /// The largest record the producer takes (`message.max.bytes`): larger events are refused
     /// before they can fail a batch.
     max_record_bytes: usize,
+    /// Reads unknown outcomes back; its mode is what the start-up probe found (`/readyz` shows it).
+    reader: Arc<OutcomeReader>,
 }
 
 impl KafkaSink {
@@ -84,6 +95,7 @@ impl KafkaSink {
         );
         let (tx, rx) = mpsc::channel(cfg.queue_capacity);
         let intake = Intake::new(rx);
+        let reader = Arc::new(OutcomeReader::new(cfg));
         let mut committers = Vec::with_capacity(transactional_ids.len());
         for (index, transactional_id) in transactional_ids.iter().enumerate() {
             let first = producer::TxProducer::new(cfg, transactional_id)
@@ -95,6 +107,7 @@ impl KafkaSink {
                 Arc::clone(&intake),
                 Arc::clone(&shared),
                 first,
+                Arc::clone(&reader),
             );
             let committer_shared = Arc::clone(&shared);
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -124,8 +137,12 @@ impl KafkaSink {
                 Dedupe::new(dedupe.window(), dedupe.max_entries),
                 store,
                 cfg.transactional_id(),
-                dedupe.window(),
-                std::time::Duration::from_millis(cfg.transaction_timeout_ms),
+                ClaimTimings {
+                    window: dedupe.window(),
+                    transaction_timeout: cfg.transaction_timeout(),
+                    call_timeout: cfg.call_timeout(),
+                },
+                Arc::new(ClaimReadBack { reader: Arc::clone(&reader), call_timeout: cfg.call_timeout() }),
             ),
             routes: cfg
                 .topics
@@ -135,12 +152,23 @@ impl KafkaSink {
             default_topic: Arc::from(cfg.topic.as_str()),
             committers: Mutex::new(committers),
             max_record_bytes: producer::max_record_bytes(cfg),
+            reader,
         })
     }
 
     /// Totals since start.
     pub fn stats(&self) -> KafkaSinkStats {
         self.shared.stats()
+    }
+
+    /// Whether unknown commit outcomes are read back (`None`: not probed yet), and if not, why:
+    /// `/readyz` shows it.
+    pub fn read_back(&self) -> Option<Result<(), String>> {
+        match self.reader.mode() {
+            ReadBackMode::Unprobed => None,
+            ReadBackMode::On => Some(Ok(())),
+            ReadBackMode::Off(why) => Some(Err(why)),
+        }
     }
 
     /// The shared dedupe store's readiness (`None` with the `memory` store): `/readyz` names it.
@@ -231,6 +259,17 @@ impl EventSink for KafkaSink {
 
     fn readiness(&self) -> Readiness {
         self.shared.readiness()
+    }
+
+    fn notes(&self) -> Vec<(&'static str, String)> {
+        let read_back = match self.reader.mode() {
+            ReadBackMode::Unprobed => "not probed yet (Kafka not reached since start)".to_owned(),
+            ReadBackMode::On => "on: unknown commit outcomes are read back read_committed".to_owned(),
+            ReadBackMode::Off(why) => {
+                format!("off: {why}; an event whose commit outcome is unknown is published again")
+            }
+        };
+        vec![("kafka_read_back", read_back)]
     }
 
     fn dead_tasks(&self) -> Vec<String> {

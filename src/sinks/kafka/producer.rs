@@ -62,9 +62,28 @@ pub enum TxnOutcome {
     /// Aborted because the topic refuses writes (authorization, unknown topic): the producer is
     /// still usable, but batches would fail the same way until someone fixes the topic.
     TopicRefused(String),
-    /// The producer is unusable (fenced, broker lost our producer id, a call outlived its budget):
-    /// the outcome of this transaction is unknown to us and the producer must be rebuilt.
+    /// The producer is unusable (fenced, broker lost our producer id, an abort outlived its
+    /// budget) and the commit was never asked for: nothing of the transaction committed, and the
+    /// producer must be rebuilt (its `init_transactions` aborts what is left open).
     Fatal(String),
+    /// The commit was asked for but not answered within the call budget: it may still commit.
+    /// The producer is still usable; [`TxProducer::finish_commit`] calls it again until the
+    /// broker answers. With the records' results as for `Committed`.
+    CommitPending(Vec<Result<Landed, Refusal>>, String),
+    /// The producer failed after the commit was asked for: whether it committed is unknown until
+    /// a new producer's `init_transactions` has ended it and the records are read back.
+    CommitUnknown(Vec<Result<Landed, Refusal>>, String),
+}
+
+/// How [`TxProducer::finish_commit`] ended a commit that outlasted its budget.
+#[derive(Debug)]
+pub enum CommitEnd {
+    /// The broker answered: committed.
+    Committed,
+    /// The broker refused the commit and the transaction was aborted: nothing of it committed.
+    Aborted(String),
+    /// No answer before the transaction timeout, or the producer failed: unknown.
+    Unknown(String),
 }
 
 /// One record to produce.
@@ -312,20 +331,26 @@ impl TxProducer {
         stages.lap("claims");
         self.wait_delivery_events_released();
         stages.lap("release");
+        hold_first_commit_for_tests();
+        let mut asked = false;
         loop {
             let remaining = budget_end.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
-                return TxnOutcome::Fatal(format!("commit not finished within {:?}", self.call_timeout));
+                if !asked {
+                    // The deliveries and the claims used the whole budget: the commit was never
+                    // asked for, so the transaction surely did not commit. Abort it; the producer
+                    // stays usable.
+                    let why = format!("no time left to commit within {:?}", self.call_timeout);
+                    return self.abort(why).await;
+                }
+                let why = format!("commit not answered within {:?}", self.call_timeout);
+                return TxnOutcome::CommitPending(settled(results), why);
             }
+            asked = true;
             match self.inner.commit_transaction(remaining) {
                 Ok(()) => {
                     stages.lap("commit");
-                    let results = results.into_iter().map(|result| {
-                        result.unwrap_or_else(|| {
-                            Err(Refusal { reason: "invalid_record", detail: "no delivery report".to_owned() })
-                        })
-                    });
-                    return TxnOutcome::Committed(results.collect());
+                    return TxnOutcome::Committed(settled(results));
                 }
                 Err(e) => match classify(&e) {
                     ErrorClass::Retriable => {
@@ -334,9 +359,81 @@ impl TxProducer {
                     ErrorClass::Abortable | ErrorClass::TopicRefused => {
                         return self.abort(format!("commit: {}", describe(&e))).await;
                     }
-                    ErrorClass::Fatal => return TxnOutcome::Fatal(format!("commit: {}", describe(&e))),
+                    ErrorClass::Fatal => {
+                        return TxnOutcome::CommitUnknown(
+                            settled(results),
+                            format!("commit: {}", describe(&e)),
+                        );
+                    }
                 },
             }
+        }
+    }
+
+    /// Calls `commit_transaction` again (librdkafka allows it after a timeout) until the broker
+    /// answers or `until` (the transaction timeout, counted from its begin) has passed. Blocks.
+    pub async fn finish_commit(&self, until: Instant) -> CommitEnd {
+        loop {
+            let remaining = until.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return CommitEnd::Unknown(
+                    "the commit was not answered within kafka.transaction_timeout_ms".to_owned(),
+                );
+            }
+            let started = Instant::now();
+            match self.inner.commit_transaction(remaining.min(self.call_timeout)) {
+                Ok(()) => return CommitEnd::Committed,
+                Err(e) => match classify(&e) {
+                    ErrorClass::Retriable => {
+                        tracing::debug!(error = %describe(&e), "commit_transaction (finishing): retrying");
+                        // A call that fails at once must not spin.
+                        if started.elapsed() < Duration::from_millis(50) {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                    ErrorClass::Abortable | ErrorClass::TopicRefused => {
+                        let why = format!("commit: {}", describe(&e));
+                        return match self.abort(why).await {
+                            TxnOutcome::Aborted(why) | TxnOutcome::TopicRefused(why) => {
+                                CommitEnd::Aborted(why)
+                            }
+                            // The commit failed abortably: it did not commit, even if the abort failed.
+                            TxnOutcome::Fatal(why) => CommitEnd::Aborted(why),
+                            other => CommitEnd::Unknown(format!("{other:?}")),
+                        };
+                    }
+                    ErrorClass::Fatal => return CommitEnd::Unknown(format!("commit: {}", describe(&e))),
+                },
+            }
+        }
+    }
+
+    /// Writes one record to `topic` in a transaction and aborts it: the start-up probe of
+    /// whether the broker hides aborted records ([`super::readback`]). Where it landed, or why
+    /// the probe could not run. Blocks up to about twice the call budget.
+    pub async fn write_aborted_probe(&self, topic: &str, request_id: &str) -> Result<Landed, String> {
+        self.inner.begin_transaction().map_err(|e| format!("begin_transaction: {}", describe(&e)))?;
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: super::readback::PROBE_HEADER, value: Some("aborted on purpose") })
+            .insert(Header { key: "request_id", value: Some(request_id) });
+        let record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic)
+            .key(b"cxone-ingest-probe".as_slice())
+            .payload(b"{}".as_slice())
+            .headers(headers);
+        let delivered = match self.inner.send_result(record) {
+            Ok(delivery) => match tokio::time::timeout(self.call_timeout, delivery).await {
+                Ok(Ok(Ok(d))) => {
+                    Landed::reported(d.partition, d.offset).ok_or_else(|| "no offset reported".to_owned())
+                }
+                Ok(Ok(Err((e, _)))) => Err(format!("delivery: {}", describe(&e))),
+                Ok(Err(_)) => Err("delivery report dropped".to_owned()),
+                Err(_) => Err(format!("no delivery report within {:?}", self.call_timeout)),
+            },
+            Err((e, _)) => Err(format!("produce: {}", describe(&e))),
+        };
+        match self.abort("probe".to_owned()).await {
+            TxnOutcome::Aborted(_) => delivered,
+            other => Err(format!("aborting the probe: {other:?}")),
         }
     }
 
@@ -386,6 +483,37 @@ impl TxProducer {
             }
         }
     }
+}
+
+/// Test hook of the restart tests of unknown commit outcomes (tests/it/outcome.rs): with
+/// `CXONE_INGEST_TEST_HOLD_FIRST_COMMIT_MS` set, the first transaction of the process that reaches
+/// its commit (offsets already in its claims) waits that long first, after logging "test hook:
+/// holding the commit", so that a test can stop the broker or kill the process at exactly that
+/// point. Not a setting: never set it in production.
+fn hold_first_commit_for_tests() {
+    static HELD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let Some(hold) =
+        std::env::var("CXONE_INGEST_TEST_HOLD_FIRST_COMMIT_MS").ok().and_then(|v| v.parse().ok())
+    else {
+        return;
+    };
+    if !HELD.swap(true, std::sync::atomic::Ordering::AcqRel) {
+        tracing::warn!(hold_ms = hold, "test hook: holding the commit");
+        std::thread::sleep(Duration::from_millis(hold));
+    }
+}
+
+/// Every record's result once the commit was asked for (a record without a report, which cannot
+/// happen once every report is in, counts as refused).
+fn settled(results: Vec<Option<Result<Landed, Refusal>>>) -> Vec<Result<Landed, Refusal>> {
+    results
+        .into_iter()
+        .map(|result| {
+            result.unwrap_or_else(|| {
+                Err(Refusal { reason: "invalid_record", detail: "no delivery report".to_owned() })
+            })
+        })
+        .collect()
 }
 
 /// Times the stages of one transaction into `cxone_ingest_kafka_transaction_stage_seconds`.

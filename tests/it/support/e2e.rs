@@ -48,6 +48,8 @@ pub struct ServiceOptions {
     /// `--log-format` (env `CXONE_INGEST_LOG_FORMAT`): `json`, which the tests parse, unless a
     /// test reads the human format.
     pub log_format: &'static str,
+    /// More environment variables of the child (a test hook, say).
+    pub extra_env: Vec<(&'static str, String)>,
 }
 
 impl ServiceOptions {
@@ -67,6 +69,7 @@ impl ServiceOptions {
             s3_endpoint: None,
             extra_config: Vec::new(),
             log_format: "json",
+            extra_env: Vec::new(),
         }
     }
 }
@@ -159,6 +162,7 @@ impl Service {
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("CXONE_INGEST_LOG_FORMAT", options.log_format)
             .env("CXONE_INGEST_LOG", "info")
+            .envs(options.extra_env.iter().map(|(name, value)| (*name, value.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)
@@ -208,6 +212,12 @@ impl Service {
     }
 
     /// The last `max_bytes` of the service's log (for failure messages).
+    /// SIGKILLs the process (a crash) and waits for it to be gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        self.exit = self.child.wait().ok();
+    }
+
     pub fn log_tail(&self, max_bytes: u64) -> String {
         let Ok(mut file) = std::fs::File::open(&self.log_path) else { return String::new() };
         let len = file.metadata().map(|m| m.len()).unwrap_or(0);

@@ -113,6 +113,8 @@ def cmd_render(args: argparse.Namespace) -> None:
         (out / sub / name).write_text(yaml.safe_dump(doc, sort_keys=False))
         kinds.append(doc["kind"])
     (out / "values.json").write_text(json.dumps(values))
+    notes = [text for path, text in files.items() if path.endswith("NOTES.txt")]
+    (out / "NOTES.txt").write_text(notes[0] if notes else "")
     print(f"rendered {len(docs)} objects: {', '.join(sorted(kinds))}")
 
 
@@ -359,7 +361,7 @@ def cmd_invariants(args: argparse.Namespace) -> None:
     need(server.get("listen") == f"0.0.0.0:{merged['ports']['http']}" or merged["listenHost"] != "0.0.0.0", "server.listen")
     need(env.get("CXONE_INGEST_LISTEN", {}).get("value") == server.get("listen"), "env CXONE_INGEST_LISTEN != server.listen")
     need(env.get("CXONE_INGEST_ADMIN_LISTEN", {}).get("value") == server.get("admin_listen"), "env CXONE_INGEST_ADMIN_LISTEN != server.admin_listen")
-    drain_s = -(-int(server.get("drain_timeout_ms", 25000)) // 1000)
+    drain_s = -(-int(server.get("drain_timeout_ms", 20000)) // 1000)
     grace = pre_stop_s + drain_s + 10 + merged["lifecycle"]["terminationMarginSeconds"]
     need(pod.get("terminationGracePeriodSeconds") == grace,
          f"terminationGracePeriodSeconds {pod.get('terminationGracePeriodSeconds')} != pre-stop {pre_stop_s} + drain {drain_s} + sink close 10 + margin")
@@ -380,7 +382,8 @@ def cmd_invariants(args: argparse.Namespace) -> None:
     # Optional objects exist exactly when enabled.
     for kind, key in (("HorizontalPodAutoscaler", "autoscaling"), ("PodMonitor", "podMonitor"),
                       ("ServiceMonitor", "serviceMonitor"), ("PrometheusRule", "prometheusRule"),
-                      ("PodDisruptionBudget", "podDisruptionBudget"), ("NetworkPolicy", "networkPolicy")):
+                      ("PodDisruptionBudget", "podDisruptionBudget"), ("NetworkPolicy", "networkPolicy"),
+                      ("Ingress", "ingress")):
         need(bool(by_kind(objs, kind)) == bool(merged[key]["enabled"]), f"{kind} rendered != {key}.enabled")
     if autoscaling:
         hpa = one(objs, "HorizontalPodAutoscaler")
@@ -390,6 +393,35 @@ def cmd_invariants(args: argparse.Namespace) -> None:
         if merged["autoscaling"]["inFlightRequests"]["enabled"]:
             need([m["pods"]["metric"]["name"] for m in pods_metrics] == ["cxone_ingest_in_flight_requests"],
                  "the HPA's Pods metric must be cxone_ingest_in_flight_requests")
+    # The Ingress: exactly when enabled, every path to the webhook Service's http port only.
+    notes = (out / "NOTES.txt").read_text()
+    ingresses = by_kind(objs, "Ingress")
+    webhook_svc = sts["metadata"]["name"]
+    for ing in ingresses:
+        for rule in ing["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                backend = path["backend"]["service"]
+                need(backend["name"] == webhook_svc and backend["port"] in ({"name": "http"}, {"number": merged["service"]["port"]}),
+                     f"Ingress path {rule.get('host')}{path['path']} routes to {backend}: the webhook Service's http port only")
+                tls_hosts = {h for entry in ing["spec"].get("tls", []) for h in entry.get("hosts", [])}
+                scheme = "https" if rule.get("host") in tls_hosts else "http"
+                need(f"{scheme}://{rule.get('host')}" in notes, f"NOTES.txt does not print the public URL {scheme}://{rule.get('host')}")
+        if merged["networkPolicy"]["enabled"]:
+            policy = one(objs, "NetworkPolicy")
+            webhook_rules = [r for r in policy["spec"]["ingress"] if {"port": "http", "protocol": "TCP"} in r["ports"]]
+            ctl = {k: v for k, v in merged["networkPolicy"]["ingressController"].items() if v}
+            need(any(ctl in r.get("from", []) for r in webhook_rules),
+                 "the NetworkPolicy does not admit the ingress controller (networkPolicy.ingressController) to the webhook port")
+    # Several replicas on per-replica dedupe memory only when accepted, and then NOTES warns.
+    max_replicas = merged["autoscaling"]["maxReplicas"] if autoscaling else merged["replicas"]
+    shared = bool(merged["dedupe"]["existingSecret"]) or "valueFrom" in env.get("CXONE_INGEST_DEDUPE_STORE", {}) \
+        or str(env.get("CXONE_INGEST_DEDUPE_STORE", {}).get("value", "")).startswith("redis")
+    if max_replicas > 1 and not shared:
+        need(merged["dedupe"]["acceptCrossReplicaDuplicates"] is True,
+             f"{max_replicas} replicas on the per-replica memory dedupe store without dedupe.acceptCrossReplicaDuplicates")
+        need("WARNING: cross-replica duplicates accepted" in notes, "NOTES.txt does not warn about cross-replica duplicates")
+    else:
+        need("cross-replica duplicates" not in notes, "NOTES.txt warns about cross-replica duplicates that cannot happen")
     if problems:
         fail("rendered objects break the chart's promises:\n  " + "\n  ".join(problems))
     print(f"invariants hold ({len(objs)} objects; grace period {grace} s = pre-stop {pre_stop_s} + drain {drain_s} + 10 + "

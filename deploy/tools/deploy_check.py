@@ -410,7 +410,7 @@ def cmd_invariants(args: argparse.Namespace) -> None:
             policy = one(objs, "NetworkPolicy")
             webhook_rules = [r for r in policy["spec"]["ingress"] if {"port": "http", "protocol": "TCP"} in r["ports"]]
             ctl = {k: v for k, v in merged["networkPolicy"]["ingressController"].items() if v}
-            need(any(ctl in r.get("from", []) for r in webhook_rules),
+            need(not ctl or any(ctl in r.get("from", []) for r in webhook_rules),
                  "the NetworkPolicy does not admit the ingress controller (networkPolicy.ingressController) to the webhook port")
     # Several replicas on per-replica dedupe memory only when accepted, and then NOTES warns.
     max_replicas = merged["autoscaling"]["maxReplicas"] if autoscaling else merged["replicas"]
@@ -512,6 +512,35 @@ def cmd_strip_keys(args: argparse.Namespace) -> None:
     tomllib.loads(text)
     Path(args.dst).write_text(text)
     print("; ".join(dropped) if dropped else "(nothing)")
+
+
+def cmd_readme_blocks(args: argparse.Namespace) -> None:
+    """Writes the ```yaml blocks of a Markdown page: values files (every top-level key a value of
+    the chart) as values-NN.yaml, Kubernetes manifests (apiVersion + kind) as manifests/NN.yaml."""
+    import yaml
+
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    top = set(schema["properties"])
+    text = Path(args.page).read_text()
+    out = Path(args.out)
+    (out / "manifests").mkdir(parents=True, exist_ok=True)
+    values = manifests = 0
+    for number, (lang, body) in enumerate(re.findall(r"^```(\w*)\n(.*?)^```", text, re.S | re.M)):
+        if lang != "yaml":
+            continue
+        try:
+            doc = yaml.safe_load(body)
+        except yaml.YAMLError as err:
+            fail(f"{args.page}: yaml block {number} does not parse: {err}")
+        if isinstance(doc, dict) and "apiVersion" in doc and "kind" in doc:
+            (out / "manifests" / f"{number:02d}.yaml").write_text(body)
+            manifests += 1
+        elif isinstance(doc, dict) and set(doc) <= top:
+            (out / f"values-{number:02d}.yaml").write_text(body)
+            values += 1
+    if not values:
+        fail(f"{args.page}: no values examples found")
+    print(f"{values} values examples, {manifests} manifests")
 
 
 # --- alert rules ----------------------------------------------------------------------------
@@ -755,6 +784,7 @@ def main() -> None:
     p.add_argument("files_root"); p.set_defaults(func=cmd_extract_config)
     p = sub.add_parser("strip-keys"); p.add_argument("src"); p.add_argument("dst"); p.add_argument("keys", nargs="*")
     p.set_defaults(func=cmd_strip_keys)
+    p = sub.add_parser("readme-blocks"); p.add_argument("page"); p.add_argument("out"); p.set_defaults(func=cmd_readme_blocks)
     p = sub.add_parser("rules-meta"); p.add_argument("rules"); p.add_argument("tests"); p.add_argument("operations")
     p.set_defaults(func=cmd_rules_meta)
     p = sub.add_parser("mutate-rule"); p.add_argument("rules"); p.add_argument("alert")

@@ -113,6 +113,8 @@ def cmd_render(args: argparse.Namespace) -> None:
         (out / sub / name).write_text(yaml.safe_dump(doc, sort_keys=False))
         kinds.append(doc["kind"])
     (out / "values.json").write_text(json.dumps(values))
+    notes = [text for path, text in files.items() if path.endswith("NOTES.txt")]
+    (out / "NOTES.txt").write_text(notes[0] if notes else "")
     print(f"rendered {len(docs)} objects: {', '.join(sorted(kinds))}")
 
 
@@ -359,7 +361,7 @@ def cmd_invariants(args: argparse.Namespace) -> None:
     need(server.get("listen") == f"0.0.0.0:{merged['ports']['http']}" or merged["listenHost"] != "0.0.0.0", "server.listen")
     need(env.get("CXONE_INGEST_LISTEN", {}).get("value") == server.get("listen"), "env CXONE_INGEST_LISTEN != server.listen")
     need(env.get("CXONE_INGEST_ADMIN_LISTEN", {}).get("value") == server.get("admin_listen"), "env CXONE_INGEST_ADMIN_LISTEN != server.admin_listen")
-    drain_s = -(-int(server.get("drain_timeout_ms", 25000)) // 1000)
+    drain_s = -(-int(server.get("drain_timeout_ms", 20000)) // 1000)
     grace = pre_stop_s + drain_s + 10 + merged["lifecycle"]["terminationMarginSeconds"]
     need(pod.get("terminationGracePeriodSeconds") == grace,
          f"terminationGracePeriodSeconds {pod.get('terminationGracePeriodSeconds')} != pre-stop {pre_stop_s} + drain {drain_s} + sink close 10 + margin")
@@ -380,7 +382,8 @@ def cmd_invariants(args: argparse.Namespace) -> None:
     # Optional objects exist exactly when enabled.
     for kind, key in (("HorizontalPodAutoscaler", "autoscaling"), ("PodMonitor", "podMonitor"),
                       ("ServiceMonitor", "serviceMonitor"), ("PrometheusRule", "prometheusRule"),
-                      ("PodDisruptionBudget", "podDisruptionBudget"), ("NetworkPolicy", "networkPolicy")):
+                      ("PodDisruptionBudget", "podDisruptionBudget"), ("NetworkPolicy", "networkPolicy"),
+                      ("Ingress", "ingress")):
         need(bool(by_kind(objs, kind)) == bool(merged[key]["enabled"]), f"{kind} rendered != {key}.enabled")
     if autoscaling:
         hpa = one(objs, "HorizontalPodAutoscaler")
@@ -390,6 +393,35 @@ def cmd_invariants(args: argparse.Namespace) -> None:
         if merged["autoscaling"]["inFlightRequests"]["enabled"]:
             need([m["pods"]["metric"]["name"] for m in pods_metrics] == ["cxone_ingest_in_flight_requests"],
                  "the HPA's Pods metric must be cxone_ingest_in_flight_requests")
+    # The Ingress: exactly when enabled, every path to the webhook Service's http port only.
+    notes = (out / "NOTES.txt").read_text()
+    ingresses = by_kind(objs, "Ingress")
+    webhook_svc = sts["metadata"]["name"]
+    for ing in ingresses:
+        for rule in ing["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                backend = path["backend"]["service"]
+                need(backend["name"] == webhook_svc and backend["port"] in ({"name": "http"}, {"number": merged["service"]["port"]}),
+                     f"Ingress path {rule.get('host')}{path['path']} routes to {backend}: the webhook Service's http port only")
+                tls_hosts = {h for entry in ing["spec"].get("tls", []) for h in entry.get("hosts", [])}
+                scheme = "https" if rule.get("host") in tls_hosts else "http"
+                need(f"{scheme}://{rule.get('host')}" in notes, f"NOTES.txt does not print the public URL {scheme}://{rule.get('host')}")
+        if merged["networkPolicy"]["enabled"]:
+            policy = one(objs, "NetworkPolicy")
+            webhook_rules = [r for r in policy["spec"]["ingress"] if {"port": "http", "protocol": "TCP"} in r["ports"]]
+            ctl = {k: v for k, v in merged["networkPolicy"]["ingressController"].items() if v}
+            need(not ctl or any(ctl in r.get("from", []) for r in webhook_rules),
+                 "the NetworkPolicy does not admit the ingress controller (networkPolicy.ingressController) to the webhook port")
+    # Several replicas on per-replica dedupe memory only when accepted, and then NOTES warns.
+    max_replicas = merged["autoscaling"]["maxReplicas"] if autoscaling else merged["replicas"]
+    shared = bool(merged["dedupe"]["existingSecret"]) or "valueFrom" in env.get("CXONE_INGEST_DEDUPE_STORE", {}) \
+        or str(env.get("CXONE_INGEST_DEDUPE_STORE", {}).get("value", "")).startswith("redis")
+    if max_replicas > 1 and not shared:
+        need(merged["dedupe"]["acceptCrossReplicaDuplicates"] is True,
+             f"{max_replicas} replicas on the per-replica memory dedupe store without dedupe.acceptCrossReplicaDuplicates")
+        need("WARNING: cross-replica duplicates accepted" in notes, "NOTES.txt does not warn about cross-replica duplicates")
+    else:
+        need("cross-replica duplicates" not in notes, "NOTES.txt warns about cross-replica duplicates that cannot happen")
     if problems:
         fail("rendered objects break the chart's promises:\n  " + "\n  ".join(problems))
     print(f"invariants hold ({len(objs)} objects; grace period {grace} s = pre-stop {pre_stop_s} + drain {drain_s} + 10 + "
@@ -480,6 +512,35 @@ def cmd_strip_keys(args: argparse.Namespace) -> None:
     tomllib.loads(text)
     Path(args.dst).write_text(text)
     print("; ".join(dropped) if dropped else "(nothing)")
+
+
+def cmd_readme_blocks(args: argparse.Namespace) -> None:
+    """Writes the ```yaml blocks of a Markdown page: values files (every top-level key a value of
+    the chart) as values-NN.yaml, Kubernetes manifests (apiVersion + kind) as manifests/NN.yaml."""
+    import yaml
+
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    top = set(schema["properties"])
+    text = Path(args.page).read_text()
+    out = Path(args.out)
+    (out / "manifests").mkdir(parents=True, exist_ok=True)
+    values = manifests = 0
+    for number, (lang, body) in enumerate(re.findall(r"^```(\w*)\n(.*?)^```", text, re.S | re.M)):
+        if lang != "yaml":
+            continue
+        try:
+            doc = yaml.safe_load(body)
+        except yaml.YAMLError as err:
+            fail(f"{args.page}: yaml block {number} does not parse: {err}")
+        if isinstance(doc, dict) and "apiVersion" in doc and "kind" in doc:
+            (out / "manifests" / f"{number:02d}.yaml").write_text(body)
+            manifests += 1
+        elif isinstance(doc, dict) and set(doc) <= top:
+            (out / f"values-{number:02d}.yaml").write_text(body)
+            values += 1
+    if not values:
+        fail(f"{args.page}: no values examples found")
+    print(f"{values} values examples, {manifests} manifests")
 
 
 # --- alert rules ----------------------------------------------------------------------------
@@ -723,6 +784,7 @@ def main() -> None:
     p.add_argument("files_root"); p.set_defaults(func=cmd_extract_config)
     p = sub.add_parser("strip-keys"); p.add_argument("src"); p.add_argument("dst"); p.add_argument("keys", nargs="*")
     p.set_defaults(func=cmd_strip_keys)
+    p = sub.add_parser("readme-blocks"); p.add_argument("page"); p.add_argument("out"); p.set_defaults(func=cmd_readme_blocks)
     p = sub.add_parser("rules-meta"); p.add_argument("rules"); p.add_argument("tests"); p.add_argument("operations")
     p.set_defaults(func=cmd_rules_meta)
     p = sub.add_parser("mutate-rule"); p.add_argument("rules"); p.add_argument("alert")

@@ -154,7 +154,7 @@ impl ServerConfig {
         range("max_in_flight", self.max_in_flight as u64, 1, 1_000_000, " (default 1024)");
         range("max_reported_errors", self.max_reported_errors as u64, 1, 10_000, " (default 100)");
         range("pre_stop_delay_ms", self.pre_stop_delay_ms, 0, 120_000, " (default 5000)");
-        range("drain_timeout_ms", self.drain_timeout_ms, 100, 600_000, " (default 25000)");
+        range("drain_timeout_ms", self.drain_timeout_ms, 100, 600_000, " (default 20000)");
         range("retry_after_secs", self.retry_after_secs, 1, 3_600, " (default 2)");
         range("header_read_timeout_ms", self.header_read_timeout_ms, 100, 600_000, " (default 10000)");
         range("keep_alive_timeout_ms", self.keep_alive_timeout_ms, 100, 3_600_000, " (default 75000)");

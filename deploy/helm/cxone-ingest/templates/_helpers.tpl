@@ -96,7 +96,7 @@ margin, so the kubelet never SIGKILLs a replica that is still finishing acknowle
 */}}
 {{- define "cxone-ingest.drainTimeoutMs" -}}
 {{- $server := (.Values.config | default dict).server | default dict }}
-{{- if hasKey $server "drain_timeout_ms" }}{{ int64 $server.drain_timeout_ms }}{{ else }}25000{{ end }}
+{{- if hasKey $server "drain_timeout_ms" }}{{ int64 $server.drain_timeout_ms }}{{ else }}20000{{ end }}
 {{- end }}
 
 {{- define "cxone-ingest.terminationGracePeriodSeconds" -}}
@@ -182,6 +182,39 @@ to use instead. Secrets never go through `config` (values end up in a ConfigMap)
 {{- fail "config.dedupe.store names a Redis URL, which may hold a password and would end up in a ConfigMap: put the URL in a Secret and set dedupe.existingSecret (and dedupe.key)" }}
 {{- end }}
 {{- toJson $cfg }}
+{{- end }}
+
+{{/*
+The dedupe store and replicas. A sender's retry may reach another replica; only a store shared by
+every replica (a Redis/Valkey URL from dedupe.existingSecret, or env CXONE_INGEST_DEDUPE_STORE in
+`env`) recognises it there. With the per-replica `memory` store such a retry is published twice,
+so more than one replica (replicas, or autoscaling.maxReplicas) needs a shared store or the
+explicit dedupe.acceptCrossReplicaDuplicates: true (which NOTES.txt then repeats as a warning).
+*/}}
+{{- define "cxone-ingest.maxReplicas" -}}
+{{- if .Values.autoscaling.enabled }}{{ int .Values.autoscaling.maxReplicas }}{{ else }}{{ int .Values.replicas }}{{ end }}
+{{- end }}
+
+{{- define "cxone-ingest.dedupeShared" -}}
+{{- $shared := false }}
+{{- if .Values.dedupe.existingSecret }}{{ $shared = true }}{{ end }}
+{{- range .Values.env }}
+{{- if eq (toString .name) "CXONE_INGEST_DEDUPE_STORE" }}
+{{- if or .valueFrom (hasPrefix "redis" (toString .value)) }}{{ $shared = true }}{{ end }}
+{{- end }}
+{{- end }}
+{{- if $shared }}true{{ end }}
+{{- end }}
+
+{{/* Non-empty when the release runs several replicas on per-replica dedupe memory (accepted). */}}
+{{- define "cxone-ingest.crossReplicaDuplicates" -}}
+{{- if and (gt (int (include "cxone-ingest.maxReplicas" .)) 1) (not (include "cxone-ingest.dedupeShared" .)) }}
+{{- if not .Values.dedupe.acceptCrossReplicaDuplicates }}
+{{- $what := ternary (printf "autoscaling.maxReplicas is %d" (int .Values.autoscaling.maxReplicas)) (printf "replicas is %d" (int .Values.replicas)) .Values.autoscaling.enabled }}
+{{- fail (printf "%s, but the dedupe store is per replica (memory): a CXone retry that reaches another replica would be published to Kafka twice. Put a shared Redis/Valkey URL (redis://user:password@host:6379/0 or rediss://...) in a Secret and set dedupe.existingSecret (and dedupe.key); or run one replica (replicas: 1); or accept the duplicates with dedupe.acceptCrossReplicaDuplicates: true" $what) }}
+{{- end }}
+{{- true }}
+{{- end }}
 {{- end }}
 
 {{/*

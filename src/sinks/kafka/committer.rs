@@ -283,7 +283,7 @@ impl GroupCommitter {
                         // init_transactions has ended the previous producer's transaction: what
                         // it left unknown can be read back now.
                         self.resolve_unknown();
-                        if self.reader.mode() == ReadBackMode::Unprobed {
+                        if matches!(self.reader.mode(), ReadBackMode::Unprobed | ReadBackMode::Unsure(_)) {
                             self.probe(&p).await;
                         }
                         self.shared.set(self.index, Readiness::Ready);
@@ -613,7 +613,7 @@ impl GroupCommitter {
     async fn probe(&self, p: &TxProducer) {
         let request_id = format!("probe-{}", uuid::Uuid::now_v7());
         let mode = match p.write_aborted_probe(&self.cfg.topic, &request_id).await {
-            Err(e) => ReadBackMode::Off(format!("the probe could not run: {e}")),
+            Err(e) => ReadBackMode::Unsure(format!("the probe could not run: {e}")),
             Ok(at) => {
                 let target = Target {
                     topic: self.cfg.topic.clone(),

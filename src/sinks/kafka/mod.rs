@@ -167,7 +167,7 @@ impl KafkaSink {
         match self.reader.mode() {
             ReadBackMode::Unprobed => None,
             ReadBackMode::On => Some(Ok(())),
-            ReadBackMode::Off(why) => Some(Err(why)),
+            ReadBackMode::Off(why) | ReadBackMode::Unsure(why) => Some(Err(why)),
         }
     }
 
@@ -265,7 +265,7 @@ impl EventSink for KafkaSink {
         let read_back = match self.reader.mode() {
             ReadBackMode::Unprobed => "not probed yet (Kafka not reached since start)".to_owned(),
             ReadBackMode::On => "on: unknown commit outcomes are read back read_committed".to_owned(),
-            ReadBackMode::Off(why) => {
+            ReadBackMode::Off(why) | ReadBackMode::Unsure(why) => {
                 format!("off: {why}; an event whose commit outcome is unknown is published again")
             }
         };

@@ -491,12 +491,12 @@ impl TxProducer {
 /// holding the commit", so that a test can stop the broker or kill the process at exactly that
 /// point. Not a setting: never set it in production.
 fn hold_first_commit_for_tests() {
+    static HOLD: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
     static HELD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    let Some(hold) =
+    let hold = HOLD.get_or_init(|| {
         std::env::var("CXONE_INGEST_TEST_HOLD_FIRST_COMMIT_MS").ok().and_then(|v| v.parse().ok())
-    else {
-        return;
-    };
+    });
+    let Some(hold) = *hold else { return };
     if !HELD.swap(true, std::sync::atomic::Ordering::AcqRel) {
         tracing::warn!(hold_ms = hold, "test hook: holding the commit");
         std::thread::sleep(Duration::from_millis(hold));

@@ -54,8 +54,11 @@ pub enum ReadBackMode {
     Unprobed,
     /// The broker hides aborted records from `read_committed` readers: read-back decides.
     On,
-    /// It does not (or the probe could not tell): an unknown outcome is published again.
+    /// It does not: an unknown outcome is published again.
     Off(String),
+    /// The probe could not run or could not tell (the topic refused writes, the broker was slow):
+    /// treated as `Off`, and probed again when the next producer is initialised.
+    Unsure(String),
 }
 
 /// Reads offsets back; shared by the committers (their own unknown batches) and the dedupe
@@ -111,7 +114,7 @@ impl OutcomeReader {
                 "the broker hides aborted records from read_committed readers: unknown commit outcomes \
                  are read back"
             ),
-            ReadBackMode::Off(why) => tracing::warn!(
+            ReadBackMode::Off(why) | ReadBackMode::Unsure(why) => tracing::warn!(
                 reason = %why,
                 "read-back of unknown commit outcomes is OFF: an event whose commit outcome is unknown \
                  is published again (a duplicate if that commit went through)"
@@ -232,7 +235,7 @@ impl CommitReader for ClaimReadBack {
     async fn read_back(&self, offsets: &Offsets, request_id: &str, deadline: Instant) -> ReadBackAnswer {
         match self.reader.mode() {
             ReadBackMode::On => {}
-            ReadBackMode::Off(_) => return ReadBackAnswer::Off,
+            ReadBackMode::Off(_) | ReadBackMode::Unsure(_) => return ReadBackAnswer::Off,
             ReadBackMode::Unprobed => {
                 return ReadBackAnswer::Undecided("Kafka has not been reached since start".to_owned());
             }

@@ -10,8 +10,13 @@
 //! prettyplease. No textual patch of typify's output is applied (the last ones served a parser
 //! that is gone); should one ever be needed, it must fail the build, naming the pattern and the
 //! schema, when typify's output no longer matches it.
+//!
+//! It also stamps the build's identity ([`stamp_build_identity`]): the git commit and whether the
+//! compiled sources differ from it, for `--version`, the admin `/version` and
+//! `cxone_ingest_build_info` (`src/build_info.rs`).
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use quote::{format_ident, quote};
 
@@ -31,6 +36,7 @@ fn main() {
     let manifest_dir =
         PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    stamp_build_identity(&manifest_dir);
     let schema_dir = manifest_dir.join("schemas");
     println!("cargo:rerun-if-changed={}", schema_dir.display());
 
@@ -141,5 +147,93 @@ fn generate(path: &Path, bytes: &[u8]) -> Option<Generated> {
 fn fail(path: &Path, message: &str) -> ! {
     eprintln!("error: schema {}: {message}", path.display());
     println!("cargo::error=schema {}: {message}", path.display());
+    std::process::exit(1);
+}
+
+// --- the build's identity ---------------------------------------------------------------------
+
+/// Environment variable (in and out): the git commit the binary is built from. Set it where there
+/// is no `.git` (the image build passes `--build-arg REVISION`); else git is asked.
+const ENV_BUILD_COMMIT: &str = "CXONE_INGEST_BUILD_COMMIT";
+/// Environment variable (in and out): `true` when the compiled sources differ from the commit.
+const ENV_BUILD_DIRTY: &str = "CXONE_INGEST_BUILD_DIRTY";
+/// What "dirty" looks at: the files the binary is compiled from. A change anywhere else (docs,
+/// tests, deploy/) does not change the binary, so it neither makes the build dirty nor reruns
+/// this script.
+const BUILD_INPUTS: &[&str] = &["src", "schemas", "build.rs", "Cargo.toml", "Cargo.lock"];
+
+/// Sets `CXONE_INGEST_BUILD_COMMIT` (7-40 hex digits, or `unknown`) and `CXONE_INGEST_BUILD_DIRTY`
+/// (`true`, `false` or `unknown`) for the crate's compilation. The environment variables of the
+/// same names win; else git (`rev-parse HEAD`, `status --porcelain` over [`BUILD_INPUTS`]); without
+/// git or a repository both are `unknown`: the build never fails for want of git. Reruns only when
+/// HEAD, the branch it points to or a build input changes, so an unchanged tree is not rebuilt.
+fn stamp_build_identity(manifest_dir: &Path) {
+    println!("cargo:rerun-if-env-changed={ENV_BUILD_COMMIT}");
+    println!("cargo:rerun-if-env-changed={ENV_BUILD_DIRTY}");
+    let given = |name: &str| std::env::var(name).ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+    let unknown = || "unknown".to_owned();
+    let (commit, dirty) = match given(ENV_BUILD_COMMIT) {
+        Some(commit) => (commit.to_ascii_lowercase(), given(ENV_BUILD_DIRTY).unwrap_or_else(unknown)),
+        None => match git_identity(manifest_dir) {
+            Some((commit, dirty)) => (commit, given(ENV_BUILD_DIRTY).unwrap_or_else(|| dirty.to_string())),
+            None => {
+                println!(
+                    "cargo::warning=no git or no repository: the build's commit is `unknown` (set {ENV_BUILD_COMMIT})"
+                );
+                (unknown(), given(ENV_BUILD_DIRTY).unwrap_or_else(unknown))
+            }
+        },
+    };
+    let commit_ok = commit == "unknown"
+        || ((7..=40).contains(&commit.len()) && commit.bytes().all(|b| b.is_ascii_hexdigit()));
+    if !commit_ok {
+        identity_error(&format!(
+            "{ENV_BUILD_COMMIT}={commit:?} is not a git commit id (7-40 hex digits) or `unknown`"
+        ));
+    }
+    if !matches!(dirty.as_str(), "true" | "false" | "unknown") {
+        identity_error(&format!("{ENV_BUILD_DIRTY}={dirty:?} must be `true`, `false` or `unknown`"));
+    }
+    println!("cargo:rustc-env={ENV_BUILD_COMMIT}={commit}");
+    println!("cargo:rustc-env={ENV_BUILD_DIRTY}={dirty}");
+}
+
+/// The commit of HEAD and whether a build input differs from it; `None` without git or outside a
+/// repository. Registers HEAD, the branch it points to and `packed-refs` (in a linked worktree:
+/// its own HEAD, the common refs) and the build inputs as the script's rerun triggers.
+fn git_identity(manifest_dir: &Path) -> Option<(String, bool)> {
+    let git = |args: &[&str]| -> Option<String> {
+        let out = Command::new("git").args(args).current_dir(manifest_dir).output().ok()?;
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    };
+    let commit = git(&["rev-parse", "--verify", "HEAD"])?;
+    let mut watched = vec!["HEAD".to_owned(), "packed-refs".to_owned()];
+    // `refs/heads/<branch>` while on a branch; nothing more when HEAD is detached.
+    if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
+        watched.push(branch);
+    }
+    for name in &watched {
+        if let Some(path) = git(&["rev-parse", "--git-path", name]) {
+            let path = manifest_dir.join(path);
+            // A path that does not exist would rerun this script on every build.
+            if path.exists() {
+                println!("cargo:rerun-if-changed={}", path.display());
+            }
+        }
+    }
+    for input in BUILD_INPUTS {
+        println!("cargo:rerun-if-changed={}", manifest_dir.join(input).display());
+    }
+    let mut status = vec!["status", "--porcelain", "--"];
+    status.extend(BUILD_INPUTS);
+    let changes = git(&status)?;
+    Some((commit, !changes.is_empty()))
+}
+
+/// Stops the build on a malformed build-identity variable (a mistake in the caller's build
+/// command, never a missing git).
+fn identity_error(message: &str) -> ! {
+    eprintln!("error: {message}");
+    println!("cargo::error={message}");
     std::process::exit(1);
 }

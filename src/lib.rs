@@ -26,10 +26,12 @@
 //! - [`config`]: the whole configuration merged from file, environment and flags (each section's
 //!   settings live with the module they configure).
 //! - [`metrics`], [`telemetry`], [`shutdown`]: Prometheus metrics, logging with redaction, graceful stop.
+//! - [`build_info`]: the version and git commit this binary was built from.
 //! - [`cli`]: the `cxone-ingest` subcommands.
 //!
 //! The binaries' allocator is the `mimalloc` crate's (`#[global_allocator]` in `main.rs`).
 
+pub mod build_info;
 pub mod cli;
 pub mod config;
 pub mod contract;

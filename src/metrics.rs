@@ -19,7 +19,8 @@ use metrics::{Counter, Gauge, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 // --- the process --------------------------------------------------------------------------
-/// Always 1, labelled with the service `version`.
+/// Always 1, labelled with the build's `version`, git `commit` and `dirty` (`true`, `false`,
+/// `unknown`): see [`crate::build_info`].
 pub const BUILD_INFO: &str = "cxone_ingest_build_info";
 /// Whether each component can take writes (1) or not (0), by `component` (`kafka`,
 /// `dead_letter`, `dedupe_store`): what `/readyz` reports.
@@ -28,7 +29,8 @@ pub const READY: &str = "cxone_ingest_ready";
 pub const TASK_PANICS: &str = "cxone_ingest_task_panics_total";
 
 // --- HTTP ------------------------------------------------------------------------------------
-/// Requests answered, by `route` (`webhook`, `healthz`, `readyz`, `metrics`, `unknown`) and `outcome`.
+/// Requests answered, by `route` (`webhook`, `healthz`, `readyz`, `metrics`, `version`, `unknown`) and
+/// `outcome`.
 pub const REQUESTS: &str = "cxone_ingest_requests_total";
 /// Request latency from the end of the request head to the response, by `route` and `outcome`.
 pub const REQUEST_DURATION: &str = "cxone_ingest_request_duration_seconds";
@@ -154,7 +156,8 @@ pub fn install() -> PrometheusHandle {
                 tracing::warn!(error = %err, "another metrics recorder is installed; /metrics will be empty");
             }
             describe();
-            metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            use crate::build_info::{COMMIT, DIRTY, VERSION};
+            metrics::gauge!(BUILD_INFO, "version" => VERSION, "commit" => COMMIT, "dirty" => DIRTY).set(1.0);
             handle
         })
         .clone()
@@ -174,7 +177,7 @@ pub fn spawn_upkeep(handle: PrometheusHandle, period: Duration) -> tokio::task::
 
 fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-    describe_gauge!(BUILD_INFO, "Always 1; the version label names the build.");
+    describe_gauge!(BUILD_INFO, "Always 1; the version, commit and dirty labels name the build.");
     describe_gauge!(READY, "Whether each component can take writes (1) or not (0).");
     describe_counter!(TASK_PANICS, "Tasks that died of a panic, by task.");
     describe_counter!(REQUESTS, "Requests answered, by route and outcome.");

@@ -14,7 +14,7 @@ use crate::telemetry::{self, LogFormat};
 
 /// `cxone-ingest`: CXone Data Action webhooks -> Kafka (exactly once) and S3 dead letters.
 #[derive(Debug, Parser)]
-#[command(name = "cxone-ingest", version, about, propagate_version = true)]
+#[command(name = "cxone-ingest", version = crate::build_info::version_line(), about, propagate_version = true)]
 pub struct Cli {
     /// Log format: `pretty` for terminals, `json` for log collectors.
     #[arg(long, global = true, env = "CXONE_INGEST_LOG_FORMAT", default_value = "pretty")]

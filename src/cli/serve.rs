@@ -42,7 +42,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         listen = %server.local_addr(),
         admin_listen = %server.admin_addr(),
         path = %config.server.path,
-        version = env!("CARGO_PKG_VERSION"),
+        version = crate::build_info::VERSION,
+        commit = crate::build_info::COMMIT,
+        dirty = crate::build_info::DIRTY,
         "cxone-ingest serving"
     );
 

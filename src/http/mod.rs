@@ -1,11 +1,12 @@
 //! The HTTP face: [`routes`] for the public listener (webhook, `/healthz`, status-only `/readyz`)
-//! and [`admin_routes`] for the admin listener (`/metrics`, `/healthz`, `/readyz` with sink detail).
+//! and [`admin_routes`] for the admin listener (`/metrics`, `/healthz`, `/readyz` with sink detail,
+//! `/version`).
 //!
 //! - [`config`]: `[server]` and `[signature]` settings.
 //! - [`server`]: the listeners: accept loop, connection caps and timeouts, graceful stop.
 //! - [`signature`]: HMAC verification over the raw body.
 //! - `webhook`: body -> signature -> in-flight slot -> pipeline -> answer.
-//! - `probes`: `/healthz`, `/readyz`, `/metrics`.
+//! - `probes`: `/healthz`, `/readyz`, `/metrics`, `/version`.
 //! - `reply`: every answer as a small JSON body, and the one `recover`.
 //!
 //! Routing is one exact match on the path (cheaper than a chain of warp path filters, and it
@@ -117,7 +118,8 @@ impl AppState {
 enum Surface {
     /// Reachable by CXone (through the load balancer): webhook, `/healthz`, status-only `/readyz`.
     Public,
-    /// For operators and scrapers only: `/metrics`, `/healthz`, `/readyz` with each sink's state.
+    /// For operators and scrapers only: `/metrics`, `/healthz`, `/readyz` with each sink's state,
+    /// `/version`.
     Admin,
 }
 
@@ -129,7 +131,8 @@ pub fn routes(
     surface(state, Surface::Public)
 }
 
-/// The admin listener's surface: `/metrics`, `/healthz`, and `/readyz` naming each sink's state.
+/// The admin listener's surface: `/metrics`, `/healthz`, `/readyz` naming each sink's state, and
+/// `/version` (the build: version, git commit, dirty tree).
 pub fn admin_routes(
     state: Arc<AppState>,
 ) -> impl Filter<Extract = (Response<Bytes>,), Error = Infallible> + Clone + Send + Sync + 'static {
@@ -202,6 +205,7 @@ where
         (Surface::Admin, "/metrics") => {
             probe(method, "metrics", &request_id, || probes::metrics_page(state, &request_id))
         }
+        (Surface::Admin, "/version") => probe(method, "version", &request_id, probes::version),
         _ => Reply::error("unknown", StatusCode::NOT_FOUND, "not_found", "no such endpoint", &request_id),
     };
     let elapsed = started.elapsed();

@@ -1,6 +1,7 @@
 //! The operator's endpoints: `/healthz` (alive: every task that must live is running), `/readyz`
 //! (each sink can take writes; status only on the public listener, with detail on the admin one)
-//! and `/metrics` (Prometheus text, admin listener only).
+//! `/metrics` (Prometheus text, admin listener only) and `/version` (the build's version and git
+//! commit, admin listener only).
 
 use std::sync::atomic::Ordering;
 
@@ -80,6 +81,12 @@ pub(super) fn metrics_page(state: &AppState, request_id: &str) -> Reply {
             Reply::error("metrics", StatusCode::NOT_FOUND, "not_found", "metrics are not enabled", request_id)
         }
     }
+}
+
+/// `/version`: the build this process runs ([`crate::build_info::json`]), the same as
+/// `cxone-ingest --version` and the `cxone_ingest_build_info` gauge's labels.
+pub(super) fn version() -> Reply {
+    Reply::json("version", "ok", StatusCode::OK, crate::build_info::json().to_string().into_bytes())
 }
 
 /// A sink's not-ready reason, short enough to read at a glance: the `Debug` dump the AWS SDK's

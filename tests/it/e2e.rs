@@ -1,5 +1,6 @@
 //! End-to-end tests: the real `cxone-ingest serve` binary against the real stack (tansu, garage),
-//! driven over HTTP with signed requests, checked by reading Kafka (`read_committed`) and S3 back.
+//! driven over HTTP with signed requests, checked by reading Kafka (committed records, by their
+//! transaction markers: tests/it/support/oracle.rs) and S3 back.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -109,7 +110,7 @@ async fn signed_valid_invalid_and_forged_requests_end_in_kafka_s3_or_nowhere() {
     }
 
     // Kafka: exactly the valid event, nothing from the forged requests.
-    let records = e2e_read_topic(&brokers, &options.topic, 1).await;
+    let records = e2e_committed_records(&brokers, &options.topic).await;
     assert_eq!(records.len(), 1, "exactly one record in {}: {records:?}", options.topic);
     assert_record_is(&records[0], &valid, &valid_id);
 
@@ -275,8 +276,21 @@ async fn accounting_every_acknowledged_request_is_in_the_topic_exactly_once() {
         }
     }
 
-    // Kafka: one record per published request, none for a repeat, nothing else.
-    let records = e2e_read_topic(&brokers, &options.topic, published.len()).await;
+    // Kafka, judged by the transaction markers: one committed record per published request, none
+    // for a repeat, nothing else.
+    let log = oracle_read_settled(&brokers, &options.topic, 3, Duration::from_secs(10)).await;
+    let attempts: Vec<SentAttempt> = sent
+        .iter()
+        .map(|s| SentAttempt::from_http(&s.request_id, &s.correlation_id, Some(s.status), &s.answer))
+        .collect();
+    let judgement = judge_exactly_once(&attempts, &log);
+    println!("accounting: {}", judgement.summary());
+    judgement.assert_exactly_once();
+    let records: Vec<KafkaRecord> = log
+        .iter()
+        .filter(|r| r.outcome == TxnOutcome::Committed)
+        .map(OracleRecord::to_kafka_record)
+        .collect();
     let by_request = kafka_by_request_id(&records);
     let sent_by_id: HashMap<&str, &Sent> = sent.iter().map(|s| (s.request_id.as_str(), s)).collect();
     let mut missing = Vec::new();
@@ -445,7 +459,7 @@ async fn restart_durable_broker_stop_gives_503_and_the_service_recovers_without_
         .unwrap_or_else(|| panic!("no 200 after the broker came back\n{}", service.log_tail(6000)));
     assert!(service.is_running(), "the service exited");
     service.wait_ready(Duration::from_secs(30)).await;
-    let records = e2e_read_topic(&brokers, &options.topic, 2).await;
+    let records = e2e_committed_records(&brokers, &options.topic).await;
     let by_request = kafka_by_request_id(&records);
     for answer in [&first, &back] {
         let found: Vec<(i32, i64)> = by_request
@@ -555,7 +569,7 @@ async fn the_senders_trace_reaches_kafka_the_dead_letter_and_the_logs() {
 
     let (status, published) = post(e2e_valid_body(&unique("corr-trace"))).await;
     assert_eq!(status, 200, "{published}");
-    let read = e2e_read_topic(&brokers, &options.topic, 1).await;
+    let read = e2e_committed_records(&brokers, &options.topic).await;
     assert_eq!(read.len(), 1);
     let span = parent_of(&read[0].headers["traceparent"]);
     assert_ne!(span, "00f067aa0ba902b7", "this service's span is the parent downstream");

@@ -15,6 +15,7 @@ mod http;
 mod kafka;
 mod lifecycle;
 mod operations;
+mod oracle;
 mod outcome;
 mod replicas;
 mod stack;

@@ -3,7 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::kafka::{KafkaRecord, kafka_read_committed};
+use super::kafka::KafkaRecord;
+use super::oracle::oracle_committed_records;
 use super::stack::*;
 use super::{poll_until, unique};
 use std::io::{Read, Seek, SeekFrom};
@@ -471,14 +472,11 @@ pub async fn e2e_dead_letters(prefix: &str) -> Vec<StoredLetter> {
     letters
 }
 
-/// Reads the whole topic back (`read_committed`, by assignment) off the async runtime.
-pub async fn e2e_read_topic(brokers: &str, topic: &str, want: usize) -> Vec<KafkaRecord> {
-    let (brokers, topic) = (brokers.to_owned(), topic.to_owned());
-    tokio::task::spawn_blocking(move || {
-        kafka_read_committed(&brokers, &topic, 3, want, Duration::from_secs(60))
-    })
-    .await
-    .expect("reader thread")
+/// The committed records of a service's topic (three partitions), decided by the transaction
+/// markers in its log ([`oracle_committed_records`]): a broker's `read_committed` (tansu's) may
+/// show aborted records too.
+pub async fn e2e_committed_records(brokers: &str, topic: &str) -> Vec<KafkaRecord> {
+    oracle_committed_records(brokers, topic, 3).await
 }
 
 /// `p`-th percentile (0..=100) of `sorted` latencies.

@@ -3,21 +3,27 @@
 //! - [`kafka`]: reading topics back, sample events, a private broker;
 //! - [`e2e`]: the real binary as a child process, posting, metrics and dead-letter reads;
 //! - [`redis`]: the shared dedupe store (redis-server) and configs that use it;
+//! - [`oracle`]: a topic's raw log, each record classified committed / aborted / open by its marker;
+//! - [`accounting`]: the exactly-once judgement of what senders were answered against that log;
 //! - [`prometheus`]: a private Prometheus server scraping one service, with the shipped rules;
 //! - [`doubles`]: the one fake sink (both sink traits) and in-process app state for `http::routes`;
 //! - here: polling with a deadline, raw HTTP answer parsing, unique names, the one signing helper.
 #![allow(dead_code)]
 
+pub mod accounting;
 pub mod doubles;
 pub mod e2e;
 pub mod kafka;
+pub mod oracle;
 pub mod prometheus;
 pub mod redis;
 pub mod stack;
 
+pub use accounting::*;
 pub use doubles::*;
 pub use e2e::*;
 pub use kafka::*;
+pub use oracle::*;
 pub use redis::*;
 pub use stack::*;
 

@@ -31,6 +31,15 @@ pub fn stack_durable_kafka_brokers() -> String {
     require("durable Kafka broker", stack_var("CXONE_STACK_DURABLE_KAFKA_BROKERS", "127.0.0.1:19093"))
 }
 
+/// The broker whose `read_committed` hides records of aborted transactions (noida-db; tansu
+/// shows them): `CXONE_STACK_FILTERING_KAFKA_BROKERS`.
+pub fn stack_filtering_kafka_brokers() -> String {
+    require(
+        "aborts-filtering Kafka broker (noida-db, kafka-filtering)",
+        stack_var("CXONE_STACK_FILTERING_KAFKA_BROKERS", "127.0.0.1:19094"),
+    )
+}
+
 pub fn stack_s3_endpoint() -> String {
     require("S3 server (garage)", stack_var("CXONE_INGEST_S3_ENDPOINT", "http://127.0.0.1:13900"))
 }

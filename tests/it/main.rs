@@ -12,6 +12,7 @@ mod e2e;
 mod hostile;
 mod http;
 mod kafka;
+mod kafka_security;
 mod lifecycle;
 mod operations;
 mod replicas;

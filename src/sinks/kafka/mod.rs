@@ -3,6 +3,7 @@
 //! - [`config`]: `[kafka]` settings.
 //! - [`producer`]: the transactional producer and one transaction's protocol.
 //! - [`committer`]: batches waiting events into transactions, owns the producer's lifecycle.
+//! - `context`: the producer's librdkafka context, keeping the last broker error (TLS, SASL) for readiness.
 //! - [`error`]: retriable / abortable / fatal, decided in one place.
 //!
 //! `publish` answers `Ok` only after the transaction holding the event committed. See docs/kafka.md.
@@ -10,6 +11,7 @@
 mod claims;
 mod committer;
 pub mod config;
+mod context;
 pub mod error;
 pub mod producer;
 
@@ -73,7 +75,7 @@ impl KafkaSink {
         let store = match &dedupe.store {
             DedupeStore::Memory => None,
             DedupeStore::Redis(url) => Some(
-                RedisStore::connect(url, dedupe.store.redacted())
+                RedisStore::connect_with_ca(url, dedupe.store.redacted(), dedupe.ca_file.as_deref())
                     .map_err(|e| KafkaSinkError::Config(e.to_string()))?,
             ),
         };

@@ -48,6 +48,8 @@ pub struct ServiceOptions {
     /// `--log-format` (env `CXONE_INGEST_LOG_FORMAT`): `json`, which the tests parse, unless a
     /// test reads the human format.
     pub log_format: &'static str,
+    /// More environment variables (set last), e.g. `CXONE_INGEST_KAFKA_SASL_PASSWORD`.
+    pub extra_env: Vec<(&'static str, String)>,
 }
 
 impl ServiceOptions {
@@ -67,6 +69,7 @@ impl ServiceOptions {
             s3_endpoint: None,
             extra_config: Vec::new(),
             log_format: "json",
+            extra_env: Vec::new(),
         }
     }
 }
@@ -159,6 +162,7 @@ impl Service {
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("CXONE_INGEST_LOG_FORMAT", options.log_format)
             .env("CXONE_INGEST_LOG", "info")
+            .envs(options.extra_env.iter().map(|(name, value)| (*name, value.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)

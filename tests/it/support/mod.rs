@@ -4,6 +4,7 @@
 //! - [`e2e`]: the real binary as a child process, posting, metrics and dead-letter reads;
 //! - [`redis`]: the shared dedupe store (redis-server) and configs that use it;
 //! - [`prometheus`]: a private Prometheus server scraping one service, with the shipped rules;
+//! - [`secure`]: private servers requiring TLS or a login (test CA, stunnel, SASL tansu, TLS redis);
 //! - [`doubles`]: the one fake sink (both sink traits) and in-process app state for `http::routes`;
 //! - here: polling with a deadline, raw HTTP answer parsing, unique names, the one signing helper.
 #![allow(dead_code)]
@@ -13,6 +14,7 @@ pub mod e2e;
 pub mod kafka;
 pub mod prometheus;
 pub mod redis;
+pub mod secure;
 pub mod stack;
 
 pub use doubles::*;

@@ -142,7 +142,8 @@ pub fn tansu_libsql_bin() -> PathBuf {
 
 /// A tansu broker that requires a SCRAM login (`--authentication`), with one SCRAM-SHA-512 user.
 /// The crates.io 0.6.0 build with sqlite storage: it keeps users across the restart that turns
-/// authentication on, but has no transactions (EndTxn).
+/// authentication on, and answers InitProducerId and CreateTopics, but never completes a
+/// transaction's commit (no EndTxn).
 pub struct SaslKafka {
     pub port: u16,
     child: Option<Child>,
@@ -158,17 +159,24 @@ impl SaslKafka {
         let mut broker = SaslKafka { port, child: None, _dir: dir };
         broker.run(false);
         let url = format!("tcp://127.0.0.1:{port}");
-        let out = Command::new(tansu_libsql_bin())
-            .args(["user", "create", "--broker", &url, "--mechanism", "scram512", user, password])
-            .stdin(Stdio::null())
-            .output()
-            .expect("tansu user create");
-        assert!(
-            out.status.success(),
-            "tansu user create failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = Command::new(tansu_libsql_bin())
+                .args(["user", "create", "--broker", &url, "--mechanism", "scram512", user, password])
+                .stdin(Stdio::null())
+                .output()
+                .expect("tansu user create");
+            if out.status.success() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tansu user create failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
         kill(&mut broker.child);
         broker.run(true);
         broker
@@ -177,11 +185,12 @@ impl SaslKafka {
     fn run(&mut self, authentication: bool) {
         let bin = tansu_libsql_bin();
         let url = format!("tcp://127.0.0.1:{}", self.port);
-        let storage = format!("sqlite://{}", self._dir.path().join("tansu.db").display());
+        // tansu reads the sqlite URL's path relative to its working directory.
         let mut command = Command::new(&bin);
         command
+            .current_dir(self._dir.path())
             .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", &storage]);
+            .args(["--storage-engine", "sqlite://tansu.db"]);
         if authentication {
             command.arg("--authentication");
         }

@@ -70,6 +70,16 @@ STOP_TIMEOUT="${CXONE_STACK_STOP_TIMEOUT:-20}"
 REDIS_BIN="${CXONE_STACK_REDIS_BIN:-/usr/bin/redis-server}"
 REDIS_PORT="${CXONE_STACK_REDIS_PORT:-16379}"
 
+# --- brokers of the security tests (private per test, never part of the running stack) -----
+# Kafka over TLS: the stack's tansu behind Debian's stunnel4 (a test CA from scripts/make-test-pki).
+STUNNEL_BIN="${CXONE_STACK_STUNNEL_BIN:-/usr/bin/stunnel4}"
+# Kafka SASL/SCRAM: crates.io tansu with the libsql feature (sqlite storage keeps the SCRAM users
+# across the restart that turns --authentication on; it has no transactions). cargo install,
+# ~12 min on 2 cores, once per machine.
+TANSU_LIBSQL_VERSION="0.6.0"
+TANSU_LIBSQL_ROOT="$STACK_TOOLS/tansu-libsql"
+TANSU_LIBSQL_BIN="${CXONE_STACK_TANSU_LIBSQL_BIN:-$TANSU_LIBSQL_ROOT/bin/tansu}"
+
 STACK_COMPONENTS="garage kafka kafka-store kafka-durable kafka-filtering redis"
 
 stack_die() { echo "stack: ERROR: $*" >&2; exit 1; }

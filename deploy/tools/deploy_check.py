@@ -442,6 +442,9 @@ def config_toml(objs: list[dict]) -> str:
     return cms[0]["data"]["config.toml"]
 
 
+DUMMY_PEM = "-----BEGIN CERTIFICATE-----\nY2hlY2stZGVwbG95LWR1bW15\n-----END CERTIFICATE-----\n"
+
+
 def cmd_extract_config(args: argparse.Namespace) -> None:
     """Writes the rendered config.toml and a dummy environment that mirrors the pod's.
 
@@ -466,7 +469,11 @@ def cmd_extract_config(args: argparse.Namespace) -> None:
         for item in secret.get("items", []):
             target = root / base.lstrip("/") / item["path"]
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text("check-deploy-dummy-secret-0123456789abcdef\n")
+            if item["path"].endswith((".crt", ".pem")):
+                # A CA certificate (kafka / dedupe caCertificate): the service checks it is PEM.
+                target.write_text(DUMMY_PEM)
+            else:
+                target.write_text("check-deploy-dummy-secret-0123456789abcdef\n")
         config = config.replace(f'"{base}/', f'"{root}/{base.lstrip("/")}/')
     Path(args.toml).write_text(config)
     lines = []
@@ -476,7 +483,9 @@ def cmd_extract_config(args: argparse.Namespace) -> None:
         elif "fieldRef" in e.get("valueFrom", {}):
             value = f"{RELEASE}-0"
         elif e["name"] == "CXONE_INGEST_DEDUPE_STORE":
-            value = "redis://default:dummy@redis.invalid:6379/0"
+            # TLS when the chart mounted a CA for the store (dedupe.ca_file is only for rediss://).
+            tls = "ca_file" in tomllib.loads(config).get("dedupe", {})
+            value = f"redis{'s' if tls else ''}://default:dummy@redis.invalid:6379/0"
         else:
             value = "check-deploy-dummy-value"
         if e["name"] == "CXONE_INGEST_CONFIG":

@@ -79,7 +79,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     // refuses to start, naming the holder.
     let lock = match (&config.dedupe.store, args.dry_run) {
         (DedupeStore::Redis(url), false) => {
-            let redis = RedisStore::connect(url, config.dedupe.store.redacted())?;
+            let redis = RedisStore::connect_with_ca(
+                url,
+                config.dedupe.store.redacted(),
+                config.dedupe.ca_file.as_deref(),
+            )?;
             let key = ReplayLock::key(&store.bucket, &store.prefix);
             Some(ReplayLock::acquire(redis, key, lock_holder()).await?)
         }

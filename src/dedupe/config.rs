@@ -2,6 +2,7 @@
 //! long a delivery is remembered, and how many a replica caches.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -14,6 +15,10 @@ pub struct DedupeConfig {
     /// `rediss://` URL (`redis://[:password@]host:port[/db]`) shared by every replica. Env
     /// `CXONE_INGEST_DEDUPE_STORE`, flag `--dedupe-store`. The URL's password is never printed.
     pub store: DedupeStore,
+    /// PEM file of the CA(s) that signed a `rediss://` store's server certificate (a private CA,
+    /// e.g. a cluster's own); then only these are trusted. Unset: the public web PKI roots. Only
+    /// for a `rediss://` store.
+    pub ca_file: Option<PathBuf>,
     /// How long a committed delivery is remembered to recognise the sender's retry of it, in
     /// seconds. Covers CXone's own retries and an operator's re-send.
     pub window_secs: u64,
@@ -26,6 +31,7 @@ impl Default for DedupeConfig {
     fn default() -> Self {
         DedupeConfig {
             store: DedupeStore::Memory,
+            ca_file: None,
             window_secs: default_window_secs(),
             max_entries: default_max_entries(),
         }
@@ -62,7 +68,35 @@ impl DedupeConfig {
                 self.max_entries
             ));
         }
+        if let Some(path) = &self.ca_file {
+            match &self.store {
+                DedupeStore::Redis(url) if url.starts_with("rediss://") => {
+                    if let Err(why) = read_ca_file(path) {
+                        problems.push(why);
+                    }
+                }
+                _ => problems.push(format!(
+                    "dedupe.ca_file = {:?} is set but dedupe.store is {}: a CA file is only used by a \
+                     rediss:// (TLS) store",
+                    path.display(),
+                    self.store.redacted()
+                )),
+            }
+        }
     }
+}
+
+/// The PEM text of `dedupe.ca_file`, or why it cannot be used (naming the key and the file).
+pub fn read_ca_file(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    let pem = std::fs::read(path)
+        .map_err(|e| format!("dedupe.ca_file = {:?} cannot be read: {e}", path.display()))?;
+    if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+        return Err(format!(
+            "dedupe.ca_file = {:?} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+            path.display()
+        ));
+    }
+    Ok(pem)
 }
 
 /// Where the dedupe claims live.
@@ -152,6 +186,29 @@ mod tests {
         assert_eq!(DedupeStore::parse("redis://:pw@h:1").unwrap().redacted(), "redis://:<redacted>@h:1");
         let err = DedupeStore::parse("postgres://u:secretpw@h/db").unwrap_err();
         assert!(err.contains("redis://") && !err.contains("secretpw"), "{err}");
+    }
+
+    #[test]
+    fn a_ca_file_must_be_readable_pem_and_for_a_tls_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("ca.pem");
+        std::fs::write(&pem, "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n").unwrap();
+        let not_pem = dir.path().join("ca.txt");
+        std::fs::write(&not_pem, "hello").unwrap();
+        let tls = DedupeStore::parse("rediss://u:pw@cache:6380").unwrap();
+        let problems_of = |store: &DedupeStore, file: &std::path::Path| {
+            let mut problems = Vec::new();
+            DedupeConfig { store: store.clone(), ca_file: Some(file.to_owned()), ..DedupeConfig::default() }
+                .check(&mut problems);
+            problems.join("\n")
+        };
+        assert_eq!(problems_of(&tls, &pem), "");
+        let missing = problems_of(&tls, &dir.path().join("absent.pem"));
+        assert!(missing.contains("dedupe.ca_file") && missing.contains("cannot be read"), "{missing}");
+        let garbage = problems_of(&tls, &not_pem);
+        assert!(garbage.contains("holds no PEM certificate"), "{garbage}");
+        let plain = problems_of(&DedupeStore::parse("redis://:pw@cache:6379").unwrap(), &pem);
+        assert!(plain.contains("only used by a rediss://") && !plain.contains("pw@"), "{plain}");
     }
 
     #[test]

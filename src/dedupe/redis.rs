@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, Cmd, RedisError};
+use redis::{Client, Cmd, RedisError, TlsCertificates};
 
 use super::store::{ClaimState, StoreError};
 use crate::metrics as m;
@@ -72,12 +72,28 @@ pub struct RedisStore {
 }
 
 impl RedisStore {
-    /// A client of `url` (`redis://[:password@]host:port[/db]` or `rediss://…`). Connects in the
-    /// background: until the first PING answers, `readiness()` says why not. Must be called on
-    /// the server's tokio runtime (the connection and the ping task live there).
+    /// A client of `url` (`redis://[user:password@]host:port[/db]` or `rediss://…`). Connects in
+    /// the background: until the first PING answers, `readiness()` says why not. Must be called
+    /// on the server's tokio runtime (the connection and the ping task live there).
     pub fn connect(url: &str, redacted_url: String) -> Result<Arc<RedisStore>, StoreError> {
-        let client = Client::open(url)
-            .map_err(|e| StoreError::Unavailable(format!("dedupe.store = {redacted_url}: {:?}", e.kind())))?;
+        RedisStore::connect_with_ca(url, redacted_url, None)
+    }
+
+    /// [`connect`](Self::connect), trusting only the CA(s) in `ca_file` (`dedupe.ca_file`) for a
+    /// `rediss://` store when given.
+    pub fn connect_with_ca(
+        url: &str,
+        redacted_url: String,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Arc<RedisStore>, StoreError> {
+        let client = match ca_file {
+            None => Client::open(url),
+            Some(path) => {
+                let pem = super::config::read_ca_file(path).map_err(StoreError::Unavailable)?;
+                Client::build_with_tls(url, TlsCertificates { client_tls: None, root_cert: Some(pem) })
+            }
+        }
+        .map_err(|e| StoreError::Unavailable(format!("dedupe.store = {redacted_url}: {}", describe(&e))))?;
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
             .set_connection_timeout(Some(RESPONSE_TIMEOUT))
@@ -333,7 +349,17 @@ fn describe(e: &RedisError) -> String {
     } else if e.is_timeout() {
         text.push_str(": timed out");
     } else if e.is_io_error() {
-        text.push_str(": connection failed");
+        // The I/O error's own words, and whether it is the TLS handshake (rustls: "invalid peer
+        // certificate: UnknownIssuer", "received fatal alert: …").
+        match std::error::Error::source(e).map(ToString::to_string) {
+            Some(io) => {
+                let lower = io.to_ascii_lowercase();
+                let tls = ["certificate", "tls", "handshake", "alert"].iter().any(|w| lower.contains(w));
+                text.push_str(if tls { ": TLS handshake failed: " } else { ": connection failed: " });
+                text.push_str(&io);
+            }
+            None => text.push_str(": connection failed"),
+        }
     }
     text
 }

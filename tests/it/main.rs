@@ -13,6 +13,7 @@ mod e2e;
 mod hostile;
 mod http;
 mod kafka;
+mod kafka_security;
 mod lifecycle;
 mod operations;
 mod oracle;

@@ -19,7 +19,7 @@ use tokio::sync::mpsc::error::TryRecvError;
 use super::KafkaSinkStats;
 use super::claims::{write_committed, write_offsets};
 use super::config::KafkaConfig;
-use super::error::{ErrorClass, classify, describe};
+use super::error::{ErrorClass, classify};
 use super::pending::Pending;
 use super::producer::{self, CommitEnd, Landed, OutRecord, Refusal, TxProducer, TxnOutcome};
 use super::readback::{OutcomeReader, ReadBack, ReadBackMode, Target};
@@ -267,7 +267,7 @@ impl GroupCommitter {
                 ProducerState::Created(p) => match p.init(call_timeout) {
                     Ok(()) => (ProducerState::Initialised(p), true),
                     Err(e) => {
-                        let detail = describe(&e);
+                        let detail = p.explain(&e);
                         self.not_ready(format!("init_transactions against {}: {detail}", self.cfg.brokers));
                         if classify(&e) == ErrorClass::Fatal {
                             metrics::counter!(m::KAFKA_PRODUCER_REBUILDS, "reason" => "init").increment(1);
@@ -313,7 +313,8 @@ impl GroupCommitter {
     async fn check_topics(&self, p: &TxProducer) -> Result<(), String> {
         let topics = self.cfg.all_topics();
         let timeout = self.cfg.call_timeout();
-        let missing = p.missing_topics(&topics, timeout).map_err(|e| format!("checking topics: {e}"))?;
+        let missing =
+            p.missing_topics(&topics, timeout).map_err(|e| format!("checking topics: {}", p.explain(&e)))?;
         if missing.is_empty() {
             return Ok(());
         }

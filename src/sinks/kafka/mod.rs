@@ -8,6 +8,7 @@
 //! - `claims`: the committer's writes to the shared dedupe store (offsets, committed states).
 //! - [`readback`]: reading an offset back `read_committed` (unknown outcomes), and the start-up
 //!   probe of whether the broker hides aborted records.
+//! - `context`: the producer's librdkafka context, keeping the last broker error (TLS, SASL) for readiness.
 //! - [`error`]: retriable / abortable / fatal, decided in one place.
 //!
 //! `publish` answers `Ok` only after the transaction holding the event committed. See docs/kafka.md.
@@ -15,6 +16,7 @@
 mod claims;
 mod committer;
 pub mod config;
+mod context;
 pub mod error;
 mod pending;
 pub mod producer;
@@ -84,7 +86,7 @@ impl KafkaSink {
         let store = match &dedupe.store {
             DedupeStore::Memory => None,
             DedupeStore::Redis(url) => Some(
-                RedisStore::connect(url, dedupe.store.redacted())
+                RedisStore::connect_with_ca(url, dedupe.store.redacted(), dedupe.ca_file.as_deref())
                     .map_err(|e| KafkaSinkError::Config(e.to_string()))?,
             ),
         };

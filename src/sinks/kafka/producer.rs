@@ -19,6 +19,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 use super::config::KafkaConfig;
+use super::context::{BrokerErrors, with_broker_error};
 use super::error::{ErrorClass, classify, describe, record_refusal};
 use crate::contract::ValidEvent;
 use crate::metrics as m;
@@ -225,7 +226,9 @@ pub fn max_record_bytes(cfg: &KafkaConfig) -> usize {
 
 /// The process's transactional producer.
 pub struct TxProducer {
-    inner: FutureProducer,
+    inner: FutureProducer<BrokerErrors>,
+    /// What librdkafka's error callback last reported (shared with the producer's context).
+    broker_errors: BrokerErrors,
     /// Bound on each blocking call and on a batch's deliveries.
     call_timeout: Duration,
 }
@@ -234,14 +237,21 @@ impl TxProducer {
     /// Creates the client for `transactional_id` (no network yet: librdkafka connects in the
     /// background).
     pub fn new(cfg: &KafkaConfig, transactional_id: &str) -> Result<TxProducer, KafkaError> {
-        let inner: FutureProducer = producer_config(cfg, transactional_id).create()?;
-        Ok(TxProducer { inner, call_timeout: cfg.call_timeout() })
+        let broker_errors = BrokerErrors::default();
+        let inner = producer_config(cfg, transactional_id).create_with_context(broker_errors.clone())?;
+        Ok(TxProducer { inner, broker_errors, call_timeout: cfg.call_timeout() })
     }
 
     /// Registers the transactional id with its coordinator (fencing any older producer using it
     /// and aborting its open transaction). Blocks up to `timeout`.
     pub fn init(&self, timeout: Duration) -> Result<(), KafkaError> {
         self.inner.init_transactions(timeout)
+    }
+
+    /// `e` in words, followed by the last broker error (TLS, SASL) librdkafka reported meanwhile:
+    /// a call waiting for an unreachable broker fails only with a timeout.
+    pub fn explain(&self, e: &KafkaError) -> String {
+        with_broker_error(describe(e), &self.broker_errors)
     }
 
     /// Which of `topics` the cluster does not have. Blocks up to `timeout` per topic.

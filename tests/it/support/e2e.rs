@@ -49,7 +49,8 @@ pub struct ServiceOptions {
     /// `--log-format` (env `CXONE_INGEST_LOG_FORMAT`): `json`, which the tests parse, unless a
     /// test reads the human format.
     pub log_format: &'static str,
-    /// More environment variables of the child (a test hook, say).
+    /// More environment variables of the child (set last): a test hook, or
+    /// `CXONE_INGEST_KAFKA_SASL_PASSWORD`, say.
     pub extra_env: Vec<(&'static str, String)>,
 }
 

@@ -45,7 +45,19 @@ pub fn kafka_read_committed(
     want: usize,
     timeout: Duration,
 ) -> Vec<KafkaRecord> {
-    kafka_read(brokers, topic, partitions, want, timeout, "read_committed")
+    kafka_read(brokers, &[], topic, partitions, want, timeout, "read_committed")
+}
+
+/// [`kafka_read_committed`] with more client settings (`security.protocol`, `ssl.ca.location`).
+pub fn kafka_read_committed_with(
+    brokers: &str,
+    client: &[(&str, &str)],
+    topic: &str,
+    partitions: i32,
+    want: usize,
+    timeout: Duration,
+) -> Vec<KafkaRecord> {
+    kafka_read(brokers, client, topic, partitions, want, timeout, "read_committed")
 }
 
 /// Like [`kafka_read_committed`] with `read_uncommitted`: also the records behind a last stable
@@ -57,25 +69,29 @@ pub fn kafka_read_uncommitted(
     want: usize,
     timeout: Duration,
 ) -> Vec<KafkaRecord> {
-    kafka_read(brokers, topic, partitions, want, timeout, "read_uncommitted")
+    kafka_read(brokers, &[], topic, partitions, want, timeout, "read_uncommitted")
 }
 
 fn kafka_read(
     brokers: &str,
+    client: &[(&str, &str)],
     topic: &str,
     partitions: i32,
     want: usize,
     timeout: Duration,
     isolation: &str,
 ) -> Vec<KafkaRecord> {
-    let consumer: BaseConsumer = ClientConfig::new()
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", brokers)
         .set("group.id", unique("kafka-test-reader")) // required by librdkafka; never joined
         .set("enable.auto.commit", "false")
         .set("isolation.level", isolation)
-        .set("enable.partition.eof", "true")
-        .create()
-        .expect("consumer");
+        .set("enable.partition.eof", "true");
+    for (key, value) in client {
+        config.set(*key, *value);
+    }
+    let consumer: BaseConsumer = config.create().expect("consumer");
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
         tpl.add_partition_offset(topic, p, Offset::Beginning).expect("partition offset");
@@ -129,7 +145,8 @@ fn kafka_read(
 /// records: tansu shows it to `read_committed` readers, so the readers of these tests skip it, as
 /// a downstream consumer of such a broker would (docs/kafka.md).
 fn is_probe(m: &rdkafka::message::BorrowedMessage<'_>) -> bool {
-    m.headers().is_some_and(|hs| hs.iter().any(|h| h.key == cxone_ingest::sinks::kafka::readback::PROBE_HEADER))
+    m.headers()
+        .is_some_and(|hs| hs.iter().any(|h| h.key == cxone_ingest::sinks::kafka::readback::PROBE_HEADER))
 }
 
 /// Records grouped by their `request_id` header (exactly-once checks: each should hold one).
@@ -191,6 +208,8 @@ pub fn tansu_bin() -> PathBuf {
 /// A tansu broker (memory storage) of one test, on a port of its own; killed on drop.
 pub struct PrivateTansu {
     pub port: u16,
+    /// What it tells clients in metadata (`--advertised-listener-url`); its own port when `None`.
+    advertised: Option<String>,
     child: Option<std::process::Child>,
 }
 
@@ -199,7 +218,14 @@ impl PrivateTansu {
     pub fn on_free_port() -> PrivateTansu {
         let port =
             std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-        PrivateTansu { port, child: None }
+        PrivateTansu { port, advertised: None, child: None }
+    }
+
+    /// Advertises `url` (`tcp://127.0.0.1:PORT`) to clients instead of its own port: the address
+    /// of a front such as a TLS terminator, which clients must come back through.
+    pub fn advertising(mut self, url: String) -> PrivateTansu {
+        self.advertised = Some(url);
+        self
     }
 
     pub fn brokers(&self) -> String {
@@ -210,8 +236,9 @@ impl PrivateTansu {
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "already running");
         let url = format!("tcp://127.0.0.1:{}", self.port);
+        let advertised = self.advertised.clone().unwrap_or_else(|| url.clone());
         let child = std::process::Command::new(tansu_bin())
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &advertised])
             .args(["--storage-engine", "memory://tansu/"])
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())

@@ -6,6 +6,7 @@
 //! - [`oracle`]: a topic's raw log, each record classified committed / aborted / open by its marker;
 //! - [`accounting`]: the exactly-once judgement of what senders were answered against that log;
 //! - [`prometheus`]: a private Prometheus server scraping one service, with the shipped rules;
+//! - [`secure`]: private servers requiring TLS or a login (test CA, stunnel, SASL tansu, TLS redis);
 //! - [`doubles`]: the one fake sink (both sink traits) and in-process app state for `http::routes`;
 //! - here: polling with a deadline, raw HTTP answer parsing, unique names, the one signing helper.
 #![allow(dead_code)]
@@ -17,6 +18,7 @@ pub mod kafka;
 pub mod oracle;
 pub mod prometheus;
 pub mod redis;
+pub mod secure;
 pub mod stack;
 
 pub use accounting::*;

@@ -71,6 +71,10 @@ Where mounted secrets live inside the container.
 {{- printf "%s/%s" .Values.kafka.caCertificate.mountPath .Values.kafka.caCertificate.key }}
 {{- end }}
 
+{{- define "cxone-ingest.dedupeCaPath" -}}
+{{- printf "%s/%s" .Values.dedupe.caCertificate.mountPath .Values.dedupe.caCertificate.key }}
+{{- end }}
+
 {{/*
 Listener addresses: an IPv6 host goes in brackets.
 */}}
@@ -159,6 +163,9 @@ to use instead. Secrets never go through `config` (values end up in a ConfigMap)
 {{- end }}
 {{- if .Values.kafka.caCertificate.existingSecret }}
 {{- $_ = set $client "ssl.ca.location" (include "cxone-ingest.kafkaCaPath" .) }}
+{{- if and (not .Values.kafka.sasl.enabled) (not (hasKey $client "security.protocol")) }}
+{{- $_ = set $client "security.protocol" "SSL" }}
+{{- end }}
 {{- end }}
 {{- if $client }}
 {{- $_ = set $kafka "client" $client }}
@@ -180,6 +187,16 @@ to use instead. Secrets never go through `config` (values end up in a ConfigMap)
 {{- end }}
 {{- if and (hasKey $dedupe "store") (not (eq (toString $dedupe.store) "memory")) }}
 {{- fail "config.dedupe.store names a Redis URL, which may hold a password and would end up in a ConfigMap: put the URL in a Secret and set dedupe.existingSecret (and dedupe.key)" }}
+{{- end }}
+{{- if .Values.dedupe.caCertificate.existingSecret }}
+{{- if not .Values.dedupe.existingSecret }}
+{{- fail "dedupe.caCertificate is for a rediss:// store: set dedupe.existingSecret (the Secret holding the rediss:// URL) too" }}
+{{- end }}
+{{- if hasKey $dedupe "ca_file" }}
+{{- fail "config.dedupe.ca_file is set by the chart from dedupe.caCertificate: drop it from config" }}
+{{- end }}
+{{- $_ = set $dedupe "ca_file" (include "cxone-ingest.dedupeCaPath" .) }}
+{{- $_ = set $cfg "dedupe" $dedupe }}
 {{- end }}
 {{- toJson $cfg }}
 {{- end }}

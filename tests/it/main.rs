@@ -15,4 +15,5 @@ mod kafka;
 mod lifecycle;
 mod operations;
 mod replicas;
+mod sources;
 mod stack;

@@ -154,6 +154,7 @@ impl DeadLetterSink for S3DeadLetterSink {
             received_at: letter.received_at,
             reason,
             schema: record.schema.as_ref().map_or_else(|| "none".to_owned(), |schema| schema.id.clone()),
+            prefix: letter.origin.dead_letter_prefix.clone(),
             deadline,
             enqueued_at: Instant::now(),
             reply,

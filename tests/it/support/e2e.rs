@@ -48,6 +48,8 @@ pub struct ServiceOptions {
     /// `--log-format` (env `CXONE_INGEST_LOG_FORMAT`): `json`, which the tests parse, unless a
     /// test reads the human format.
     pub log_format: &'static str,
+    /// TOML appended to the config file as is, after the sections (e.g. `[[sources]]` tables).
+    pub extra_toml: String,
 }
 
 impl ServiceOptions {
@@ -67,6 +69,7 @@ impl ServiceOptions {
             s3_endpoint: None,
             extra_config: Vec::new(),
             log_format: "json",
+            extra_toml: String::new(),
         }
     }
 }
@@ -133,8 +136,9 @@ impl Service {
                 None => sections.push((section, vec![line.clone()])),
             }
         }
-        let config: String =
+        let mut config: String =
             sections.iter().map(|(name, lines)| format!("[{name}]\n{}\n", lines.join("\n"))).collect();
+        config.push_str(&options.extra_toml);
         std::fs::write(&config_path, config).expect("write config");
         let log_path = dir.path().join("serve.log");
         let log = std::fs::File::create(&log_path).expect("log file");

@@ -97,6 +97,9 @@ async fn start_with_sources(name: &str, sources: String, tweak: impl FnOnce(&mut
     Service::start_ready(options).await
 }
 
+/// A request a source must refuse: the source's index, what is wrong, the request's headers.
+type Refusal<'a> = (usize, &'a str, Vec<(&'a str, String)>);
+
 /// Two sources, each with its own credential, topic and prefix: valid events land in the source's
 /// own topic, dead letters under its own prefix with its name; each one's credential is refused
 /// (401, nothing stored) on the other's path.
@@ -173,7 +176,7 @@ credentials = ["{WEST_PAIR}"]
     {
         let records = e2e_read_topic(&brokers, topic, 1).await;
         let keys: Vec<_> = records.iter().map(|r| r.key.clone().unwrap_or_default()).collect();
-        assert_eq!(keys, [id.clone()], "topic {topic} holds exactly its source's event");
+        assert_eq!(keys, std::slice::from_ref(id), "topic {topic} holds exactly its source's event");
         let letters = e2e_dead_letters(prefix).await;
         assert_eq!(letters.len(), 1, "one dead letter under {prefix}");
         assert_eq!(letters[0].record["source"], source);
@@ -268,7 +271,7 @@ async fn each_auth_mode_accepts_its_credential_and_refuses_every_other() {
         bearer(&es(json!({"exp": exp, "aud": "bu-es"}))),
     ];
     let wrong_secret = "x".repeat(40);
-    let refusals: Vec<(usize, &str, Vec<(&str, String)>)> = vec![
+    let refusals: Vec<Refusal> = vec![
         (0, "missing", vec![]),
         (0, "wrong token", bearer(&wrong_secret)),
         (0, "basic's pair", vec![("authorization", basic(WEST_PAIR))]),

@@ -54,7 +54,7 @@ fn hs256(claims: Value) -> String {
 }
 
 fn fixture(name: &str) -> String {
-    let path = format!("{}/fixtures/jwt/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/tests/it/support/jwt/{name}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 

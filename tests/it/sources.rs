@@ -92,6 +92,8 @@ async fn assert_refused(service: &Service, what: &str, path: &str, headers: &[(&
 async fn start_with_sources(name: &str, sources: String, tweak: impl FnOnce(&mut ServiceOptions)) -> Service {
     let brokers = stack_kafka_brokers();
     let mut options = ServiceOptions::new(name, &brokers);
+    // `kafka.topic` must exist too (every configured topic is checked before the service is ready).
+    stack_create_topic(&brokers, &options.topic, 1).await;
     options.extra_toml = sources;
     tweak(&mut options);
     Service::start_ready(options).await

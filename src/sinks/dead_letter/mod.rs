@@ -167,6 +167,7 @@ impl DeadLetterSink for S3DeadLetterSink {
             Ok(stored) => tracing::info!(
                 request_id = %letter.request_id,
                 trace_id = %letter.trace.trace_id_hex(),
+                source = %letter.origin.source,
                 reason,
                 bucket = %stored.bucket,
                 key = %stored.key,
@@ -176,6 +177,7 @@ impl DeadLetterSink for S3DeadLetterSink {
             Err(error) => tracing::warn!(
                 request_id = %letter.request_id,
                 trace_id = %letter.trace.trace_id_hex(),
+                source = %letter.origin.source,
                 reason,
                 bucket = %self.bucket(),
                 error = %error,

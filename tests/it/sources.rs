@@ -487,7 +487,7 @@ bearer_tokens = ["{NICE_TOKEN}"]
     );
     let service = start_with_sources("src-flood", sources, |options| {
         options.extra_config.push(("server", "max_unverified_bodies = 8".to_owned()));
-        options.extra_config.push(("server", "max_in_flight = 8".to_owned()));
+        options.max_in_flight = 8;
         options.extra_config.push(("server", "body_read_timeout_ms = 8000".to_owned()));
     })
     .await;

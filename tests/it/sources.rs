@@ -93,7 +93,7 @@ async fn start_with_sources(name: &str, sources: String, tweak: impl FnOnce(&mut
     let brokers = stack_kafka_brokers();
     let mut options = ServiceOptions::new(name, &brokers);
     // `kafka.topic` must exist too (every configured topic is checked before the service is ready).
-    stack_create_topic(&brokers, &options.topic, 1).await;
+    stack_create_topic(&brokers, &options.topic, 3).await;
     options.extra_toml = sources;
     tweak(&mut options);
     Service::start_ready(options).await
@@ -109,8 +109,8 @@ type Refusal<'a> = (usize, &'a str, Vec<(&'a str, String)>);
 async fn two_sources_each_publish_to_their_own_topic_and_prefix() {
     let brokers = stack_kafka_brokers();
     let (east, west) = (names("src-east"), names("src-west"));
-    stack_create_topic(&brokers, &east.topic, 1).await;
-    stack_create_topic(&brokers, &west.topic, 1).await;
+    stack_create_topic(&brokers, &east.topic, 3).await;
+    stack_create_topic(&brokers, &west.topic, 3).await;
     let sources = format!(
         r#"
 [[sources]]
@@ -233,7 +233,7 @@ async fn each_auth_mode_accepts_its_credential_and_refuses_every_other() {
     let modes = ["bearer", "basic", "jwt", "rs", "es"];
     let all: Vec<Names> = modes.iter().map(|mode| names(&format!("src-{mode}"))).collect();
     for names in &all {
-        stack_create_topic(&brokers, &names.topic, 1).await;
+        stack_create_topic(&brokers, &names.topic, 3).await;
     }
     let table = |index: usize, check: &str| {
         let names = &all[index];
@@ -372,7 +372,7 @@ async fn each_auth_mode_accepts_its_credential_and_refuses_every_other() {
 async fn nice_webhook_preset_passes_signed_requests_and_refuses_stale_or_changed_ones() {
     let brokers = stack_kafka_brokers();
     let nice = names("src-nice");
-    stack_create_topic(&brokers, &nice.topic, 1).await;
+    stack_create_topic(&brokers, &nice.topic, 3).await;
     let sources = format!(
         r#"
 [[sources]]
@@ -464,7 +464,8 @@ bearer_tokens = ["{NICE_TOKEN}"]
 async fn a_slow_flood_to_one_source_leaves_the_other_answering() {
     let brokers = stack_kafka_brokers();
     let (flooded, calm) = (names("src-flooded"), names("src-calm"));
-    stack_create_topic(&brokers, &calm.topic, 1).await;
+    stack_create_topic(&brokers, &flooded.topic, 3).await;
+    stack_create_topic(&brokers, &calm.topic, 3).await;
     let sources = format!(
         r#"
 [[sources]]
@@ -531,7 +532,7 @@ bearer_tokens = ["{NICE_TOKEN}"]
 async fn answers_stay_within_32_kib_whatever_the_payload() {
     let brokers = stack_kafka_brokers();
     let options = ServiceOptions::new("src-answers", &brokers);
-    stack_create_topic(&brokers, &options.topic, 1).await;
+    stack_create_topic(&brokers, &options.topic, 3).await;
     let prefix = options.s3_prefix.clone();
     let service = Service::start_ready(options).await;
     let with_keys = |count: usize, key: &dyn Fn(usize) -> String| {
@@ -593,7 +594,7 @@ async fn answers_stay_within_32_kib_whatever_the_payload() {
 async fn credential_files_are_reloaded_and_a_bad_file_keeps_the_old_ones() {
     let brokers = stack_kafka_brokers();
     let rotating = names("src-rotate");
-    stack_create_topic(&brokers, &rotating.topic, 1).await;
+    stack_create_topic(&brokers, &rotating.topic, 3).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let token_file = dir.path().join("token");
     let (old, new) = ("old-rotating-token-0123456789abcdef-00", "new-rotating-token-0123456789abcdef-11");

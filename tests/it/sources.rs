@@ -761,3 +761,66 @@ fn the_commented_sources_example_parses() {
             .all(|s| s.signature.is_some() || s.bearer.is_some() || s.basic.is_some() || s.jwt.is_some())
     );
 }
+
+/// A flood of deliveries held in the sink (Kafka not answering) to one source takes only that
+/// source's share of `max_in_flight`: the other source's deliveries are still admitted at once.
+#[tokio::test]
+async fn deliveries_held_by_a_slow_sink_take_only_their_sources_share_of_in_flight() {
+    let mut config = Config::from_toml(&format!(
+        "[server]\nmax_in_flight = 4\n\
+         [[sources]]\nname = \"held\"\npath = \"/in/held\"\n[sources.bearer]\nbearer_tokens = [\"{EAST_TOKEN}\"]\n\
+         [[sources]]\nname = \"free\"\npath = \"/in/free\"\n[sources.bearer]\nbearer_tokens = [\"{NICE_TOKEN}\"]\n"
+    ))
+    .expect("config");
+    config.server.listen = "127.0.0.1:0".parse().expect("addr");
+    config.server.admin_listen = "127.0.0.1:0".parse().expect("addr");
+    // Valid events wait at the gate (a Kafka that does not answer); dead letters are stored at once.
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let events = FakeSink::new(Mode::Gated(gate.clone()));
+    let routes = cxone_ingest::http::routes(app_state(&config, events.clone(), FakeSink::new(Mode::Ok)));
+    let post = |path: &'static str, token: &'static str, body: String| {
+        warp::test::request()
+            .method("POST")
+            .path(path)
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {token}"))
+            .body(body)
+    };
+
+    // Four deliveries to the held source, the whole bound: two take its share (4 / 2 sources) and
+    // wait in the sink, the other two are told to retry at once.
+    let (mut held, mut refused) = (Vec::new(), 0);
+    for _ in 0..4 {
+        let before = events.counts().0;
+        let request = post("/in/held", EAST_TOKEN, e2e_valid_body(&unique("held")));
+        let task = {
+            let routes = routes.clone();
+            tokio::spawn(async move { request.reply(&routes).await })
+        };
+        let entered = poll_until(Duration::from_secs(10), || {
+            let (n, done) = (events.counts().0, task.is_finished());
+            async move { if n > before { Some(true) } else { done.then_some(false) } }
+        })
+        .await
+        .expect("the delivery neither reached the sink nor was answered");
+        if entered {
+            held.push(task);
+        } else {
+            let answer = task.await.expect("refused request");
+            assert_eq!(answer.status(), 503, "{:?}", answer.body());
+            refused += 1;
+        }
+    }
+    assert_eq!((held.len(), refused), (2, 2), "the held source took more than its share");
+
+    // The other source still has its own slots: its delivery is checked and answered.
+    let started = Instant::now();
+    let free = post("/in/free", NICE_TOKEN, e2e_invalid_body(&unique("free"))).reply(&routes).await;
+    assert_eq!(free.status(), 200, "the free source was starved: {:?}", free.body());
+    assert!(started.elapsed() < Duration::from_secs(2), "answered after {:?}", started.elapsed());
+
+    gate.add_permits(2);
+    for request in held {
+        assert_eq!(request.await.expect("held request").status(), 200);
+    }
+}

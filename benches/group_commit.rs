@@ -37,6 +37,7 @@ fn waiting_events(n: usize) -> Vec<EventRecord> {
                 event,
                 replayed_from: None,
                 trace: cxone_ingest::trace::TraceContext::start(),
+                origin: Default::default(),
             }
         })
         .collect()

@@ -125,6 +125,7 @@ fn dead_letter(c: &mut Criterion) {
         rejection: *rejection,
         request_id_from_sender: false,
         trace: cxone_ingest::trace::TraceContext::start(),
+        origin: Default::default(),
     };
     let mut group = c.benchmark_group("dead_letter");
     group.throughput(Throughput::Elements(1));

@@ -43,5 +43,6 @@ pub mod pipeline;
 pub mod replay;
 pub mod shutdown;
 pub mod sinks;
+pub mod sources;
 pub mod telemetry;
 pub mod trace;

@@ -42,6 +42,19 @@ pub const UNVERIFIED_BODIES: &str = "cxone_ingest_unverified_bodies";
 pub const SIGNATURE_FAILURES: &str = "cxone_ingest_signature_failures_total";
 /// Webhook requests whose signature passed, by `key_index` (which secret of the rotation list matched).
 pub const SIGNATURES_VERIFIED: &str = "cxone_ingest_signatures_verified_total";
+/// Webhook requests answered, by `source` (a `[[sources]]` name, or `default`) and `outcome`.
+pub const SOURCE_REQUESTS: &str = "cxone_ingest_source_requests_total";
+/// Webhook requests refused with 401, by `source`, `check` (`signature`, `bearer`, `basic`,
+/// `jwt`) and `reason` (`missing`, `repeated`, `malformed`, `mismatch`, `expired`,
+/// `not_yet_valid`, `issuer`, `audience`, `algorithm`, `claims`, the signature's `timestamp_*`).
+pub const AUTH_FAILURES: &str = "cxone_ingest_auth_failures_total";
+/// Credential files re-read and put in force after they changed, by `source`.
+pub const CREDENTIAL_RELOADS: &str = "cxone_ingest_credential_reloads_total";
+/// Credential files that changed but could not be used (unreadable, empty, too short, shared with
+/// another source), by `source`: the previous credentials stay in force.
+pub const CREDENTIAL_RELOAD_FAILURES: &str = "cxone_ingest_credential_reload_failures_total";
+/// Webhook answers shortened to fit the 32 KiB answer bound (the dead letter keeps every detail).
+pub const ANSWERS_TRUNCATED: &str = "cxone_ingest_answers_truncated_total";
 /// Validation errors found in payloads, by `schema` (its `$id`), `keyword` and `schema_path`.
 pub const VALIDATION_ERRORS: &str = "cxone_ingest_validation_errors_total";
 /// Open connections per listener, by `listener` (`public`, `admin`).

@@ -19,7 +19,7 @@ use tokio::sync::Semaphore;
 use crate::contract::{Checked, Contract, FieldError, Reason, Rejection, SchemaRef, ValidEvent};
 use crate::metrics as m;
 use crate::sinks::{
-    Committed, DeadLetter, DeadLetterSink, EventRecord, EventSink, Readiness, SinkError, Stored,
+    Committed, DeadLetter, DeadLetterSink, EventRecord, EventSink, Origin, Readiness, SinkError, Stored,
 };
 use crate::trace::TraceContext;
 
@@ -53,6 +53,10 @@ pub struct Delivery {
     pub headers: Vec<(String, String)>,
     /// Where this delivery sits in a distributed trace; carried into Kafka and the dead letter.
     pub trace: TraceContext,
+    /// The source it came in through (topic, dead-letter prefix) and the sender's delivery metadata.
+    pub origin: Origin,
+    /// The contract the source's payloads are judged by; `None`: the pipeline's.
+    pub contract: Option<&'static Contract>,
 }
 
 /// Why a delivery must be sent again.
@@ -116,29 +120,96 @@ impl Outcome {
         }
     }
 
-    /// The JSON answer body (see docs/server.md, "Response contract").
+    /// The JSON answer body (see docs/server.md, "Response contract"): at most
+    /// [`MAX_ANSWER_BYTES`] whatever the payload. An answer that would be longer has its long texts
+    /// shortened and as many errors as fit, and says `answer_truncated` (the dead letter keeps
+    /// every detail).
     pub fn response_json(&self, request_id: &str) -> Vec<u8> {
+        let full = self.render(request_id, None);
+        if full.len() <= MAX_ANSWER_BYTES {
+            return full;
+        }
+        m::count(m::ANSWERS_TRUNCATED, &[], 1);
+        let shortened = self.shortened(request_id);
+        if shortened.len() <= MAX_ANSWER_BYTES {
+            return shortened;
+        }
+        // Unreachable with the bounds above; never send more than the sender reads.
+        serde_json::to_vec(&AnswerBody::Retry { request_id, reason: self.label(), retry_after_secs: 0 })
+            .unwrap_or_default()
+    }
+
+    /// The answer with every sender-chosen text cut to [`SHORTENED_TEXT_CHARS`] and the errors
+    /// that fit.
+    fn shortened(&self, request_id: &str) -> Vec<u8> {
+        let correlation_id = match self {
+            Outcome::Published { correlation_id, .. } => Some(correlation_id.as_str()),
+            Outcome::DeadLettered { correlation_id, .. } => correlation_id.as_deref(),
+            Outcome::Retry { .. } | Outcome::Overloaded { .. } => None,
+        }
+        .map(|id| shorten_text(id, SHORTENED_TEXT_CHARS));
+        let Outcome::DeadLettered { errors, .. } = self else {
+            return self.render(request_id, Some(Shortened { correlation_id, errors: Vec::new() }));
+        };
+        let empty = self.render(
+            request_id,
+            Some(Shortened { correlation_id: correlation_id.clone(), errors: Vec::new() }),
+        );
+        // Each error costs its JSON and a comma; keep the first ones that fit (with room to spare).
+        let mut room = MAX_ANSWER_BYTES.saturating_sub(empty.len() + 64);
+        let mut kept = Vec::new();
+        for error in errors {
+            let error = FieldError {
+                instance_path: shorten_text(&error.instance_path, SHORTENED_TEXT_CHARS),
+                schema_path: shorten_text(&error.schema_path, SHORTENED_TEXT_CHARS),
+                keyword: shorten_text(&error.keyword, SHORTENED_TEXT_CHARS),
+                message: shorten_text(&error.message, SHORTENED_TEXT_CHARS),
+            };
+            let cost = serde_json::to_vec(&error).map_or(usize::MAX, |json| json.len() + 1);
+            if cost > room {
+                break;
+            }
+            room -= cost;
+            kept.push(error);
+        }
+        self.render(request_id, Some(Shortened { correlation_id, errors: kept }))
+    }
+
+    /// Serializes the answer, with `shortened` texts and errors in place of the outcome's own.
+    fn render(&self, request_id: &str, shortened: Option<Shortened>) -> Vec<u8> {
+        let answer_truncated = shortened.is_some();
+        let short = shortened.unwrap_or_default();
         let body = match self {
             Outcome::Published { event_type, correlation_id, committed } => AnswerBody::Published {
                 request_id,
-                correlation_id,
+                correlation_id: match &short.correlation_id {
+                    Some(id) if answer_truncated => id.as_str(),
+                    _ => correlation_id.as_str(),
+                },
                 event: event_type,
                 topic: &committed.topic,
                 partition: committed.partition,
                 offset: committed.offset,
                 duplicate_of: committed.duplicate_of.as_deref(),
+                answer_truncated,
             },
             Outcome::DeadLettered { reason, schema, correlation_id, errors, error_count, stored } => {
+                let errors: &[FieldError] = if answer_truncated { &short.errors } else { errors };
                 AnswerBody::DeadLettered {
                     request_id,
                     key: &stored.key,
                     line: stored.line,
                     reason: *reason,
-                    correlation_id: correlation_id.as_deref(),
+                    correlation_id: if answer_truncated {
+                        short.correlation_id.as_deref()
+                    } else {
+                        correlation_id.as_deref()
+                    },
                     schema: schema.as_ref(),
                     errors,
                     error_count: *error_count,
                     errors_truncated: *error_count > errors.len(),
+                    answer_truncated,
                 }
             }
             Outcome::Retry { retry_after, .. } | Outcome::Overloaded { retry_after } => AnswerBody::Retry {
@@ -149,6 +220,31 @@ impl Outcome {
         };
         serde_json::to_vec(&body).unwrap_or_else(|_| br#"{"status":"error"}"#.to_vec())
     }
+}
+
+/// Largest webhook answer body, in bytes: CXone Studio's REST API action reads at most 32 KB.
+pub const MAX_ANSWER_BYTES: usize = 32 * 1024;
+
+/// Longest sender-chosen text (a path, a message, a correlation id) in a shortened answer, in characters.
+const SHORTENED_TEXT_CHARS: usize = 120;
+
+/// What a shortened answer says instead of the outcome's own texts.
+#[derive(Default)]
+struct Shortened {
+    correlation_id: Option<String>,
+    errors: Vec<FieldError>,
+}
+
+/// `text` cut to `max` characters, ending in `…` when cut.
+fn shorten_text(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
+    }
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 /// The wire shape of [`Outcome::response_json`].
@@ -164,6 +260,9 @@ enum AnswerBody<'a> {
         offset: i64,
         #[serde(skip_serializing_if = "Option::is_none")]
         duplicate_of: Option<&'a str>,
+        /// Set when the answer had to be shortened to fit [`MAX_ANSWER_BYTES`].
+        #[serde(skip_serializing_if = "is_false")]
+        answer_truncated: bool,
     },
     DeadLettered {
         request_id: &'a str,
@@ -179,6 +278,9 @@ enum AnswerBody<'a> {
         errors: &'a [FieldError],
         error_count: usize,
         errors_truncated: bool,
+        /// Set when the answer had to be shortened to fit [`MAX_ANSWER_BYTES`].
+        #[serde(skip_serializing_if = "is_false")]
+        answer_truncated: bool,
     },
     Retry {
         request_id: &'a str,
@@ -256,12 +358,20 @@ impl Pipeline {
         let _admission = admission;
         let deadline = delivery.started + self.limits.deadline;
         let body_sha256: [u8; 32] = Sha256::digest(&delivery.body).into();
-        match self.contract.check(&delivery.body) {
-            Checked::Valid(event) => self.publish(delivery, body_sha256, event, deadline).await,
+        match self.contract_of(&delivery).check(&delivery.body) {
+            Checked::Valid(event) => match event_type_mismatch(&delivery, &event) {
+                Some(rejection) => self.dead_letter(delivery, body_sha256, rejection, deadline).await,
+                None => self.publish(delivery, body_sha256, event, deadline).await,
+            },
             Checked::Invalid(rejection) => {
                 self.dead_letter(delivery, body_sha256, *rejection, deadline).await
             }
         }
+    }
+
+    /// The contract `delivery` is judged by: its source's, else the pipeline's.
+    fn contract_of(&self, delivery: &Delivery) -> &'static Contract {
+        delivery.contract.unwrap_or(self.contract)
     }
 
     async fn publish(
@@ -280,6 +390,7 @@ impl Pipeline {
             event,
             replayed_from: None,
             trace: delivery.trace.clone(),
+            origin: delivery.origin.clone(),
         };
         let write = self.events.publish(record, deadline);
         match self.within_deadline(deadline, write).await {
@@ -290,7 +401,7 @@ impl Pipeline {
                     reason, %detail, "kafka refused the event: dead-lettering it");
                 // The verdict is judged again for its schema and coercions (the check is
                 // deterministic): rare here, rather than a copy kept on every valid event's path.
-                let (schema, coercions) = match self.contract.check(&delivery.body) {
+                let (schema, coercions) = match self.contract_of(&delivery).check(&delivery.body) {
                     Checked::Valid(event) => (Some(SchemaRef::clone(&event.schema)), event.coercions),
                     Checked::Invalid(_) => (None, Vec::new()),
                 };
@@ -338,6 +449,7 @@ impl Pipeline {
             rejection,
             error_count,
             trace: delivery.trace,
+            origin: delivery.origin,
         };
         let write = self.dead_letters.store(letter, deadline);
         match self.within_deadline(deadline, write).await {
@@ -408,6 +520,32 @@ impl Pipeline {
     }
 }
 
+/// A valid payload whose `event` is not the event type the sender declared in its delivery header:
+/// a rejection of its own (the sender or its configuration is confused; nothing is published).
+fn event_type_mismatch(delivery: &Delivery, event: &ValidEvent) -> Option<Rejection> {
+    let declared = delivery.origin.sender_event_type.as_deref()?;
+    if declared == &*event.event_type {
+        return None;
+    }
+    Some(Rejection {
+        reason: Reason::EventTypeMismatch,
+        schema: Some(SchemaRef::clone(&event.schema)),
+        errors: vec![FieldError {
+            instance_path: "/event".to_owned(),
+            schema_path: String::new(),
+            keyword: "event_type_header".to_owned(),
+            message: format!(
+                "the delivery's event-type header says {declared:?} but the payload's event is {:?}: \
+                 send the header that matches the body (or none)",
+                &*event.event_type
+            ),
+        }],
+        coercions: event.coercions.clone(),
+        payload: serde_json::from_slice(&delivery.body).ok(),
+        correlation_id: Some(event.correlation_id.clone()),
+    })
+}
+
 /// Every in-flight slot is taken: answer with [`Pipeline::overloaded`].
 #[derive(Debug)]
 pub struct Overloaded;
@@ -441,5 +579,66 @@ fn count_validation_errors(rejection: &Rejection) {
             "schema_path" => schema_path.to_owned(),
         )
         .increment(count);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dead_lettered(errors: usize, text: &str) -> Outcome {
+        let error = FieldError {
+            instance_path: format!("/data/{text}"),
+            schema_path: "/properties/data/additionalProperties".to_owned(),
+            keyword: "additionalProperties".to_owned(),
+            message: format!("{text:?} was unexpected"),
+        };
+        Outcome::DeadLettered {
+            reason: Reason::SchemaValidation,
+            schema: None,
+            correlation_id: Some(text.to_owned()),
+            errors: vec![error; errors],
+            error_count: errors * 3,
+            stored: Stored { bucket: "b".to_owned(), key: "k".to_owned(), line: 1 },
+        }
+    }
+
+    #[test]
+    fn small_answers_are_untouched() {
+        let answer: serde_json::Value =
+            serde_json::from_slice(&dead_lettered(3, "short").response_json("r")).unwrap();
+        assert_eq!(answer["errors"].as_array().map(Vec::len), Some(3));
+        assert!(answer.get("answer_truncated").is_none());
+        assert_eq!(answer["correlation_id"], "short");
+    }
+
+    /// The worst cases: long texts, texts that grow sixfold when escaped, many errors.
+    #[test]
+    fn every_answer_fits_32_kib_and_says_when_it_was_shortened() {
+        for (errors, text) in [
+            (100, "k".repeat(8_000)),
+            (10_000, "k".repeat(10)),
+            (100, "\u{1}".repeat(100_000)),
+            (0, "c".repeat(1_000_000)),
+        ] {
+            let json = dead_lettered(errors, &text).response_json("r");
+            assert!(
+                json.len() <= MAX_ANSWER_BYTES,
+                "{errors} errors of {} chars: {} bytes",
+                text.len(),
+                json.len()
+            );
+            let answer: serde_json::Value = serde_json::from_slice(&json).unwrap();
+            assert_eq!(answer["answer_truncated"], true);
+            assert_eq!(answer["errors_truncated"], errors > 0);
+            assert!(
+                answer["correlation_id"]
+                    .as_str()
+                    .is_some_and(|id| id.chars().count() <= SHORTENED_TEXT_CHARS + 1)
+            );
+            if errors > 0 {
+                assert!(!answer["errors"].as_array().unwrap().is_empty(), "some errors still fit");
+            }
+        }
     }
 }

@@ -345,6 +345,7 @@ async fn replay_one(
             record.trace.as_ref().map(|trace| trace.traceparent.as_bytes()),
             record.trace.as_ref().and_then(|trace| trace.tracestate.as_deref()).map(str::as_bytes),
         ),
+        origin: Default::default(),
     };
     let committed = match sink.publish(event_record, Instant::now() + options.publish_timeout).await {
         Ok(committed) => committed,

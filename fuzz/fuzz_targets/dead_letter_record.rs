@@ -61,6 +61,7 @@ fuzz_target!(|data: &[u8]| {
         rejection,
         request_id_from_sender: false,
         trace: cxone_ingest::trace::TraceContext::start(),
+        origin: Default::default(),
     };
     let record = DeadLetterRecord::build(&letter, "2026-11-28T10:00:01Z".parse().expect("timestamp"));
     let (json, digest) = record.to_json();

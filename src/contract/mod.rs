@@ -29,6 +29,9 @@ pub enum Reason {
     /// The event is valid but Kafka will never take it as it is (larger than the producer's
     /// `message.max.bytes`); replay it after raising the limit. Set by the pipeline, not the contract.
     KafkaRefused,
+    /// The payload is valid, but its `event` is not the event type the sender declared in its
+    /// delivery header (`X-Nexus-Event-Type`). Set by the pipeline, not the contract.
+    EventTypeMismatch,
 }
 
 impl Reason {
@@ -40,6 +43,7 @@ impl Reason {
             Reason::SchemaValidation => "schema_validation",
             Reason::TypedDecode => "typed_decode",
             Reason::KafkaRefused => "kafka_refused",
+            Reason::EventTypeMismatch => "event_type_mismatch",
         }
     }
 }

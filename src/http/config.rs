@@ -62,6 +62,9 @@ pub struct ServerConfig {
     /// Connections open at once on the public listener; past it new connections wait in the
     /// kernel's accept backlog until one closes. Bounds file descriptors and per-connection memory.
     pub max_connections: usize,
+    /// How often (ms) credential files (`secret_files`, `bearer_token_files`, ...) are re-read;
+    /// a changed file takes effect once it reads cleanly.
+    pub credential_reload_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -82,6 +85,7 @@ impl Default for ServerConfig {
             header_read_timeout_ms: default_header_read_timeout_ms(),
             keep_alive_timeout_ms: default_keep_alive_timeout_ms(),
             max_connections: default_max_connections(),
+            credential_reload_ms: default_credential_reload_ms(),
         }
     }
 }
@@ -122,6 +126,11 @@ impl ServerConfig {
         Duration::from_millis(self.keep_alive_timeout_ms)
     }
 
+    /// `credential_reload_ms` as a duration.
+    pub fn credential_reload(&self) -> Duration {
+        Duration::from_millis(self.credential_reload_ms)
+    }
+
     /// The pipeline's policy knobs from this section.
     pub fn limits(&self) -> Limits {
         Limits {
@@ -155,10 +164,17 @@ impl ServerConfig {
         range("max_reported_errors", self.max_reported_errors as u64, 1, 10_000, " (default 100)");
         range("pre_stop_delay_ms", self.pre_stop_delay_ms, 0, 120_000, " (default 5000)");
         range("drain_timeout_ms", self.drain_timeout_ms, 100, 600_000, " (default 20000)");
-        range("retry_after_secs", self.retry_after_secs, 1, 3_600, " (default 2)");
+        range(
+            "retry_after_secs",
+            self.retry_after_secs,
+            1,
+            MAX_RETRY_AFTER_SECS,
+            " (default 2; CXone Studio gives up on a call after 90 s)",
+        );
         range("header_read_timeout_ms", self.header_read_timeout_ms, 100, 600_000, " (default 10000)");
         range("keep_alive_timeout_ms", self.keep_alive_timeout_ms, 100, 3_600_000, " (default 75000)");
         range("max_connections", self.max_connections as u64, 1, 1_000_000, " (default 10000)");
+        range("credential_reload_ms", self.credential_reload_ms, 100, 600_000, " (default 5000)");
         if self.drain_timeout_ms < self.request_deadline_ms {
             problems.push(format!(
                 "server.drain_timeout_ms ({}) is shorter than server.request_deadline_ms ({}): a request \
@@ -250,6 +266,14 @@ pub fn default_keep_alive_timeout_ms() -> u64 {
     75_000
 }
 
+/// 5 s: a rotated Kubernetes Secret (itself propagated within about a minute) is in force seconds later.
+pub fn default_credential_reload_ms() -> u64 {
+    5_000
+}
+
+/// Longest `Retry-After` (seconds): well under the 90 s CXone Studio's REST action waits for an answer.
+pub const MAX_RETRY_AFTER_SECS: u64 = 30;
+
 /// 10,000: far above what `max_in_flight` can use, far below the usual 65,536 file-descriptor limit.
 pub fn default_max_connections() -> usize {
     10_000
@@ -280,10 +304,23 @@ pub enum SignedPayload {
     TimestampDotBody,
 }
 
+/// A named signature scheme: fills in the header names, the prefix and what is signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SignaturePreset {
+    /// NICE platform webhooks: `X-Nexus-Signature-256: sha256=<hex HMAC-SHA256(secret,
+    /// "{X-Nexus-Timestamp}.{raw body}")>`, the timestamp within `timestamp_tolerance_secs` (300 s).
+    #[serde(rename = "nice-webhooks")]
+    NiceWebhooks,
+}
+
 /// `[signature]` in the config file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SignatureConfig {
+    /// A named scheme (`"nice-webhooks"`) that sets `header`, `encoding`, `prefix`, `signed` and
+    /// `timestamp_header`; leave those keys out when using it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preset: Option<SignaturePreset>,
     /// Header carrying the signature.
     pub header: String,
     /// How the MAC is written in the header.
@@ -307,6 +344,7 @@ pub struct SignatureConfig {
 impl Default for SignatureConfig {
     fn default() -> Self {
         SignatureConfig {
+            preset: None,
             header: default_signature_header(),
             encoding: SignatureEncoding::Hex,
             prefix: String::new(),
@@ -320,6 +358,53 @@ impl Default for SignatureConfig {
 }
 
 impl SignatureConfig {
+    /// Fills in the preset's settings (nothing without one). Refuses a preset alongside a key it
+    /// sets to something else (`key` names the table, e.g. `signature`).
+    pub fn apply_preset(&mut self, key: &str) -> Result<(), String> {
+        let Some(SignaturePreset::NiceWebhooks) = self.preset else {
+            return Ok(());
+        };
+        let defaults = SignatureConfig::default();
+        let wanted = SignatureConfig {
+            preset: self.preset,
+            header: "X-Nexus-Signature-256".to_owned(),
+            encoding: SignatureEncoding::Hex,
+            prefix: "sha256=".to_owned(),
+            signed: SignedPayload::TimestampDotBody,
+            timestamp_header: "X-Nexus-Timestamp".to_owned(),
+            timestamp_tolerance_secs: self.timestamp_tolerance_secs,
+            secrets: Vec::new(),
+            secret_files: Vec::new(),
+        };
+        let conflicts: Vec<&str> = [
+            ("header", self.header != defaults.header && self.header != wanted.header),
+            ("encoding", self.encoding != defaults.encoding && self.encoding != wanted.encoding),
+            ("prefix", self.prefix != defaults.prefix && self.prefix != wanted.prefix),
+            ("signed", self.signed != defaults.signed && self.signed != wanted.signed),
+            (
+                "timestamp_header",
+                self.timestamp_header != defaults.timestamp_header
+                    && self.timestamp_header != wanted.timestamp_header,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(name, conflict)| conflict.then_some(name))
+        .collect();
+        if !conflicts.is_empty() {
+            return Err(format!(
+                "{key}.preset = \"nice-webhooks\" sets {}: remove {} from [{key}]",
+                conflicts.join(", "),
+                if conflicts.len() == 1 { "it" } else { "them" }
+            ));
+        }
+        self.header = wanted.header;
+        self.encoding = wanted.encoding;
+        self.prefix = wanted.prefix;
+        self.signed = wanted.signed;
+        self.timestamp_header = wanted.timestamp_header;
+        Ok(())
+    }
+
     /// Appends a message for every unusable value; `secret_origin(i)` names where the i-th secret
     /// came from (the variable, the file, the list), never its value.
     pub fn check(&self, problems: &mut Vec<String>, secret_origin: &dyn Fn(usize) -> String) {
@@ -448,5 +533,33 @@ mod tests {
         ] {
             assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
         }
+    }
+
+    #[test]
+    fn the_nice_preset_fills_the_scheme_and_refuses_a_conflicting_key() {
+        let mut preset =
+            SignatureConfig { preset: Some(SignaturePreset::NiceWebhooks), ..Default::default() };
+        preset.apply_preset("sources[0].signature").unwrap();
+        assert_eq!(preset.header, "X-Nexus-Signature-256");
+        assert_eq!(preset.prefix, "sha256=");
+        assert_eq!(preset.signed, SignedPayload::TimestampDotBody);
+        assert_eq!(preset.timestamp_header, "X-Nexus-Timestamp");
+        assert_eq!(preset.timestamp_tolerance_secs, 300);
+        // Applying it again (config check, then start) changes nothing.
+        let again = preset.clone();
+        preset.apply_preset("sources[0].signature").unwrap();
+        assert_eq!(format!("{again:?}"), format!("{preset:?}"));
+
+        let mut conflicting = SignatureConfig {
+            preset: Some(SignaturePreset::NiceWebhooks),
+            header: "X-Other".to_owned(),
+            signed: SignedPayload::TimestampDotBody,
+            ..Default::default()
+        };
+        let message = conflicting.apply_preset("signature").unwrap_err();
+        assert_eq!(message, "signature.preset = \"nice-webhooks\" sets header: remove it from [signature]");
+        let mut none = SignatureConfig::default();
+        none.apply_preset("signature").unwrap();
+        assert_eq!(none.header, default_signature_header());
     }
 }

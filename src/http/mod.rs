@@ -5,12 +5,13 @@
 //! - [`config`]: `[server]` and `[signature]` settings.
 //! - [`server`]: the listeners: accept loop, connection caps and timeouts, graceful stop.
 //! - [`signature`]: HMAC verification over the raw body.
-//! - `webhook`: body -> signature -> in-flight slot -> pipeline -> answer.
+//! - `webhook`: the source's Authorization check -> body -> signature -> the source's and the
+//!   pipeline's in-flight slots -> pipeline -> answer.
 //! - `probes`: `/healthz`, `/readyz`, `/metrics`, `/version`.
 //! - `reply`: every answer as a small JSON body, and the one `recover`.
 //!
-//! Routing is one exact match on the path (cheaper than a chain of warp path filters, and it
-//! lets 404 and 405 answers carry the request id); every request gets an id (`X-Request-Id`, the
+//! Routing is one exact match on the path, each source's (see [`crate::sources`]): cheaper than a
+//! chain of warp path filters, and it lets 404 and 405 answers carry the request id; every request gets an id (`X-Request-Id`, the
 //! sender's when sane) and a trace context, and the webhook's log line names both.
 
 pub mod config;
@@ -30,12 +31,12 @@ use futures::Stream;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::Semaphore;
 use warp::Filter;
-use warp::http::header::{CONTENT_LENGTH, CONTENT_TYPE, USER_AGENT};
-use warp::http::{HeaderMap, HeaderName, Method, Response, StatusCode};
+use warp::http::{HeaderMap, Method, Response, StatusCode};
 
 use crate::config::Config;
 use crate::metrics as m;
 use crate::pipeline::Pipeline;
+use crate::sources::Sources;
 use crate::trace::{TraceContext, TraceIdHex};
 use reply::Reply;
 
@@ -50,18 +51,15 @@ const MAX_REQUEST_ID_LEN: usize = 64;
 pub struct AppState {
     /// Contract + sinks + policy.
     pipeline: Pipeline,
-    /// The configured signature scheme with its keys.
-    verifier: Verifier,
-    /// Where CXone posts (`server.path`).
-    webhook_path: Box<str>,
+    /// The webhook sources by path (one, `default`, at `server.path` without `[[sources]]`), each
+    /// with its credentials and its shares of the bounds.
+    sources: Sources,
     /// `server.body_limit_bytes`.
     body_limit: u64,
     /// `server.body_read_timeout_ms`.
     body_read_timeout: Duration,
     /// One permit per body being read before its signature is checked (`server.max_unverified_bodies`).
     unverified: Semaphore,
-    /// Request headers kept with dead letters: a fixed allow-list (+ the signed-timestamp header).
-    kept_headers: Box<[HeaderName]>,
     /// Renders `/metrics`; `None` answers 404 there.
     prometheus: Option<PrometheusHandle>,
     /// Set at shutdown: `/readyz` answers 503 so load balancers stop sending.
@@ -75,28 +73,20 @@ impl AppState {
         pipeline: Pipeline,
         prometheus: Option<PrometheusHandle>,
     ) -> Result<AppState, String> {
-        let verifier = Verifier::new(&config.signature)?;
-        let mut kept_headers = vec![
-            CONTENT_TYPE,
-            USER_AGENT,
-            CONTENT_LENGTH,
-            HeaderName::from_static(REQUEST_ID_HEADER),
-            HeaderName::from_static("traceparent"),
-            HeaderName::from_static("tracestate"),
-        ];
-        if let Some(timestamp) = verifier.timestamp_header() {
-            kept_headers.push(timestamp.clone());
+        let sources = Sources::new(config, crate::contract::Contract::builtin())?;
+        if !config.sources.is_empty() && !config.signature.secrets.is_empty() {
+            tracing::warn!(
+                "[signature] secrets (or CXONE_INGEST_WEBHOOK_SECRET) are not used: [[sources]] are configured, \
+                 each with its own credentials"
+            );
         }
-        kept_headers.retain(|name| name != verifier.signature_header());
         let server = &config.server;
         Ok(AppState {
             pipeline,
-            verifier,
-            webhook_path: server.path.clone().into_boxed_str(),
+            sources,
             body_limit: server.body_limit_bytes,
             body_read_timeout: server.body_read_timeout(),
             unverified: Semaphore::new(server.max_unverified_bodies.clamp(1, Semaphore::MAX_PERMITS)),
-            kept_headers: kept_headers.into_boxed_slice(),
             prometheus,
             draining: AtomicBool::new(false),
         })
@@ -176,9 +166,10 @@ where
 {
     let started = Instant::now();
     let (request_id, request_id_from_sender) = request_id(headers);
-    let reply = match (surface, path) {
-        (Surface::Public, path) if path == &*state.webhook_path => {
-            if method == Method::POST {
+    let source = if surface == Surface::Public { state.sources.find(path) } else { None };
+    let reply = match (surface, path, source) {
+        (Surface::Public, _, Some(source)) => {
+            let reply = if method == Method::POST {
                 let trace = TraceContext::continue_or_start(
                     headers.get("traceparent").map(|v| v.as_bytes()),
                     headers.get("tracestate").map(|v| v.as_bytes()),
@@ -191,21 +182,23 @@ where
                     started,
                     trace,
                 };
-                let reply = webhook::webhook(state, arrival, body).await;
-                log_webhook(&reply, &request_id, trace_id, started.elapsed());
+                let reply = webhook::webhook(state, source, arrival, body).await;
+                log_webhook(&reply, source.name(), &request_id, trace_id, started.elapsed());
                 reply
             } else {
                 Reply::method_not_allowed("webhook", "POST", &request_id)
-            }
+            };
+            m::count(m::SOURCE_REQUESTS, &[("source", source.name()), ("outcome", reply.outcome)], 1);
+            reply
         }
-        (_, "/healthz") => probe(method, "healthz", &request_id, || probes::liveness(state)),
-        (_, "/readyz") => {
+        (_, "/healthz", _) => probe(method, "healthz", &request_id, || probes::liveness(state)),
+        (_, "/readyz", _) => {
             probe(method, "readyz", &request_id, || probes::readiness(state, surface == Surface::Admin))
         }
-        (Surface::Admin, "/metrics") => {
+        (Surface::Admin, "/metrics", _) => {
             probe(method, "metrics", &request_id, || probes::metrics_page(state, &request_id))
         }
-        (Surface::Admin, "/version") => probe(method, "version", &request_id, probes::version),
+        (Surface::Admin, "/version", _) => probe(method, "version", &request_id, probes::version),
         _ => Reply::error("unknown", StatusCode::NOT_FOUND, "not_found", "no such endpoint", &request_id),
     };
     let elapsed = started.elapsed();
@@ -227,14 +220,18 @@ where
 /// the sender must retry) at warn. The ids are fields of the line rather than of a span around the
 /// request: a span per request cost ~7 µs of CPU (docs/performance.md), and the few other lines
 /// about one delivery name its `request_id` themselves.
-fn log_webhook(reply: &Reply, request_id: &str, trace_id: TraceIdHex, elapsed: Duration) {
+fn log_webhook(reply: &Reply, source: &str, request_id: &str, trace_id: TraceIdHex, elapsed: Duration) {
     let latency_us = elapsed.as_micros() as u64;
     let (status, outcome) = (reply.status.as_u16(), reply.outcome);
     if reply.status.is_server_error() {
         let detail = reply.detail.as_deref().unwrap_or("");
-        tracing::warn!(request_id = %request_id, %trace_id, status, outcome, latency_us, detail, "webhook");
+        tracing::warn!(request_id = %request_id, %trace_id, source, status, outcome, latency_us, detail, "webhook");
+    } else if let Some(failure) = reply.auth_failure {
+        // The check that failed and why, never what was sent.
+        let (check, reason) = (failure.check, failure.reason);
+        tracing::info!(request_id = %request_id, %trace_id, source, status, outcome, check, reason, latency_us, "webhook");
     } else {
-        tracing::info!(request_id = %request_id, %trace_id, status, outcome, latency_us, "webhook");
+        tracing::info!(request_id = %request_id, %trace_id, source, status, outcome, latency_us, "webhook");
     }
 }
 

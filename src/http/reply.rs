@@ -28,6 +28,8 @@ pub(super) struct Reply {
     pub close: bool,
     /// Why a write was not acknowledged (503 from a sink), for the request's log line only.
     pub detail: Option<String>,
+    /// On 401: which check failed and why, for the request's log line only.
+    pub auth_failure: Option<crate::sources::Failure>,
 }
 
 impl Reply {
@@ -43,6 +45,7 @@ impl Reply {
             allow: None,
             close: false,
             detail: None,
+            auth_failure: None,
         }
     }
 

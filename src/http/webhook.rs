@@ -1,5 +1,6 @@
-//! The webhook: body (bounded in size, time and number of unverified readers) -> signature ->
-//! content type -> an in-flight slot -> `pipeline::ingest` -> the answer.
+//! The webhook of one source: Authorization header (bearer, Basic, JWT: before any of the body is
+//! read) -> body (bounded in size, time and number of unverified readers) -> signature -> content
+//! type -> the source's and the pipeline's in-flight slots -> `pipeline::ingest` -> the answer.
 //!
 //! Order matters for hostile input: a body has to be read before its signature can be checked,
 //! so unsigned requests only ever hold one of `server.max_unverified_bodies` read slots, for at
@@ -19,6 +20,7 @@ use super::reply::Reply;
 use super::signature::{self, SignatureError, Verified};
 use crate::metrics as m;
 use crate::pipeline::{Delivery, Outcome, RetryReason};
+use crate::sources::{Failure, Source};
 use crate::trace::TraceContext;
 
 /// The route label of everything answered here.
@@ -38,8 +40,8 @@ pub(super) struct Arrival<'a> {
     pub trace: TraceContext,
 }
 
-/// Handles one POST to the webhook path.
-pub(super) async fn webhook<S, B>(state: &AppState, arrival: Arrival<'_>, body: S) -> Reply
+/// Handles one POST to a source's path.
+pub(super) async fn webhook<S, B>(state: &AppState, source: &Source, arrival: Arrival<'_>, body: S) -> Reply
 where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
@@ -48,30 +50,44 @@ where
     let received_at = chrono::Utc::now();
     let limits = state.pipeline.limits();
     let deadline = started + limits.deadline;
+    let credentials = source.credentials();
 
-    let raw = match read_unverified(state, headers, body, started, request_id).await {
+    // A header-borne credential is checked before a byte of the body is read.
+    if let Err(failure) = credentials.check_authorization(headers) {
+        let mut reply = unauthorized(source, failure, "missing or invalid credentials", request_id);
+        // The body is never read: do not keep the connection for the next request.
+        reply.close = true;
+        return reply;
+    }
+
+    let raw = match read_unverified(state, source, headers, body, started, request_id).await {
         Ok(raw) => raw,
         Err(reply) => return *reply,
     };
 
-    match state.verifier.verify(headers, &raw, signature::now_unix()) {
-        Ok(Verified { key_index }) => {
-            m::count(m::SIGNATURES_VERIFIED, &[("key_index", key_label(key_index))], 1);
-        }
-        Err(err) => {
-            m::count(m::SIGNATURE_FAILURES, &[("reason", err.as_str())], 1);
-            // An ambiguous request is told why (it says nothing about the secret); every other
-            // failure gets the same message, its reason only in metrics.
-            let repeated = match err {
-                SignatureError::Repeated => Some(state.verifier.signature_header()),
-                SignatureError::TimestampRepeated => state.verifier.timestamp_header(),
-                _ => None,
-            };
-            let message = match repeated {
-                Some(header) => format!("the {header} header was sent more than once: send it exactly once"),
-                None => "missing or invalid signature".to_owned(),
-            };
-            return Reply::error(ROUTE, StatusCode::UNAUTHORIZED, "unauthorized", &message, request_id);
+    if let Some(verifier) = credentials.signature() {
+        match verifier.verify(headers, &raw, signature::now_unix()) {
+            Ok(Verified { key_index }) => {
+                m::count(m::SIGNATURES_VERIFIED, &[("key_index", key_label(key_index))], 1);
+            }
+            Err(err) => {
+                m::count(m::SIGNATURE_FAILURES, &[("reason", err.as_str())], 1);
+                // An ambiguous request is told why (it says nothing about the secret); every other
+                // failure gets the same message, its reason only in metrics and the log.
+                let repeated = match err {
+                    SignatureError::Repeated => Some(verifier.signature_header()),
+                    SignatureError::TimestampRepeated => verifier.timestamp_header(),
+                    _ => None,
+                };
+                let message = match repeated {
+                    Some(header) => {
+                        format!("the {header} header was sent more than once: send it exactly once")
+                    }
+                    None => "missing or invalid signature".to_owned(),
+                };
+                let failure = Failure { check: "signature", reason: err.as_str() };
+                return unauthorized(source, failure, &message, request_id);
+            }
         }
     }
 
@@ -85,6 +101,11 @@ where
         );
     }
 
+    // The source's share of the in-flight bound first (a flood to one source cannot take the
+    // others' slots), then the pipeline's.
+    let Some(_share) = source.try_in_flight() else {
+        return outcome_reply(state.pipeline.overloaded(), request_id);
+    };
     let Ok(admission) = state.pipeline.admit() else {
         return outcome_reply(state.pipeline.overloaded(), request_id);
     };
@@ -99,16 +120,32 @@ where
         received_at,
         started,
         body: raw,
-        headers: kept_headers(headers, &state.kept_headers),
+        headers: kept_headers(headers, source.kept_headers()),
         trace,
+        origin: source.origin(headers),
+        contract: Some(source.contract()),
     };
     let outcome = state.pipeline.ingest(admission, delivery).await;
     outcome_reply(outcome, request_id)
 }
 
-/// Reads the body under one of the unverified-read slots and the body-read timeout.
+/// 401, counted by source, check and reason; the reply remembers the failure for the log line.
+fn unauthorized(source: &Source, failure: Failure, message: &str, request_id: &str) -> Reply {
+    m::count(
+        m::AUTH_FAILURES,
+        &[("source", source.name()), ("check", failure.check), ("reason", failure.reason)],
+        1,
+    );
+    let mut reply = Reply::error(ROUTE, StatusCode::UNAUTHORIZED, "unauthorized", message, request_id);
+    reply.auth_failure = Some(failure);
+    reply
+}
+
+/// Reads the body under one of the source's unverified-read slots (and one of the server's), and
+/// the body-read timeout.
 async fn read_unverified<S, B>(
     state: &AppState,
+    source: &Source,
     headers: &HeaderMap,
     body: S,
     started: Instant,
@@ -118,6 +155,9 @@ where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
+    let Some(_share) = source.try_unverified() else {
+        return Err(Box::new(outcome_reply(state.pipeline.overloaded(), request_id)));
+    };
     let Ok(_slot) = state.unverified.try_acquire() else {
         return Err(Box::new(outcome_reply(state.pipeline.overloaded(), request_id)));
     };
@@ -164,7 +204,8 @@ fn outcome_reply(outcome: Outcome, request_id: &str) -> Reply {
         StatusCode::from_u16(outcome.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         outcome.response_json(request_id),
     );
-    reply.retry_after = outcome.retry_after().map(|after| after.as_secs().max(1));
+    reply.retry_after =
+        outcome.retry_after().map(|after| after.as_secs().clamp(1, super::config::MAX_RETRY_AFTER_SECS));
     if let Outcome::Retry { reason: RetryReason::SinkUnavailable { detail, .. }, .. } = outcome {
         reply.detail = Some(detail);
     }

@@ -6,6 +6,7 @@
 pub mod dead_letter;
 pub mod kafka;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -13,6 +14,23 @@ use chrono::{DateTime, Utc};
 
 use crate::contract::{Rejection, ValidEvent};
 use crate::trace::TraceContext;
+
+/// Which webhook source a delivery came in through, where that source's records go, and what the
+/// sender said about the delivery. The default (empty source name, no overrides) is what replays
+/// and records made outside a live delivery carry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Origin {
+    /// The source's name (`default` in a configuration without `[[sources]]`); empty when unknown.
+    pub source: Arc<str>,
+    /// The source's own topic; `None` routes by `kafka.topics` / `kafka.topic` as before.
+    pub topic: Option<Arc<str>>,
+    /// The source's own dead-letter key prefix; `None` uses `dead_letter.prefix`.
+    pub dead_letter_prefix: Option<Arc<str>>,
+    /// The sender's delivery id (`X-Nexus-Delivery-Id` by default), when sent.
+    pub delivery_id: Option<String>,
+    /// The event type the sender declared in a header (`X-Nexus-Event-Type` by default), when sent.
+    pub sender_event_type: Option<String>,
+}
 
 /// A valid event on its way to Kafka, with where it came from.
 #[derive(Debug, Clone)]
@@ -29,6 +47,8 @@ pub struct EventRecord {
     pub replayed_from: Option<String>,
     /// The delivery's trace context, written as the record's `traceparent`/`tracestate` headers.
     pub trace: TraceContext,
+    /// The source it came in through (its topic, when it has one, wins over routing by event type).
+    pub origin: Origin,
 }
 
 impl EventRecord {
@@ -46,6 +66,7 @@ impl EventRecord {
             event,
             replayed_from: None,
             trace: TraceContext::start(),
+            origin: Origin::default(),
         }
     }
 }
@@ -84,6 +105,8 @@ pub struct DeadLetter {
     pub error_count: usize,
     /// The delivery's trace context, kept in the record.
     pub trace: TraceContext,
+    /// The source it came in through (its prefix, when it has one, names the object).
+    pub origin: Origin,
 }
 
 impl DeadLetter {
@@ -106,6 +129,7 @@ impl DeadLetter {
             error_count: rejection.errors.len(),
             rejection,
             trace: TraceContext::start(),
+            origin: Origin::default(),
         }
     }
 }

@@ -19,4 +19,5 @@ mod operations;
 mod oracle;
 mod outcome;
 mod replicas;
+mod sources;
 mod stack;

@@ -70,7 +70,7 @@ pub mod interaction_completed {
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
     #[serde(deny_unknown_fields)]
     pub struct InteractionCompleted {
-        ///Unique per delivery of this event; the Kafka key.
+        ///Identifies the event: the same on every retry of it (half the dedupe key), different for different events; the Kafka key.
         pub correlation_id: InteractionCompletedCorrelationId,
         pub data: InteractionData,
         ///The event type; routes the payload to this schema.
@@ -78,7 +78,7 @@ pub mod interaction_completed {
         ///When the contact ended (RFC 3339).
         pub timestamp: ::chrono::DateTime<::chrono::offset::Utc>,
     }
-    ///Unique per delivery of this event; the Kafka key.
+    ///Identifies the event: the same on every retry of it (half the dedupe key), different for different events; the Kafka key.
     #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
     #[serde(transparent)]
     pub struct InteractionCompletedCorrelationId(::std::string::String);
@@ -568,7 +568,7 @@ pub mod survey_completed {
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
     #[serde(deny_unknown_fields)]
     pub struct SurveyCompleted {
-        ///Unique per delivery of this event; the Kafka key.
+        ///Identifies the event: the same on every retry of it (half the dedupe key), different for different events; the Kafka key.
         pub correlation_id: SurveyCompletedCorrelationId,
         pub data: SurveyData,
         ///The event type; routes the payload to this schema.
@@ -576,7 +576,7 @@ pub mod survey_completed {
         ///When the survey was submitted (RFC 3339).
         pub timestamp: ::chrono::DateTime<::chrono::offset::Utc>,
     }
-    ///Unique per delivery of this event; the Kafka key.
+    ///Identifies the event: the same on every retry of it (half the dedupe key), different for different events; the Kafka key.
     #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
     #[serde(transparent)]
     pub struct SurveyCompletedCorrelationId(::std::string::String);

@@ -34,6 +34,9 @@ pub(crate) struct Pending {
     pub reason: &'static str,
     /// The record's schema id (or `none`), for `cxone_ingest_dead_letters_total`.
     pub schema: String,
+    /// Its source's own key prefix (normalized), or `None` for `dead_letter.prefix`: a batch
+    /// holds letters of one prefix only.
+    pub prefix: Option<Arc<str>>,
     /// The request's deadline: the batch neither lingers nor retries past its earliest one.
     pub deadline: Instant,
     /// When it was queued: the linger counts from the batch's oldest letter.
@@ -99,7 +102,7 @@ async fn gather(
             }
         };
         let Some(next) = still_wanted(next) else { continue };
-        if bytes + next.line.len() + 1 > limits.max_bytes {
+        if bytes + next.line.len() + 1 > limits.max_bytes || next.prefix != batch[0].prefix {
             *carry = Some(next);
             break;
         }
@@ -119,6 +122,7 @@ fn still_wanted(pending: Pending) -> Option<Pending> {
 /// Writes one batch as one object and answers every letter in it from that put.
 async fn commit(shared: &Shared, prefix: &str, batch: Vec<Pending>) {
     let Some(first) = batch.first() else { return };
+    let prefix = first.prefix.as_deref().unwrap_or(prefix);
     let key = key::batch_key(prefix, first.received_at, &uuid::Uuid::now_v7());
     let earliest = batch.iter().map(|p| p.deadline).min().unwrap_or_else(Instant::now);
     let mut body = BytesMut::with_capacity(batch.iter().map(|p| p.line.len() + 1).sum());
@@ -199,6 +203,7 @@ mod tests {
             received_at: Utc::now(),
             reason: "malformed_json",
             schema: "none".to_owned(),
+            prefix: None,
             deadline: Instant::now() + Duration::from_secs(10),
             enqueued_at: Instant::now() - linger_ago,
             reply,

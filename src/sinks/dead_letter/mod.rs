@@ -154,6 +154,7 @@ impl DeadLetterSink for S3DeadLetterSink {
             received_at: letter.received_at,
             reason,
             schema: record.schema.as_ref().map_or_else(|| "none".to_owned(), |schema| schema.id.clone()),
+            prefix: letter.origin.dead_letter_prefix.clone(),
             deadline,
             enqueued_at: Instant::now(),
             reply,
@@ -166,6 +167,7 @@ impl DeadLetterSink for S3DeadLetterSink {
             Ok(stored) => tracing::info!(
                 request_id = %letter.request_id,
                 trace_id = %letter.trace.trace_id_hex(),
+                source = %letter.origin.source,
                 reason,
                 bucket = %stored.bucket,
                 key = %stored.key,
@@ -175,6 +177,7 @@ impl DeadLetterSink for S3DeadLetterSink {
             Err(error) => tracing::warn!(
                 request_id = %letter.request_id,
                 trace_id = %letter.trace.trace_id_hex(),
+                source = %letter.origin.source,
                 reason,
                 bucket = %self.bucket(),
                 error = %error,

@@ -49,6 +49,13 @@ pub struct DeadLetterRecord {
     /// The delivery's trace context (`None` in records written before it existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<RecordTrace>,
+    /// The webhook source it came in through (`None` in records written before sources existed,
+    /// and for letters made outside a live delivery).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// What the sender said about the delivery in its headers, when it said anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<RecordDelivery>,
     /// Coercions applied before validation failed.
     pub coercions: Vec<Coercion>,
     /// How `payload` holds the original body.
@@ -83,6 +90,18 @@ pub struct RecordTrace {
     /// The sender's `tracestate`, as sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracestate: Option<String>,
+}
+
+/// The sender's delivery metadata kept in a record (`X-Nexus-Delivery-Id`, `X-Nexus-Event-Type`
+/// or the source's configured header names).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordDelivery {
+    /// The sender's id of this delivery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The event type the sender declared in its header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_type: Option<String>,
 }
 
 /// How the original body is held in `payload`.
@@ -160,6 +179,12 @@ impl DeadLetterRecord {
                 traceparent: letter.trace.traceparent(),
                 tracestate: letter.trace.tracestate.clone(),
             }),
+            source: Some(letter.origin.source.to_string()).filter(|name| !name.is_empty()),
+            delivery: (letter.origin.delivery_id.is_some() || letter.origin.sender_event_type.is_some())
+                .then(|| RecordDelivery {
+                    id: letter.origin.delivery_id.clone(),
+                    event_type: letter.origin.sender_event_type.clone(),
+                }),
             coercions: rejection.coercions.clone(),
             payload_encoding,
             payload,
@@ -255,6 +280,7 @@ mod tests {
             request_id_from_sender: false,
             error_count: 1,
             trace: crate::trace::TraceContext::start(),
+            origin: Default::default(),
             received_at: "2026-11-28T23:59:58.5Z".parse().unwrap(),
             raw_body: Bytes::copy_from_slice(raw),
             body_sha256: Sha256::digest(raw).into(),

@@ -60,6 +60,10 @@ pub struct KafkaConfig {
     /// redacted whenever the config is printed. The exactly-once properties (`transactional.id`,
     /// `enable.idempotence`, `acks`, `bootstrap.servers`, `transaction.timeout.ms`) are refused here.
     pub client: ClientProperties,
+    /// The topics of the webhook sources (`[[sources]] topic`), filled in at load: checked (and
+    /// created) with the others. Not a key of `[kafka]`.
+    #[serde(skip)]
+    pub source_topics: Vec<String>,
 }
 
 impl Default for KafkaConfig {
@@ -80,6 +84,7 @@ impl Default for KafkaConfig {
             linger_ms: default_linger_ms(),
             queue_capacity: default_queue_capacity(),
             client: ClientProperties::default(),
+            source_topics: Vec::new(),
         }
     }
 }
@@ -226,6 +231,7 @@ impl KafkaConfig {
     pub fn all_topics(&self) -> Vec<String> {
         let mut all: Vec<String> = self.topics.values().cloned().collect();
         all.push(self.topic.clone());
+        all.extend(self.source_topics.iter().cloned());
         all.sort();
         all.dedup();
         all

@@ -10,6 +10,7 @@
 //!   probe of whether the broker hides aborted records.
 //! - `context`: the producer's librdkafka context, keeping the last broker error (TLS, SASL) for readiness.
 //! - [`error`]: retriable / abortable / fatal, decided in one place.
+//! - [`origin`]: the headers naming an event's source and the sender's delivery metadata.
 //!
 //! `publish` answers `Ok` only after the transaction holding the event committed. See docs/kafka.md.
 
@@ -18,6 +19,7 @@ mod committer;
 pub mod config;
 mod context;
 pub mod error;
+pub mod origin;
 mod pending;
 pub mod producer;
 pub mod readback;
@@ -185,8 +187,12 @@ impl KafkaSink {
         self.shared.crash_requested.store(true, std::sync::atomic::Ordering::Release);
     }
 
-    fn topic_for(&self, event_type: &str) -> Arc<str> {
-        Arc::clone(self.routes.get(event_type).unwrap_or(&self.default_topic))
+    /// The record's source's own topic when it has one, else the event type's route, else `kafka.topic`.
+    fn topic_for(&self, record: &EventRecord) -> Arc<str> {
+        if let Some(topic) = &record.origin.topic {
+            return Arc::clone(topic);
+        }
+        Arc::clone(self.routes.get(&*record.event.event_type).unwrap_or(&self.default_topic))
     }
 
     /// Hands a new (not duplicate) event to the committer and waits for its transaction.
@@ -218,7 +224,7 @@ impl KafkaSink {
         };
         let (reply, answer) = oneshot::channel();
         let pending = Pending {
-            topic: self.topic_for(&record.event.event_type),
+            topic: self.topic_for(&record),
             size,
             record,
             coercions,

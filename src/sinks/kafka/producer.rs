@@ -170,6 +170,9 @@ pub fn headers(record: &EventRecord, coercions: &str) -> OwnedHeaders {
     if let Some(tracestate) = &record.trace.tracestate {
         headers = headers.insert(Header { key: "tracestate", value: Some(tracestate.as_str()) });
     }
+    for (key, value) in super::origin::origin_headers(&record.origin) {
+        headers = headers.insert(Header { key, value: Some(value) });
+    }
     headers
 }
 
@@ -215,6 +218,7 @@ pub fn record_size(record: &EventRecord, coercions: &str) -> usize {
         + header_names
         + 10 * PER_HEADER
         + RECORD_OVERHEAD
+        + super::origin::origin_headers_size(&record.origin)
 }
 
 /// The largest record the producer takes: the client's `message.max.bytes` (`[kafka.client]`),

@@ -52,6 +52,8 @@ pub struct ServiceOptions {
     /// More environment variables of the child (set last): a test hook, or
     /// `CXONE_INGEST_KAFKA_SASL_PASSWORD`, say.
     pub extra_env: Vec<(&'static str, String)>,
+    /// TOML appended to the config file as is, after the sections (e.g. `[[sources]]` tables).
+    pub extra_toml: String,
 }
 
 impl ServiceOptions {
@@ -72,6 +74,7 @@ impl ServiceOptions {
             extra_config: Vec::new(),
             log_format: "json",
             extra_env: Vec::new(),
+            extra_toml: String::new(),
         }
     }
 }
@@ -138,8 +141,9 @@ impl Service {
                 None => sections.push((section, vec![line.clone()])),
             }
         }
-        let config: String =
+        let mut config: String =
             sections.iter().map(|(name, lines)| format!("[{name}]\n{}\n", lines.join("\n"))).collect();
+        config.push_str(&options.extra_toml);
         std::fs::write(&config_path, config).expect("write config");
         let log_path = dir.path().join("serve.log");
         let log = std::fs::File::create(&log_path).expect("log file");

@@ -168,6 +168,7 @@ pub fn kafka_event_record(request_id: &str, correlation_id: &str, body: &str) ->
     });
     EventRecord {
         trace: cxone_ingest::trace::TraceContext::start(),
+        origin: Default::default(),
         request_id: request_id.to_owned(),
         received_at: chrono::Utc::now(),
         body_sha256: sha2::Sha256::digest(body.as_bytes()).into(),

@@ -137,12 +137,20 @@ to use instead. Secrets never go through `config` (values end up in a ConfigMap)
 {{- if hasKey $signature "secret_files" }}
 {{- fail "config.signature.secret_files is set by the chart from webhookSecret.keys: list the Secret's keys there" }}
 {{- end }}
+{{- if not .Values.sources }}
 {{- $files := list }}
 {{- range .Values.webhookSecret.keys }}
 {{- $files = append $files (printf "%s/%s" $.Values.webhookSecret.mountPath .) }}
 {{- end }}
 {{- $_ = set $signature "secret_files" $files }}
+{{- end }}
 {{- $_ = set $cfg "signature" $signature }}
+{{- if hasKey $cfg "sources" }}
+{{- fail "config.sources is rendered by the chart from `sources` (with their secrets mounted as files): list them there" }}
+{{- end }}
+{{- with .Values.sources }}
+{{- $_ = set $cfg "sources" (include "cxone-ingest.sources" $ | fromJson).sources }}
+{{- end }}
 {{- $kafka := get $cfg "kafka" | default dict }}
 {{- if hasKey $kafka "instance_id" }}
 {{- fail "config.kafka.instance_id would give every replica the same transactional.id (they would fence each other): leave it unset, each replica takes its pod name (POD_NAME)" }}
@@ -289,4 +297,66 @@ as [tables] (inside arrays: inline tables).
 # Rendered by the cxone-ingest Helm chart from `config` (values) plus the keys the chart owns.
 # Check it with: cxone-ingest config check --config <this file>
 {{- include "cxone-ingest.tomlTable" (list (include "cxone-ingest.configDict" . | fromJson) list) }}
+{{- end }}
+
+{{/*
+Where a source's Secret for one check is mounted: <sourcesMountPath>/<source>/<check>.
+Argument: (list <root> <source name> <check>).
+*/}}
+{{- define "cxone-ingest.sourceMountPath" -}}
+{{- $root := index . 0 }}
+{{- printf "%s/%s/%s" $root.Values.sourcesMountPath (index . 1) (index . 2) }}
+{{- end }}
+
+{{/*
+The key each check's Secret holds by default (one file per key).
+*/}}
+{{- define "cxone-ingest.sourceDefaultKey" -}}
+{{- get (dict "signature" "secret" "bearer" "token" "basic" "credentials" "jwt" "key") . }}
+{{- end }}
+
+{{/*
+`sources` (values) as the service's [[sources]] (JSON: {"sources": [...]}): names, paths, topics,
+prefixes, and per check the mounted files of its Secret. No credential ever goes into the config.
+*/}}
+{{- define "cxone-ingest.sources" -}}
+{{- $root := . }}
+{{- $out := list }}
+{{- range .Values.sources }}
+{{- $source := . }}
+{{- $s := dict "name" .name "path" .path }}
+{{- with .topic }}{{ $_ := set $s "topic" . }}{{ end }}
+{{- with .deadLetterPrefix }}{{ $_ := set $s "dead_letter_prefix" . }}{{ end }}
+{{- if hasKey . "deliveryIdHeader" }}{{ $_ := set $s "delivery_id_header" .deliveryIdHeader }}{{ end }}
+{{- if hasKey . "eventTypeHeader" }}{{ $_ := set $s "event_type_header" .eventTypeHeader }}{{ end }}
+{{- range $check := list "signature" "bearer" "basic" "jwt" }}
+{{- with get $source $check }}
+{{- if not .secretName }}
+{{- fail (printf "sources[%s].%s needs secretName (the Secret holding its credentials, mounted as files)" $source.name $check) }}
+{{- end }}
+{{- $files := list }}
+{{- range (.keys | default (list (include "cxone-ingest.sourceDefaultKey" $check))) }}
+{{- $files = append $files (printf "%s/%s" (include "cxone-ingest.sourceMountPath" (list $root $source.name $check)) .) }}
+{{- end }}
+{{- $c := dict }}
+{{- if eq $check "signature" }}
+{{- $_ := set $c "secret_files" $files }}
+{{- with .preset }}{{ $_ := set $c "preset" . }}{{ end }}
+{{- else if eq $check "bearer" }}
+{{- $_ := set $c "bearer_token_files" $files }}
+{{- else if eq $check "basic" }}
+{{- $_ := set $c "credential_files" $files }}
+{{- else }}
+{{- $_ := set $c "key_files" $files }}
+{{- $_ := set $c "algorithm" (.algorithm | default "HS256") }}
+{{- with .issuer }}{{ $_ := set $c "issuer" . }}{{ end }}
+{{- with .audience }}{{ $_ := set $c "audience" . }}{{ end }}
+{{- if hasKey . "leewaySecs" }}{{ $_ := set $c "leeway_secs" .leewaySecs }}{{ end }}
+{{- end }}
+{{- $_ := set $s $check $c }}
+{{- end }}
+{{- end }}
+{{- $out = append $out $s }}
+{{- end }}
+{{- toJson (dict "sources" $out) }}
 {{- end }}

@@ -80,7 +80,8 @@ pub const KAFKA_COMMIT_DURATION: &str = "cxone_ingest_kafka_commit_seconds";
 /// `deliver` (until every delivery report is in), `claims` (offsets written into the shared dedupe
 /// store's claims), `release`, `commit` (EndTxn round trip).
 pub const KAFKA_TRANSACTION_STAGE: &str = "cxone_ingest_kafka_transaction_stage_seconds";
-/// Producers dropped and rebuilt, by `reason` (`init`, `fatal`).
+/// Producers dropped and rebuilt, by `reason` (`init`, `fatal`, `probe`: the start-up probe's
+/// transaction was not ended by the broker).
 pub const KAFKA_PRODUCER_REBUILDS: &str = "cxone_ingest_kafka_producer_rebuilds_total";
 /// Whether unknown commit outcomes are read back (1) or published again (0): the start-up probe's
 /// finding about the broker (does it hide aborted records from `read_committed` readers?).

@@ -173,7 +173,7 @@ async fn right_credentials_get_past_authentication(service: Service) {
     let answer = post_valid(&service, &unique("corr-sasl")).await;
     assert_eq!(answer.status, 503, "this broker cannot commit: {:?}", answer.body);
     let log = service.log_tail(u64::MAX);
-    assert!(log.contains("commit not finished"), "the transaction's commit is what failed:\n{log}");
+    assert!(log.contains("commit not answered"), "the transaction's commit is what failed:\n{log}");
     let failed_login = log.to_ascii_lowercase().contains("authentication");
     assert!(!failed_login, "the login should have worked:\n{log}");
     assert_never_shown(&service, SASL_PASSWORD).await;

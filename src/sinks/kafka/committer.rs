@@ -21,7 +21,7 @@ use super::claims::{write_committed, write_offsets};
 use super::config::KafkaConfig;
 use super::error::{ErrorClass, classify};
 use super::pending::Pending;
-use super::producer::{self, CommitEnd, Landed, OutRecord, Refusal, TxProducer, TxnOutcome};
+use super::producer::{self, CommitEnd, Landed, OutRecord, ProbeFailure, Refusal, TxProducer, TxnOutcome};
 use super::readback::{OutcomeReader, ReadBack, ReadBackMode, Target};
 use crate::dedupe::redis::Swap;
 use crate::metrics as m;
@@ -283,11 +283,21 @@ impl GroupCommitter {
                         // init_transactions has ended the previous producer's transaction: what
                         // it left unknown can be read back now.
                         self.resolve_unknown();
-                        if matches!(self.reader.mode(), ReadBackMode::Unprobed | ReadBackMode::Unsure(_)) {
-                            self.probe(&p).await;
+                        let probed =
+                            if matches!(self.reader.mode(), ReadBackMode::Unprobed | ReadBackMode::Unsure(_))
+                            {
+                                self.probe(&p).await
+                            } else {
+                                true
+                            };
+                        if probed {
+                            self.shared.set(self.index, Readiness::Ready);
+                            (ProducerState::Usable(p), true)
+                        } else {
+                            // The probe left the producer unusable: a new one, without probing.
+                            metrics::counter!(m::KAFKA_PRODUCER_REBUILDS, "reason" => "probe").increment(1);
+                            (ProducerState::Absent, true)
                         }
-                        self.shared.set(self.index, Readiness::Ready);
-                        (ProducerState::Usable(p), true)
                     }
                     Err(why) => {
                         self.not_ready(why);
@@ -611,10 +621,17 @@ impl GroupCommitter {
 
     /// The start-up probe: one record written in a transaction and aborted, then read back. Hidden
     /// from `read_committed` readers: read-back decides unknown outcomes; visible: it stays off.
-    async fn probe(&self, p: &TxProducer) {
+    /// False when the probe left the producer unusable (the broker did not end its transaction).
+    async fn probe(&self, p: &TxProducer) -> bool {
         let request_id = format!("probe-{}", uuid::Uuid::now_v7());
         let mode = match p.write_aborted_probe(&self.cfg.topic, &request_id).await {
-            Err(e) => ReadBackMode::Unsure(format!("the probe could not run: {e}")),
+            Err(ProbeFailure::NotRun(e)) => ReadBackMode::Unsure(format!("the probe could not run: {e}")),
+            Err(ProbeFailure::ProducerUnusable(e)) => {
+                self.reader.set_mode(ReadBackMode::Off(format!(
+                    "the broker did not end the probe's transaction: {e}"
+                )));
+                return false;
+            }
             Ok(at) => {
                 let target = Target {
                     topic: self.cfg.topic.clone(),
@@ -637,6 +654,7 @@ impl GroupCommitter {
             }
         };
         self.reader.set_mode(mode);
+        true
     }
 }
 

@@ -76,6 +76,17 @@ pub enum TxnOutcome {
     CommitUnknown(Vec<Result<Landed, Refusal>>, String),
 }
 
+/// Why the start-up probe ([`TxProducer::write_aborted_probe`]) did not give an answer.
+#[derive(Debug)]
+pub enum ProbeFailure {
+    /// It could not write its record (the topic refused it, no delivery report): try again at
+    /// the next producer start.
+    NotRun(String),
+    /// The broker did not end its transaction (no EndTxn, or it timed out): the producer must be
+    /// rebuilt, and read-back stays off.
+    ProducerUnusable(String),
+}
+
 /// How [`TxProducer::finish_commit`] ended a commit that outlasted its budget.
 #[derive(Debug)]
 pub enum CommitEnd {
@@ -425,8 +436,10 @@ impl TxProducer {
     /// Writes one record to `topic` in a transaction and aborts it: the start-up probe of
     /// whether the broker hides aborted records ([`super::readback`]). Where it landed, or why
     /// the probe could not run. Blocks up to about twice the call budget.
-    pub async fn write_aborted_probe(&self, topic: &str, request_id: &str) -> Result<Landed, String> {
-        self.inner.begin_transaction().map_err(|e| format!("begin_transaction: {}", describe(&e)))?;
+    pub async fn write_aborted_probe(&self, topic: &str, request_id: &str) -> Result<Landed, ProbeFailure> {
+        self.inner
+            .begin_transaction()
+            .map_err(|e| ProbeFailure::ProducerUnusable(format!("begin_transaction: {}", describe(&e))))?;
         let headers = OwnedHeaders::new()
             .insert(Header { key: super::readback::PROBE_HEADER, value: Some("aborted on purpose") })
             .insert(Header { key: "request_id", value: Some(request_id) });
@@ -446,8 +459,11 @@ impl TxProducer {
             Err((e, _)) => Err(format!("produce: {}", describe(&e))),
         };
         match self.abort("probe".to_owned()).await {
-            TxnOutcome::Aborted(_) => delivered,
-            other => Err(format!("aborting the probe: {other:?}")),
+            TxnOutcome::Aborted(_) => delivered.map_err(ProbeFailure::NotRun),
+            TxnOutcome::Fatal(why) => {
+                Err(ProbeFailure::ProducerUnusable(format!("aborting the probe: {why}")))
+            }
+            other => Err(ProbeFailure::NotRun(format!("aborting the probe: {other:?}"))),
         }
     }
 

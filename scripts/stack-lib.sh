@@ -197,13 +197,18 @@ stack_wait_ready() {
 }
 
 # --- start / stop one component ----------------------------------------------
-# Runs a command detached (own session, no stdin), records its pid.
+# Runs a command detached (own session, no stdin), records its pid. Every inherited file
+# descriptor above 2 is closed first: a component started by a test under
+# `flock /tmp/cxone-restart.lock` must not keep holding that lock (or the stack's own) for as
+# long as it runs.
 stack_spawn() {
   local c="$1"; shift
   local log; log="$(stack_logfile "$c")"
   mkdir -p "$STACK_DIR"
   echo "--- $(date -u +%FT%TZ) start: $*" >>"$log"
-  setsid "$@" </dev/null >>"$log" 2>&1 9>&- &
+  # shellcheck disable=SC2016  # expanded by the spawned bash
+  setsid bash -c 'for fd in /proc/self/fd/*; do fd="${fd##*/}"; if (( fd > 2 )); then eval "exec ${fd}>&-" 2>/dev/null; fi; done; exec "$@"' \
+    stack-spawn "$@" </dev/null >>"$log" 2>&1 &
   echo $! >"$(stack_pidfile "$c")"
 }
 

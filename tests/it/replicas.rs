@@ -115,7 +115,7 @@ async fn deliver(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn restart_replicas_and_store_failures_publish_every_acknowledged_event_once() {
     const SENDERS: usize = 8;
-    const MAX_EVENTS: usize = 2_000;
+    const MAX_EVENTS: usize = 10_000;
     const PAUSE_BETWEEN_EVENTS: Duration = Duration::from_millis(100);
     let started = Instant::now();
     let brokers = stack_filtering_kafka_brokers();
@@ -137,13 +137,19 @@ async fn restart_replicas_and_store_failures_publish_every_acknowledged_event_on
     let urls = Arc::new(RwLock::new(replicas.iter().map(Service::webhook_url).collect::<Vec<_>>()));
 
     let stop_new = Arc::new(AtomicBool::new(false));
+    let burst = Arc::new(AtomicBool::new(false));
     let restarted = Arc::new(AtomicBool::new(false));
     let next = Arc::new(AtomicUsize::new(0));
     let give_up_at = Instant::now() + Duration::from_secs(240);
     let mut senders = Vec::new();
     for _ in 0..SENDERS {
-        let (urls, stop_new, next, restarted) =
-            (Arc::clone(&urls), Arc::clone(&stop_new), Arc::clone(&next), Arc::clone(&restarted));
+        let (urls, stop_new, next, restarted, burst) = (
+            Arc::clone(&urls),
+            Arc::clone(&stop_new),
+            Arc::clone(&next),
+            Arc::clone(&restarted),
+            Arc::clone(&burst),
+        );
         senders.push(tokio::spawn(async move {
             let client =
                 reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build().unwrap();
@@ -160,7 +166,9 @@ async fn restart_replicas_and_store_failures_publish_every_acknowledged_event_on
                 let signature = e2e_sign(body.as_bytes());
                 let event = Event { valid, correlation_id, body, signature };
                 log.push(deliver(&client, &urls, &restarted, n, event, give_up_at).await);
-                tokio::time::sleep(PAUSE_BETWEEN_EVENTS).await;
+                if !burst.load(Ordering::Relaxed) {
+                    tokio::time::sleep(PAUSE_BETWEEN_EVENTS).await;
+                }
             }
             log
         }));
@@ -195,16 +203,32 @@ async fn restart_replicas_and_store_failures_publish_every_acknowledged_event_on
     tokio::time::sleep(settle).await;
 
     // Longer than the Kafka call timeout, while commits are in flight: commits time out with an
-    // outcome the committer cannot know (the broker may have their EndTxn, or not).
+    // outcome the committer cannot know (the broker may have their EndTxn, or not). The senders
+    // stop pausing between events meanwhile, so the committers are busy when the broker stops;
+    // repeated (up to three times) until a commit outlasted the call timeout, as the replicas'
+    // metrics tell (`committed_late` or `unknown` transactions).
     let past_call_timeout = Duration::from_millis(options.kafka_call_timeout_ms) + Duration::from_secs(2);
-    println!(
-        "replicas: SIGSTOP {BROKER} for {past_call_timeout:?}, past the call timeout (events so far: {})",
-        next.load(Ordering::Relaxed)
-    );
-    e2e_stack_ctl("pause", BROKER).await;
-    tokio::time::sleep(past_call_timeout).await;
-    e2e_stack_ctl("resume", BROKER).await;
-    tokio::time::sleep(settle).await;
+    let caught_before = commits_past_call_timeout(&replicas).await;
+    let mut long_pauses = 0;
+    while long_pauses < 3 {
+        long_pauses += 1;
+        println!(
+            "replicas: SIGSTOP {BROKER} for {past_call_timeout:?} under a burst, past the call timeout (events so \
+             far: {})",
+            next.load(Ordering::Relaxed)
+        );
+        burst.store(true, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        e2e_stack_ctl("pause", BROKER).await;
+        tokio::time::sleep(past_call_timeout).await;
+        burst.store(false, Ordering::Relaxed);
+        e2e_stack_ctl("resume", BROKER).await;
+        tokio::time::sleep(settle).await;
+        if commits_past_call_timeout(&replicas).await > caught_before {
+            break;
+        }
+    }
+    let caught_in_long_pauses = commits_past_call_timeout(&replicas).await - caught_before;
 
     stop_new.store(true, Ordering::Relaxed);
     let mut deliveries: Vec<Delivery> = Vec::new();
@@ -298,7 +322,8 @@ async fn restart_replicas_and_store_failures_publish_every_acknowledged_event_on
          duplicate_of answers {duplicate_answers}; late-committed 503s {late_committed} (retried on another \
          replica {late_committed_retried_elsewhere}); committed records of the killed replica's unanswered \
          attempts {killed_life_commits}; dead letters {}; unacknowledged {}, missing dead letters {}, wrong {}; \
-         transactions aborted {aborted_txns}, failed {failed_txns}; dedupe claims taken over with an unknown \
+         transactions aborted {aborted_txns}, failed {failed_txns}; commits past the call timeout \
+         (committed late or unknown) {caught_in_long_pauses} in {long_pauses} long pauses; dedupe claims taken over with an unknown \
          outcome {unknown_resolutions}; Kafka by the markers: {}; topic {} on {brokers} ({BROKER}); run {:?}",
         deliveries.len(),
         deliveries.iter().filter(|d| d.event.valid).count(),
@@ -344,8 +369,26 @@ async fn restart_replicas_and_store_failures_publish_every_acknowledged_event_on
         "dedupe claims taken over with an unknown outcome (published again) on a broker that filters aborts"
     );
     assert!(
+        caught_in_long_pauses > 0.0,
+        "no commit was in flight in {long_pauses} broker pauses past the call timeout: that phase proved nothing"
+    );
+    assert!(
         late_committed_retried_elsewhere > 0,
         "no 503 committed late and was retried on another replica: the run proved nothing \
          (503s {unavailable}, late commits {late_committed})"
     );
+}
+
+/// Transactions whose commit outlasted `kafka.call_timeout_ms`, summed over the running replicas:
+/// `cxone_ingest_kafka_transactions_total` with `outcome` `committed_late` (finished by calling it
+/// again) or `unknown` (the producer failed after the commit was asked for).
+async fn commits_past_call_timeout(replicas: &[Service]) -> f64 {
+    let mut caught = 0.0;
+    for replica in replicas {
+        let page = replica.metrics().await;
+        for outcome in ["committed_late", "unknown"] {
+            caught += metric_sum(&page, "cxone_ingest_kafka_transactions_total", &[("outcome", outcome)]);
+        }
+    }
+    caught
 }

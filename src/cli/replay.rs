@@ -96,9 +96,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         // Its own transactional.id: sharing the server's would fence the server's producer, and
         // sharing another replay's (of another dead-letter location, on the same host) would
         // fence that one. One per location: a restarted replay of it fences its own zombie.
-        let location = sha2::Sha256::digest(format!("{}/{}", store.bucket, store.prefix).as_bytes());
         kafka.instance_id =
-            Some(format!("replay-{}-{}", kafka.resolved_instance_id(), hex::encode(&location[..4])));
+            Some(replay_instance_id(&kafka.resolved_instance_id(), &store.bucket, &store.prefix));
         Some(Arc::new(KafkaSink::start(&kafka, &config.dedupe).context("starting the Kafka sink")?))
     };
 
@@ -148,6 +147,14 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(if summary.failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
+/// The instance part of a replay's `transactional.id`: `replay-<instance>-<8 hex digits of the
+/// dead-letter location>`, so replays of different locations on one host never fence each other,
+/// and a restarted replay of one location fences its own zombie.
+fn replay_instance_id(instance: &str, bucket: &str, prefix: &str) -> String {
+    let location = sha2::Sha256::digest(format!("{bucket}/{prefix}").as_bytes());
+    format!("replay-{instance}-{}", hex::encode(&location[..4]))
+}
+
 /// Who holds the replay lock, as a second run is told: host, pid, start time, run id.
 fn lock_holder() -> String {
     let host =
@@ -158,4 +165,19 @@ fn lock_holder() -> String {
         chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         uuid::Uuid::new_v4().simple()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: two replays on one host shared `replay-<host>` and fenced each other.
+    #[test]
+    fn replays_of_different_locations_have_their_own_transactional_ids() {
+        let a = replay_instance_id("pod-1", "bucket", "bu-east/errors");
+        assert_eq!(a, replay_instance_id("pod-1", "bucket", "bu-east/errors"), "stable per location");
+        assert_ne!(a, replay_instance_id("pod-1", "bucket", "bu-west/errors"));
+        assert_ne!(a, replay_instance_id("pod-1", "other-bucket", "bu-east/errors"));
+        assert!(a.starts_with("replay-pod-1-") && a.len() == "replay-pod-1-".len() + 8, "{a}");
+    }
 }

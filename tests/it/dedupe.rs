@@ -864,3 +864,72 @@ async fn a_store_that_refuses_writes_is_not_ready_and_says_why() {
         "the reason names the store's error: {why}"
     );
 }
+
+/// Regression: a replay that lost its lock (expired while the store was away, or taken by another
+/// run) only logged it and went on, side by side with the run that now held it. The lock now
+/// says so (`lost()`), and `cxone-ingest replay` stops on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_lock_that_is_taken_away_reports_it_lost() {
+    use cxone_ingest::dedupe::lock::ReplayLock;
+    let redis = PrivateRedis::start();
+    let store = RedisStore::connect(&redis.url(), "private redis".to_owned()).expect("redis client");
+    let ready = poll_until(Duration::from_secs(10), || async { store.ping().await.ok() }).await;
+    assert!(ready.is_some(), "the private redis answers");
+    let key = ReplayLock::key("bucket", &unique("prefix"));
+    let lock = ReplayLock::acquire(Arc::clone(&store), key.clone(), "run-1".to_owned()).await.expect("lock");
+    // Still ours: not lost.
+    assert!(tokio::time::timeout(Duration::from_millis(300), lock.lost()).await.is_err(), "lost while held");
+    // Another run's value now (the lock expired and was taken).
+    let swap =
+        cxone_ingest::dedupe::redis::Swap { key: key.clone(), old: "run-1".into(), new: "run-2".into() };
+    assert!(store.compare_and_set("lock", &swap, Duration::from_secs(30)).await.unwrap());
+    let lost = tokio::time::timeout(Duration::from_secs(20), lock.lost()).await;
+    assert!(lost.is_ok(), "the renewer did not notice the lock was taken");
+    lock.release().await;
+    assert_eq!(store.get("get", &key).await.unwrap().as_deref(), Some("run-2"), "the other run's lock stays");
+}
+
+/// Regression: when the deliveries and the claims' offsets used the whole call budget, the commit
+/// was never asked for, yet this was reported as "commit not finished" (an unknown outcome) and
+/// the producer rebuilt, making Kafka not ready for all traffic. Such a transaction surely did not
+/// commit: it is aborted and the producer kept. A private redis is paused while the batch's
+/// offsets are written, so the write returns after the budget (but within the store's timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_never_asked_for_is_aborted_without_rebuilding_the_producer() {
+    let redis = PrivateRedis::start();
+    let brokers = stack_kafka_brokers();
+    let topic = unique("dedupe-no-commit");
+    stack_create_topic(&brokers, &topic, 1).await;
+    let dedupe = DedupeConfig { store: DedupeStore::Redis(redis.url()), ..DedupeConfig::default() };
+    let kafka = KafkaConfig { call_timeout_ms: 500, linger_ms: 300, ..kafka_sink_config(&brokers, &topic) };
+    let sink = Arc::new(KafkaSink::start(&kafka, &dedupe).unwrap());
+    let ready = poll_until(Duration::from_secs(30), || async {
+        (sink.readiness() == Readiness::Ready && sink.dedupe_store_readiness() == Some(Readiness::Ready))
+            .then_some(())
+    });
+    assert!(ready.await.is_some(), "sink and store ready");
+
+    let publishing = {
+        let sink = Arc::clone(&sink);
+        tokio::spawn(async move {
+            sink.publish(kafka_event_record("late-1", "corr-late", "body"), soon(5_000)).await
+        })
+    };
+    // The claim is in; the batch lingers 300 ms; its offsets write then waits for the store.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    redis.pause();
+    tokio::time::sleep(Duration::from_millis(850)).await;
+    redis.resume();
+    let answer = publishing.await.expect("publish task");
+    assert!(
+        matches!(&answer, Err(SinkError::Unavailable { detail, .. }) if detail.contains("transaction aborted")),
+        "{answer:?}"
+    );
+    let stats = sink.stats();
+    assert_eq!((stats.aborted, stats.rebuilds), (1, 0), "aborted, and the producer kept: {stats:?}");
+    assert_eq!(sink.readiness(), Readiness::Ready);
+    // The retry publishes it.
+    let retry = sink.publish(kafka_event_record("late-2", "corr-late", "body"), soon(5_000)).await;
+    assert!(retry.is_ok(), "{retry:?}");
+    sink.close().await;
+}

@@ -96,6 +96,16 @@ async fn read_with(
         .expect("reader thread")
 }
 
+/// Reads the topic with the oracle and checks that each class holds exactly what the producer did.
+async fn read_and_check_classes(brokers: &str, topic: &str, written: &Written) -> Vec<OracleRecord> {
+    let records = oracle_read_or_panic(brokers, topic, PARTITIONS).await;
+    let by = classes(&records);
+    assert_eq!(by.get(&TxnOutcome::Committed), Some(&written.committed), "committed");
+    assert_eq!(by.get(&TxnOutcome::Aborted), Some(&written.aborted), "aborted");
+    assert_eq!(by.get(&TxnOutcome::Open), Some(&written.open), "open");
+    records
+}
+
 /// On noida-db, which hides aborted records from `read_committed`: the oracle's committed
 /// records are exactly what `read_committed` returns, aborted and open ones are what only
 /// `read_uncommitted` adds, and each class is exactly what the producer did.
@@ -105,11 +115,7 @@ async fn oracle_agrees_with_read_committed_on_a_broker_that_filters_aborts() {
     let topic = unique("oracle-filtering");
     let written = commit_abort_commit_open(&brokers, &topic).await;
 
-    let records = oracle_read_or_panic(&brokers, &topic, PARTITIONS).await;
-    let by = classes(&records);
-    assert_eq!(by.get(&TxnOutcome::Committed), Some(&written.committed), "committed");
-    assert_eq!(by.get(&TxnOutcome::Aborted), Some(&written.aborted), "aborted");
-    assert_eq!(by.get(&TxnOutcome::Open), Some(&written.open), "open");
+    let records = read_and_check_classes(&brokers, &topic, &written).await;
     assert_eq!(oracle_aborted_markers(&records), PARTITIONS as usize, "one ABORT marker per partition");
 
     let committed_view = read_with(kafka_read_committed, &brokers, &topic, written.committed.len()).await;
@@ -133,11 +139,7 @@ async fn oracle_tells_aborted_records_on_tansu_whose_read_committed_shows_them()
     let topic = unique("oracle-tansu");
     let written = commit_abort_commit_open(&brokers, &topic).await;
 
-    let records = oracle_read_or_panic(&brokers, &topic, PARTITIONS).await;
-    let by = classes(&records);
-    assert_eq!(by.get(&TxnOutcome::Committed), Some(&written.committed), "committed");
-    assert_eq!(by.get(&TxnOutcome::Aborted), Some(&written.aborted), "aborted");
-    assert_eq!(by.get(&TxnOutcome::Open), Some(&written.open), "open");
+    read_and_check_classes(&brokers, &topic, &written).await;
 
     // Why the oracle exists: tansu's read_committed cannot tell (printed, not asserted, so a
     // tansu that learns to filter does not fail this test).

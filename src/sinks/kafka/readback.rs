@@ -69,6 +69,9 @@ pub struct OutcomeReader {
     mode: Mutex<ReadBackMode>,
 }
 
+/// How long after a first "aborted" verdict the offset is read again.
+const CONFIRM_AFTER: Duration = Duration::from_secs(1);
+
 /// The header of the probe's record, so that a reader that does see aborted records can skip it.
 pub const PROBE_HEADER: &str = "cxone_ingest_probe";
 
@@ -128,9 +131,25 @@ impl OutcomeReader {
     /// Reads every target back within `budget` (blocking: call it from a committer thread or
     /// `spawn_blocking`). The answers are in `targets`' order; `Err` when no consumer could be
     /// made or assigned.
+    ///
+    /// "Aborted" is the verdict that publishes an event again, so it is read twice,
+    /// [`CONFIRM_AFTER`] apart, and kept only when both reads agree: right after a producer's
+    /// `init_transactions` a broker can still be settling the transaction it just ended (seen on
+    /// noida-db: a committed record hidden for a moment), while a committed record, once seen with
+    /// its request id, is proof.
     pub fn read(&self, targets: &[Target], budget: Duration) -> Result<Vec<ReadBack>, String> {
         let started = Instant::now();
-        let result = self.read_inner(targets, budget);
+        let result = self.read_inner(targets, budget).and_then(|mut answers| {
+            let again: Vec<usize> = (0..answers.len()).filter(|&i| answers[i] == ReadBack::Aborted).collect();
+            if !again.is_empty() {
+                std::thread::sleep(CONFIRM_AFTER);
+                let retargets: Vec<Target> = again.iter().map(|&i| targets[i].clone()).collect();
+                for (i, second) in again.into_iter().zip(self.read_inner(&retargets, budget)?) {
+                    answers[i] = second;
+                }
+            }
+            Ok(answers)
+        });
         m::observe(m::KAFKA_READ_BACK_DURATION, &[], started.elapsed().as_secs_f64());
         result
     }

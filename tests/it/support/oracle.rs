@@ -234,6 +234,7 @@ impl Connection {
     async fn read_partition(&mut self, topic: &str, partition: i32) -> Result<Vec<RawRecord>> {
         let mut log = Vec::new();
         let mut offset = 0i64;
+        let mut empty_answers = 0;
         for _round in 0..100_000 {
             let request = FetchRequest::default()
                 .with_max_wait_ms(100)
@@ -312,9 +313,17 @@ impl Connection {
                 offset = next;
             }
             if offset == before {
-                bail!(
-                    "{topic}/{partition}: no whole batch at offset {offset} below the high watermark {high_watermark}"
-                );
+                // Nothing at this offset although the high watermark is beyond it: asked a few
+                // times, it is a hole in the log (tansu's durable storage can leave one after a
+                // SIGKILL: an offset counted but its batch never stored). Step over it; a record
+                // acknowledged there shows up as missing in the accounting.
+                empty_answers += 1;
+                if empty_answers >= 3 {
+                    offset += 1;
+                    empty_answers = 0;
+                }
+            } else {
+                empty_answers = 0;
             }
         }
         bail!("{topic}/{partition}: still not at the high watermark after 100,000 fetches")

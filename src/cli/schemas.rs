@@ -104,14 +104,13 @@ fn needed_major(family: &Family) -> String {
 fn to_markdown(report: &Report, args: &CheckArgs) -> String {
     let mut out = String::new();
     let yes_no = |flag: bool| if flag { "**yes**" } else { "no" };
-    let version =
-        |schema: &Option<crate::contract::SchemaRef>| schema.as_ref().map_or("-".to_owned(), |s| s.version.clone());
-    out.push_str(&format!(
-        "Schema compatibility: `{}` -> `{}`\n\n",
-        args.old.display(),
-        args.new.display()
-    ));
-    out.push_str("| family | old | new | breaks senders | breaks readers | gate |\n|---|---|---|---|---|---|\n");
+    let version = |schema: &Option<crate::contract::SchemaRef>| {
+        schema.as_ref().map_or("-".to_owned(), |s| s.version.clone())
+    };
+    out.push_str(&format!("Schema compatibility: `{}` -> `{}`\n\n", args.old.display(), args.new.display()));
+    out.push_str(
+        "| family | old | new | breaks senders | breaks readers | gate |\n|---|---|---|---|---|---|\n",
+    );
     for family in &report.families {
         let gate = if family.fails_gate() {
             format!("**FAIL**: needs {}", needed_major(family))

@@ -68,7 +68,8 @@ impl Family {
     /// and `x-cxone-schema-version` `N.0.0`, with N greater than the old version's major.
     pub fn is_new_major(&self) -> bool {
         let (Some(old), Some(new)) = (&self.old, &self.new) else { return false };
-        let Some(old_major) = old.version.split('.').next().and_then(|major| major.parse::<u64>().ok()) else {
+        let Some(old_major) = old.version.split('.').next().and_then(|major| major.parse::<u64>().ok())
+        else {
             return false;
         };
         let id_major = new
@@ -165,7 +166,8 @@ pub fn compare(old: &[SchemaFile], new: &[SchemaFile]) -> Report {
         let group = groups.entry(root).or_default();
         if index < old.len() { group.0.push(&old[index]) } else { group.1.push(&new[index - old.len()]) }
     }
-    let mut families: Vec<Family> = groups.into_values().map(|(old, new)| compare_family(&old, &new)).collect();
+    let mut families: Vec<Family> =
+        groups.into_values().map(|(old, new)| compare_family(&old, &new)).collect();
     families.sort_by(|a, b| a.events.cmp(&b.events));
     Report { families }
 }
@@ -430,7 +432,8 @@ impl<'a> Walker<'a> {
                 (Some(a), Some(b)) => self.cannot_judge(path, format!("`{keyword}` changed from {a} to {b}")),
             }
         }
-        let unique = |map: &Map<String, Value>| map.get("uniqueItems").and_then(Value::as_bool).unwrap_or(false);
+        let unique =
+            |map: &Map<String, Value>| map.get("uniqueItems").and_then(Value::as_bool).unwrap_or(false);
         match (unique(om), unique(nm)) {
             (false, true) => self.push(path, "array items must now be unique".into(), SENDERS),
             (true, false) => self.push(path, "array items need no longer be unique".into(), READERS),
@@ -456,7 +459,9 @@ impl<'a> Walker<'a> {
         fn types(map: &Map<String, Value>) -> Option<BTreeSet<String>> {
             match map.get("type")? {
                 Value::String(name) => Some(BTreeSet::from([name.clone()])),
-                Value::Array(names) => Some(names.iter().filter_map(Value::as_str).map(str::to_owned).collect()),
+                Value::Array(names) => {
+                    Some(names.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+                }
                 _ => None,
             }
         }
@@ -504,9 +509,12 @@ impl<'a> Walker<'a> {
     /// `enum` and `const`: the allowed values.
     fn values(&mut self, path: &str, om: &Map<String, Value>, nm: &Map<String, Value>) {
         fn values(map: &Map<String, Value>) -> Option<Vec<&Value>> {
-            let listed = map.get("enum").and_then(Value::as_array).map(|values| values.iter().collect::<Vec<_>>());
+            let listed =
+                map.get("enum").and_then(Value::as_array).map(|values| values.iter().collect::<Vec<_>>());
             match (map.get("const"), listed) {
-                (Some(value), Some(listed)) => Some(listed.into_iter().filter(|other| *other == value).collect()),
+                (Some(value), Some(listed)) => {
+                    Some(listed.into_iter().filter(|other| *other == value).collect())
+                }
                 (Some(value), None) => Some(vec![value]),
                 (None, listed) => listed,
             }
@@ -569,7 +577,8 @@ impl<'a> Walker<'a> {
     }
 
     fn multiple_of(&mut self, path: &str, om: &Map<String, Value>, nm: &Map<String, Value>) {
-        let divides = |small: f64, big: f64| small != 0.0 && (big / small - (big / small).round()).abs() < 1e-9;
+        let divides =
+            |small: f64, big: f64| small != 0.0 && (big / small - (big / small).round()).abs() < 1e-9;
         match (om.get("multipleOf").and_then(Value::as_f64), nm.get("multipleOf").and_then(Value::as_f64)) {
             (None, None) => {}
             (None, Some(b)) => self.push(path, format!("`multipleOf` {b} added"), SENDERS),
@@ -661,7 +670,11 @@ impl<'a> Walker<'a> {
                 (Some(a), Some(b)) => self.walk(&path, a, b),
                 (Some(a), None) => {
                     if new_extra.value == &Value::Bool(false) {
-                        self.push(&path, "property removed from a closed object: now refused".into(), SENDERS);
+                        self.push(
+                            &path,
+                            "property removed from a closed object: now refused".into(),
+                            SENDERS,
+                        );
                     } else {
                         let inner = self.walk_apart(&path, a, new_extra.clone());
                         if !inner.is_empty() {
@@ -676,7 +689,8 @@ impl<'a> Walker<'a> {
                     } else {
                         let inner = self.walk_apart(&path, old_extra.clone(), b);
                         if !inner.is_empty() {
-                            let reasons: Vec<&str> = inner.iter().map(|change| change.change.as_str()).collect();
+                            let reasons: Vec<&str> =
+                                inner.iter().map(|change| change.change.as_str()).collect();
                             let change = format!(
                                 "property declared on an object that already accepted it undeclared ({})",
                                 reasons.join("; ")
@@ -713,7 +727,10 @@ impl<'a> Walker<'a> {
         o: &impl Fn(&str) -> At<'a>,
         n: &impl Fn(&str) -> At<'a>,
     ) {
-        match (om.get("prefixItems").and_then(Value::as_array), nm.get("prefixItems").and_then(Value::as_array)) {
+        match (
+            om.get("prefixItems").and_then(Value::as_array),
+            nm.get("prefixItems").and_then(Value::as_array),
+        ) {
             (None, None) => {}
             (Some(a), Some(b)) if a.len() == b.len() => {
                 for index in 0..a.len() {
@@ -746,9 +763,13 @@ impl<'a> Walker<'a> {
         o: &impl Fn(&str) -> At<'a>,
         n: &impl Fn(&str) -> At<'a>,
     ) {
-        let item = |at: At<'a>, index: usize| At { value: &at.value[index], pointer: format!("{}/{index}", at.pointer) };
+        let item = |at: At<'a>, index: usize| At {
+            value: &at.value[index],
+            pointer: format!("{}/{index}", at.pointer),
+        };
         for keyword in ["allOf", "anyOf", "oneOf"] {
-            let (a, b) = (om.get(keyword).and_then(Value::as_array), nm.get(keyword).and_then(Value::as_array));
+            let (a, b) =
+                (om.get(keyword).and_then(Value::as_array), nm.get(keyword).and_then(Value::as_array));
             match (a, b) {
                 (None, None) => {}
                 // Pairwise: a conjunction (allOf) or a disjunction (anyOf) of wider parts is wider.

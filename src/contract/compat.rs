@@ -368,6 +368,9 @@ impl<'a> Walker<'a> {
             (Value::Object(om), Value::Object(nm)) => (om, nm),
             _ => return self.cannot_judge(path, "a schema is neither an object nor a boolean".into()),
         };
+        if self.wrapped_in_any_of(path, old, new, om, nm) {
+            return;
+        }
         let o = |key: &str| At { value: &om[key], pointer: format!("{}/{}", old.pointer, escape(key)) };
         let n = |key: &str| At { value: &nm[key], pointer: format!("{}/{}", new.pointer, escape(key)) };
 
@@ -453,6 +456,44 @@ impl<'a> Walker<'a> {
         self.object(path, old, new, om, nm);
         self.array(path, om, nm, &o, &n);
         self.combinators(path, om, nm, &o, &n);
+    }
+
+    /// The old schema kept as one branch of a new `anyOf` (e.g. made nullable with
+    /// `anyOf: [<old>, {"type": "null"}]`): wider, nothing refused; or the reverse. Reports it and
+    /// returns true; false when the pair is not of that shape.
+    fn wrapped_in_any_of(
+        &mut self,
+        path: &str,
+        old: &At<'a>,
+        new: &At<'a>,
+        om: &'a Map<String, Value>,
+        nm: &'a Map<String, Value>,
+    ) -> bool {
+        let branches = |map: &'a Map<String, Value>, at: &At<'a>| -> Option<Vec<At<'a>>> {
+            let list = map.get("anyOf")?.as_array()?;
+            only_keyword(map, "anyOf").then(|| {
+                (0..list.len())
+                    .map(|index| At { value: &list[index], pointer: format!("{}/anyOf/{index}", at.pointer) })
+                    .collect()
+            })
+        };
+        if !om.contains_key("anyOf") {
+            if let Some(branches) = branches(nm, new) {
+                if branches.into_iter().any(|branch| self.walk_apart(path, old.clone(), branch).is_empty()) {
+                    self.push(path, "alternatives added next to the old schema (`anyOf`)".into(), READERS);
+                    return true;
+                }
+            }
+        }
+        if !nm.contains_key("anyOf") {
+            if let Some(branches) = branches(om, old) {
+                if branches.into_iter().any(|branch| self.walk_apart(path, branch, new.clone()).is_empty()) {
+                    self.push(path, "alternatives removed: one `anyOf` branch kept".into(), SENDERS);
+                    return true;
+                }
+            }
+        }
+        false
     }
 
     fn types(&mut self, path: &str, om: &Map<String, Value>, nm: &Map<String, Value>) {
@@ -822,6 +863,11 @@ impl Bound {
             Bound::Upper => a.0 < b.0 || (a.0 == b.0 && a.1 && !b.1),
         }
     }
+}
+
+/// Whether `keyword` is the only assertion of a schema (the others are annotations).
+fn only_keyword(map: &Map<String, Value>, keyword: &str) -> bool {
+    map.keys().all(|key| key == keyword || ANNOTATIONS.contains(&key.as_str()))
 }
 
 /// Whether a schema accepts every value (`true`, `{}`, or annotations only).

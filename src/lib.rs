@@ -15,7 +15,8 @@
 //!
 //! Modules:
 //! - [`contract`]: schemas/ as the single source of truth: registry, schema-driven coercion,
-//!   all-errors validation (jsonschema), build.rs-generated types, canonical JSON (serde_json).
+//!   all-errors validation (jsonschema), build.rs-generated types, canonical JSON (serde_json),
+//!   and the compatibility gate between two schema folders (`compat`).
 //! - [`http`]: warp routes and listeners, body limits, signature verification, probes, JSON answers.
 //! - [`pipeline`]: raw request -> `Outcome` (published, dead-lettered, retry).
 //! - [`sinks`]: the narrow traits the pipeline writes through, and their Kafka and S3 implementations.

@@ -3,6 +3,7 @@
 pub mod config;
 pub mod cxone;
 pub mod replay;
+pub mod schemas;
 pub mod serve;
 pub mod validate;
 
@@ -38,6 +39,9 @@ pub enum Command {
     Replay(Box<replay::Args>),
     /// Talk to the CXone API (check OAuth credentials).
     Cxone(cxone::Args),
+    /// Work on schema folders: `check` compares two for compatibility (exit 0 compatible or a new
+    /// major version, 1 senders break without one, 2 usage or load error).
+    Schemas(schemas::Args),
 }
 
 /// Runs the chosen subcommand and turns its result into the process exit code.
@@ -45,6 +49,8 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         // `validate` is an offline filter: its stdout is the product, so it logs nothing.
         Command::Validate(args) => validate::run(args),
+        // So is `schemas`: its stdout is the verdict.
+        Command::Schemas(args) => schemas::run(args),
         command => {
             let log_writer = match telemetry::init(cli.log_format, &cli.log) {
                 Ok(guard) => guard,
@@ -66,7 +72,7 @@ pub fn run(cli: Cli) -> ExitCode {
                     Command::Config(args) => config::run(args).await,
                     Command::Replay(args) => replay::run(*args).await,
                     Command::Cxone(args) => cxone::run(args).await,
-                    Command::Validate(_) => unreachable!("handled above"),
+                    Command::Validate(_) | Command::Schemas(_) => unreachable!("handled above"),
                 }
             });
             // Every queued log line is out before the last word (and before the process ends).

@@ -5,6 +5,7 @@
 //! fails) -> decode into the build.rs-generated type -> canonical JSON of that typed value.
 
 pub mod coerce;
+pub mod compat;
 mod registry;
 pub mod report;
 pub mod types;

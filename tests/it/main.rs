@@ -5,6 +5,7 @@ mod support;
 mod bad_input;
 mod build_info;
 mod chaos;
+mod compat;
 mod contract;
 mod cxone;
 mod dead_letter;

@@ -1,0 +1,923 @@
+//! The compatibility gate: what an edit of a schema folder does to the payloads it accepts, per
+//! event family: whether senders break (a payload valid before is refused now) and whether readers
+//! break (a payload valid now was refused before).
+//!
+//! Families are matched by their `x-cxone-events`. Two schemas are compared by a structural walk
+//! over their JSON, keyword by keyword, following local `$ref`s. The walk is conservative: every
+//! change it cannot place in one direction (a changed `pattern`, `if`/`then`, `not`, a keyword it
+//! does not know, ...) is reported as breaking both ways, and says so.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::Path;
+use std::sync::LazyLock;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::{Contract, ContractError, EVENTS_ANNOTATION, SchemaRef, VERSION_ANNOTATION};
+
+/// Who a change breaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    /// Some payload valid under the old schema is refused by the new one.
+    Senders,
+    /// Some payload valid under the new schema was refused by the old one (consumers receive
+    /// records they were never promised).
+    Readers,
+}
+
+const SENDERS: &[Side] = &[Side::Senders];
+const READERS: &[Side] = &[Side::Readers];
+const BOTH: &[Side] = &[Side::Senders, Side::Readers];
+
+/// Suffix of every change the walk cannot place in one direction.
+pub const CANNOT_JUDGE: &str = "cannot judge: counted as breaking both ways";
+
+/// One change of a family's schema.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Change {
+    /// Where in the payload the change applies: a JSON pointer (`/data/channel`; empty for the
+    /// root), `*` standing for every array item or every undeclared property.
+    pub path: String,
+    /// What changed, in words.
+    pub change: String,
+    /// Who it breaks (empty: nobody).
+    pub breaks: Vec<Side>,
+}
+
+/// The verdict on one event family.
+#[derive(Debug, Clone, Serialize)]
+pub struct Family {
+    /// The `event` values of the family (old and new together), sorted.
+    pub events: Vec<String>,
+    /// The old schema's `$id` and version; `None` when the family is new.
+    pub old: Option<SchemaRef>,
+    /// The new schema's `$id` and version; `None` when the family was removed.
+    pub new: Option<SchemaRef>,
+    /// Whether some change breaks senders.
+    pub breaks_senders: bool,
+    /// Whether some change breaks readers.
+    pub breaks_readers: bool,
+    /// Every change found, in walk order.
+    pub changes: Vec<Change>,
+}
+
+impl Family {
+    /// Whether the new schema is a new major version of the old one: `$id` ending in `/vN.json`
+    /// and `x-cxone-schema-version` `N.0.0`, with N greater than the old version's major.
+    pub fn is_new_major(&self) -> bool {
+        let (Some(old), Some(new)) = (&self.old, &self.new) else { return false };
+        let Some(old_major) = old.version.split('.').next().and_then(|major| major.parse::<u64>().ok())
+        else {
+            return false;
+        };
+        let id_major = new
+            .id
+            .rsplit('/')
+            .next()
+            .and_then(|name| name.strip_prefix('v'))
+            .and_then(|name| name.strip_suffix(".json"))
+            .and_then(|major| major.parse::<u64>().ok());
+        id_major.is_some_and(|major| major > old_major && new.version == format!("{major}.0.0"))
+    }
+
+    /// Whether this family fails the gate: it breaks senders without a new major version.
+    pub fn fails_gate(&self) -> bool {
+        self.breaks_senders && !self.is_new_major()
+    }
+}
+
+/// The verdict on two schema folders.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// One entry per family, ordered by its first event.
+    pub families: Vec<Family>,
+}
+
+impl Report {
+    /// Whether any family fails the gate (the command's exit status 1).
+    pub fn fails_gate(&self) -> bool {
+        self.families.iter().any(Family::fails_gate)
+    }
+}
+
+/// One event schema of a folder, as text and metadata.
+#[derive(Debug, Clone)]
+pub struct SchemaFile {
+    /// `$id` and version.
+    pub schema: SchemaRef,
+    /// Its `x-cxone-events`.
+    pub events: Vec<String>,
+    /// The schema document.
+    pub document: Value,
+}
+
+/// Loads a folder's event schemas exactly as the service would (every file must load), then keeps
+/// their documents for the comparison.
+pub fn load_dir(dir: &Path) -> Result<Vec<SchemaFile>, ContractError> {
+    let contract = Contract::from_dir(dir).map_err(|err| {
+        if err.path == "(schemas)" { ContractError { path: dir.display().to_string(), ..err } } else { err }
+    })?;
+    let mut files = Vec::new();
+    for info in contract.schemas() {
+        let fail = |message: String| ContractError { path: info.file_name.clone(), message };
+        let bytes = std::fs::read(&info.file_name).map_err(|err| fail(format!("cannot read: {err}")))?;
+        let document: Value =
+            serde_json::from_slice(&bytes).map_err(|err| fail(format!("not valid JSON: {err}")))?;
+        files.push(SchemaFile { schema: info.schema, events: info.events, document });
+    }
+    Ok(files)
+}
+
+/// Compares two folders: [`load_dir`] on both, then [`compare`].
+pub fn check_dirs(old: &Path, new: &Path) -> Result<Report, ContractError> {
+    Ok(compare(&load_dir(old)?, &load_dir(new)?))
+}
+
+/// Compares two schema sets family by family. Schemas sharing an event belong to one family.
+pub fn compare(old: &[SchemaFile], new: &[SchemaFile]) -> Report {
+    // Union-find over old (0..old.len()) and new (old.len()..) schemas, joined by shared events.
+    let mut parent: Vec<usize> = (0..old.len() + new.len()).collect();
+    fn find(parent: &mut [usize], mut at: usize) -> usize {
+        while parent[at] != at {
+            parent[at] = parent[parent[at]];
+            at = parent[at];
+        }
+        at
+    }
+    let mut owner: BTreeMap<&str, usize> = BTreeMap::new();
+    for (index, file) in old.iter().chain(new).enumerate() {
+        for event in &file.events {
+            match owner.get(event.as_str()) {
+                Some(&other) => {
+                    let (a, b) = (find(&mut parent, other), find(&mut parent, index));
+                    parent[a] = b;
+                }
+                None => {
+                    owner.insert(event, index);
+                }
+            }
+        }
+    }
+    let mut groups: BTreeMap<usize, (Vec<&SchemaFile>, Vec<&SchemaFile>)> = BTreeMap::new();
+    for index in 0..old.len() + new.len() {
+        let root = find(&mut parent, index);
+        let group = groups.entry(root).or_default();
+        if index < old.len() { group.0.push(&old[index]) } else { group.1.push(&new[index - old.len()]) }
+    }
+    let mut families: Vec<Family> =
+        groups.into_values().map(|(old, new)| compare_family(&old, &new)).collect();
+    families.sort_by(|a, b| a.events.cmp(&b.events));
+    Report { families }
+}
+
+fn compare_family(old: &[&SchemaFile], new: &[&SchemaFile]) -> Family {
+    let events_of = |files: &[&SchemaFile]| -> BTreeSet<String> {
+        files.iter().flat_map(|file| file.events.iter().cloned()).collect()
+    };
+    let (old_events, new_events) = (events_of(old), events_of(new));
+    let mut changes = Vec::new();
+    let mut push = |change: String, breaks: &[Side]| {
+        changes.push(Change { path: String::new(), change, breaks: breaks.to_vec() });
+    };
+    match (old, new) {
+        ([], _) => push("family added: its events now reach the topic".into(), READERS),
+        (_, []) => push("family removed: its events are refused as unknown".into(), SENDERS),
+        ([old_file], [new_file]) => {
+            for event in old_events.difference(&new_events) {
+                push(format!("event {event:?} no longer served: refused as unknown"), SENDERS);
+            }
+            for event in new_events.difference(&old_events) {
+                push(format!("event {event:?} now served"), READERS);
+            }
+            let mut walker = Walker::new(&old_file.document, &new_file.document);
+            walker.walk(
+                "",
+                At { value: &old_file.document, pointer: String::new() },
+                At { value: &new_file.document, pointer: String::new() },
+            );
+            changes.extend(walker.changes);
+        }
+        _ => push(format!("events regrouped across several schema files; {CANNOT_JUDGE}"), BOTH),
+    }
+    let breaks = |side: Side| changes.iter().any(|change| change.breaks.contains(&side));
+    Family {
+        events: old_events.union(&new_events).cloned().collect(),
+        old: old.first().map(|file| file.schema.clone()),
+        new: new.first().map(|file| file.schema.clone()),
+        breaks_senders: breaks(Side::Senders),
+        breaks_readers: breaks(Side::Readers),
+        changes,
+    }
+}
+
+/// A subschema and its JSON pointer in its document (the walk's cycle guard).
+#[derive(Clone)]
+struct At<'a> {
+    value: &'a Value,
+    pointer: String,
+}
+
+/// Keywords with no effect on validity (annotations, and the definitions reached through `$ref`).
+const ANNOTATIONS: &[&str] = &[
+    "$schema",
+    "$id",
+    "$comment",
+    "$defs",
+    "definitions",
+    "title",
+    "description",
+    "examples",
+    "default",
+    "deprecated",
+    "readOnly",
+    "writeOnly",
+    "contentEncoding",
+    "contentMediaType",
+    "contentSchema",
+    EVENTS_ANNOTATION,
+    VERSION_ANNOTATION,
+];
+
+/// Keywords the walk judges (everything else is compared as text: changed means cannot judge).
+const JUDGED: &[&str] = &[
+    "$ref",
+    "type",
+    "enum",
+    "const",
+    "minimum",
+    "exclusiveMinimum",
+    "maximum",
+    "exclusiveMaximum",
+    "multipleOf",
+    "minLength",
+    "maxLength",
+    "minItems",
+    "maxItems",
+    "minProperties",
+    "maxProperties",
+    "pattern",
+    "format",
+    "uniqueItems",
+    "required",
+    "properties",
+    "additionalProperties",
+    "items",
+    "prefixItems",
+    "allOf",
+    "anyOf",
+    "oneOf",
+    "x-cxone-normalize",
+];
+
+/// Keywords holding one subschema whose effect the walk cannot place in one direction: any
+/// change inside (or adding/removing them) is judged as breaking both ways.
+const OPAQUE_SUBSCHEMAS: &[&str] =
+    &["not", "if", "then", "else", "contains", "propertyNames", "unevaluatedItems", "unevaluatedProperties"];
+
+/// The schema `{}` (and `true`) as a keyword map.
+static EMPTY: LazyLock<Map<String, Value>> = LazyLock::new(Map::new);
+
+/// The six JSON Schema types besides `integer` (which `number` includes).
+const ALL_TYPES: &[&str] = &["array", "boolean", "null", "number", "object", "string"];
+
+struct Walker<'a> {
+    old_root: &'a Value,
+    new_root: &'a Value,
+    /// Pairs of (old, new) pointers being compared on the current path: recursive schemas end here.
+    active: HashSet<(String, String)>,
+    changes: Vec<Change>,
+}
+
+impl<'a> Walker<'a> {
+    fn new(old_root: &'a Value, new_root: &'a Value) -> Self {
+        Walker { old_root, new_root, active: HashSet::new(), changes: Vec::new() }
+    }
+
+    fn push(&mut self, path: &str, change: String, breaks: &[Side]) {
+        self.changes.push(Change { path: path.to_owned(), change, breaks: breaks.to_vec() });
+    }
+
+    fn cannot_judge(&mut self, path: &str, what: String) {
+        self.push(path, format!("{what}; {CANNOT_JUDGE}"), BOTH);
+    }
+
+    /// Walks a pair into a separate list of changes (the caller summarises them).
+    fn walk_apart(&mut self, path: &str, old: At<'a>, new: At<'a>) -> Vec<Change> {
+        let outer = std::mem::take(&mut self.changes);
+        self.walk(path, old, new);
+        std::mem::replace(&mut self.changes, outer)
+    }
+
+    /// Follows a `$ref` within the document (`#/json/pointer`, or the document's own `$id` before it).
+    fn resolve(root: &'a Value, reference: &str) -> Option<At<'a>> {
+        let id = root.get("$id").and_then(Value::as_str).unwrap_or_default();
+        let fragment = reference.strip_prefix(id).unwrap_or(reference).strip_prefix('#')?;
+        let pointer = percent_decode(fragment)?;
+        root.pointer(&pointer).map(|value| At { value, pointer })
+    }
+
+    /// A schema that is only a `$ref` (plus annotations) is replaced by its target.
+    fn follow(&mut self, path: &str, root: &'a Value, mut at: At<'a>) -> Option<At<'a>> {
+        for _ in 0..64 {
+            let Some(map) = at.value.as_object() else { return Some(at) };
+            let Some(reference) = map.get("$ref") else { return Some(at) };
+            if map.keys().any(|key| key != "$ref" && !ANNOTATIONS.contains(&key.as_str())) {
+                return Some(at);
+            }
+            let Some(reference) = reference.as_str() else { return Some(at) };
+            match Self::resolve(root, reference) {
+                Some(target) => at = target,
+                None => {
+                    self.cannot_judge(path, format!("`$ref` {reference:?} does not resolve within the file"));
+                    return None;
+                }
+            }
+        }
+        self.cannot_judge(path, "`$ref` chain too long".into());
+        None
+    }
+
+    fn walk(&mut self, path: &str, old: At<'a>, new: At<'a>) {
+        let (old_root, new_root) = (self.old_root, self.new_root);
+        let Some(old) = self.follow(path, old_root, old) else { return };
+        let Some(new) = self.follow(path, new_root, new) else { return };
+        // A pair already being compared further up: a recursive schema, judged there.
+        let pair = (old.pointer.clone(), new.pointer.clone());
+        if !self.active.insert(pair.clone()) {
+            return;
+        }
+        self.walk_schema(path, &old, &new);
+        self.active.remove(&pair);
+    }
+
+    fn walk_schema(&mut self, path: &str, old: &At<'a>, new: &At<'a>) {
+        let empty: &'a Map<String, Value> = &EMPTY;
+        let (om, nm) = match (old.value, new.value) {
+            (Value::Bool(false), Value::Bool(false)) => return,
+            (Value::Bool(false), _) => {
+                return self.push(path, "schema `false` (nothing allowed) now allows values".into(), READERS);
+            }
+            (_, Value::Bool(false)) => {
+                return self.push(path, "schema now `false`: nothing allowed".into(), SENDERS);
+            }
+            (Value::Bool(true), Value::Bool(true)) => return,
+            (Value::Bool(true), Value::Object(nm)) => (empty, nm),
+            (Value::Object(om), Value::Bool(true)) => (om, empty),
+            (Value::Object(om), Value::Object(nm)) => (om, nm),
+            _ => return self.cannot_judge(path, "a schema is neither an object nor a boolean".into()),
+        };
+        if self.wrapped_in_any_of(path, old, new, om, nm) {
+            return;
+        }
+        let o = |key: &str| At { value: &om[key], pointer: format!("{}/{}", old.pointer, escape(key)) };
+        let n = |key: &str| At { value: &nm[key], pointer: format!("{}/{}", new.pointer, escape(key)) };
+
+        // Keywords compared as text, or judged as opaque subschemas.
+        let keys: BTreeSet<&String> = om.keys().chain(nm.keys()).collect();
+        for key in keys {
+            let key = key.as_str();
+            if ANNOTATIONS.contains(&key) || JUDGED.contains(&key) {
+                continue;
+            }
+            match (om.contains_key(key), nm.contains_key(key)) {
+                (true, true) if OPAQUE_SUBSCHEMAS.contains(&key) => {
+                    if !self.walk_apart(path, o(key), n(key)).is_empty() {
+                        self.cannot_judge(path, format!("`{key}` changed"));
+                    }
+                }
+                (true, true) if om[key] == nm[key] => {}
+                (true, true) => self.cannot_judge(path, format!("`{key}` changed")),
+                (true, false) => self.cannot_judge(path, format!("`{key}` removed")),
+                (false, true) => self.cannot_judge(path, format!("`{key}` added")),
+                (false, false) => {}
+            }
+        }
+
+        // `$ref` next to other keywords: one more conjunct.
+        match (om.get("$ref"), nm.get("$ref")) {
+            (Some(_), Some(_)) => {
+                let targets = (
+                    om["$ref"].as_str().and_then(|reference| Self::resolve(self.old_root, reference)),
+                    nm["$ref"].as_str().and_then(|reference| Self::resolve(self.new_root, reference)),
+                );
+                match targets {
+                    (Some(old_target), Some(new_target)) => self.walk(path, old_target, new_target),
+                    _ => self.cannot_judge(path, "`$ref` does not resolve within the file".into()),
+                }
+            }
+            (None, None) => {}
+            _ => self.cannot_judge(path, "`$ref` next to other keywords added or removed".into()),
+        }
+
+        self.types(path, om, nm);
+        self.values(path, om, nm);
+        self.number_bound(path, Bound::Lower, om, nm);
+        self.number_bound(path, Bound::Upper, om, nm);
+        self.multiple_of(path, om, nm);
+        for (keyword, bound) in [
+            ("minLength", Bound::Lower),
+            ("maxLength", Bound::Upper),
+            ("minItems", Bound::Lower),
+            ("maxItems", Bound::Upper),
+            ("minProperties", Bound::Lower),
+            ("maxProperties", Bound::Upper),
+        ] {
+            self.count_bound(path, keyword, bound, om, nm);
+        }
+        for keyword in ["pattern", "format"] {
+            match (om.get(keyword), nm.get(keyword)) {
+                (None, None) => {}
+                (Some(a), Some(b)) if a == b => {}
+                (None, Some(b)) => self.push(path, format!("`{keyword}` {b} added"), SENDERS),
+                (Some(a), None) => self.push(path, format!("`{keyword}` {a} removed"), READERS),
+                (Some(a), Some(b)) => self.cannot_judge(path, format!("`{keyword}` changed from {a} to {b}")),
+            }
+        }
+        let unique =
+            |map: &Map<String, Value>| map.get("uniqueItems").and_then(Value::as_bool).unwrap_or(false);
+        match (unique(om), unique(nm)) {
+            (false, true) => self.push(path, "array items must now be unique".into(), SENDERS),
+            (true, false) => self.push(path, "array items need no longer be unique".into(), READERS),
+            _ => {}
+        }
+        if om.get("x-cxone-normalize") != nm.get("x-cxone-normalize") {
+            let show = |value: Option<&Value>| value.map_or_else(|| "none".to_owned(), Value::to_string);
+            self.cannot_judge(
+                path,
+                format!(
+                    "normalisation (`x-cxone-normalize`) changed from {} to {}",
+                    show(om.get("x-cxone-normalize")),
+                    show(nm.get("x-cxone-normalize"))
+                ),
+            );
+        }
+        self.object(path, old, new, om, nm);
+        self.array(path, om, nm, &o, &n);
+        self.combinators(path, om, nm, &o, &n);
+    }
+
+    /// The old schema kept as one branch of a new `anyOf` (e.g. made nullable with
+    /// `anyOf: [<old>, {"type": "null"}]`): wider, nothing refused; or the reverse. Reports it and
+    /// returns true; false when the pair is not of that shape.
+    fn wrapped_in_any_of(
+        &mut self,
+        path: &str,
+        old: &At<'a>,
+        new: &At<'a>,
+        om: &'a Map<String, Value>,
+        nm: &'a Map<String, Value>,
+    ) -> bool {
+        let branches = |map: &'a Map<String, Value>, at: &At<'a>| -> Option<Vec<At<'a>>> {
+            let list = map.get("anyOf")?.as_array()?;
+            only_keyword(map, "anyOf").then(|| {
+                (0..list.len())
+                    .map(|index| At { value: &list[index], pointer: format!("{}/anyOf/{index}", at.pointer) })
+                    .collect()
+            })
+        };
+        if !om.contains_key("anyOf") {
+            if let Some(branches) = branches(nm, new) {
+                if branches.into_iter().any(|branch| self.walk_apart(path, old.clone(), branch).is_empty()) {
+                    self.push(path, "alternatives added next to the old schema (`anyOf`)".into(), READERS);
+                    return true;
+                }
+            }
+        }
+        if !nm.contains_key("anyOf") {
+            if let Some(branches) = branches(om, old) {
+                if branches.into_iter().any(|branch| self.walk_apart(path, branch, new.clone()).is_empty()) {
+                    self.push(path, "alternatives removed: one `anyOf` branch kept".into(), SENDERS);
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    fn types(&mut self, path: &str, om: &Map<String, Value>, nm: &Map<String, Value>) {
+        fn types(map: &Map<String, Value>) -> Option<BTreeSet<String>> {
+            match map.get("type")? {
+                Value::String(name) => Some(BTreeSet::from([name.clone()])),
+                Value::Array(names) => {
+                    Some(names.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+                }
+                _ => None,
+            }
+        }
+        let covers = |set: &BTreeSet<String>, name: &str| {
+            set.contains(name) || (name == "integer" && set.contains("number"))
+        };
+        let (old_set, new_set) = match (types(om), types(nm)) {
+            (None, None) => return,
+            (None, Some(new_set)) => {
+                if ALL_TYPES.iter().any(|name| !covers(&new_set, name)) {
+                    self.push(path, format!("type constrained to {}", list(&new_set)), SENDERS);
+                }
+                return;
+            }
+            (Some(old_set), None) => {
+                if ALL_TYPES.iter().any(|name| !covers(&old_set, name)) {
+                    self.push(path, format!("type constraint {} removed", list(&old_set)), READERS);
+                }
+                return;
+            }
+            (Some(old_set), Some(new_set)) => (old_set, new_set),
+        };
+        for name in old_set.iter().filter(|name| !covers(&new_set, name)) {
+            let change = if name == "number" && new_set.contains("integer") {
+                "type narrowed from number to integer".to_owned()
+            } else if name == "null" {
+                "no longer nullable (type `null` removed)".to_owned()
+            } else {
+                format!("type `{name}` removed ({} -> {})", list(&old_set), list(&new_set))
+            };
+            self.push(path, change, SENDERS);
+        }
+        for name in new_set.iter().filter(|name| !covers(&old_set, name)) {
+            let change = if name == "number" && old_set.contains("integer") {
+                "type widened from integer to number".to_owned()
+            } else if name == "null" {
+                "made nullable (type `null` added)".to_owned()
+            } else {
+                format!("type `{name}` added ({} -> {})", list(&old_set), list(&new_set))
+            };
+            self.push(path, change, READERS);
+        }
+    }
+
+    /// `enum` and `const`: the allowed values.
+    fn values(&mut self, path: &str, om: &Map<String, Value>, nm: &Map<String, Value>) {
+        fn values(map: &Map<String, Value>) -> Option<Vec<&Value>> {
+            let listed =
+                map.get("enum").and_then(Value::as_array).map(|values| values.iter().collect::<Vec<_>>());
+            match (map.get("const"), listed) {
+                (Some(value), Some(listed)) => {
+                    Some(listed.into_iter().filter(|other| *other == value).collect())
+                }
+                (Some(value), None) => Some(vec![value]),
+                (None, listed) => listed,
+            }
+        }
+        match (values(om), values(nm)) {
+            (None, None) => {}
+            (None, Some(new_values)) => {
+                self.push(path, format!("values restricted to {}", show_values(&new_values)), SENDERS);
+            }
+            (Some(old_values), None) => {
+                self.push(path, format!("value restriction {} removed", show_values(&old_values)), READERS);
+            }
+            (Some(old_values), Some(new_values)) => {
+                for value in old_values.iter().filter(|value| !new_values.contains(value)) {
+                    self.push(path, format!("value {value} removed (enum/const)"), SENDERS);
+                }
+                for value in new_values.iter().filter(|value| !old_values.contains(value)) {
+                    self.push(path, format!("value {value} added (enum/const)"), READERS);
+                }
+            }
+        }
+    }
+
+    fn number_bound(&mut self, path: &str, bound: Bound, om: &Map<String, Value>, nm: &Map<String, Value>) {
+        // (limit, exclusive): the tightest of the inclusive and the exclusive keyword.
+        let limit = |map: &Map<String, Value>| -> Option<(f64, bool)> {
+            let (inclusive, exclusive) = match bound {
+                Bound::Lower => ("minimum", "exclusiveMinimum"),
+                Bound::Upper => ("maximum", "exclusiveMaximum"),
+            };
+            let inclusive = map.get(inclusive).and_then(Value::as_f64).map(|limit| (limit, false));
+            let exclusive = map.get(exclusive).and_then(Value::as_f64).map(|limit| (limit, true));
+            match (inclusive, exclusive) {
+                (Some(a), Some(b)) => Some(if bound.tighter(b, a) { b } else { a }),
+                (a, b) => a.or(b),
+            }
+        };
+        let show = |(limit, exclusive): (f64, bool)| {
+            let operator = match (bound, exclusive) {
+                (Bound::Lower, false) => ">=",
+                (Bound::Lower, true) => ">",
+                (Bound::Upper, false) => "<=",
+                (Bound::Upper, true) => "<",
+            };
+            format!("{operator} {limit}")
+        };
+        let name = bound.name("minimum", "maximum");
+        match (limit(om), limit(nm)) {
+            (None, None) => {}
+            (None, Some(b)) => self.push(path, format!("{name} {} added", show(b)), SENDERS),
+            (Some(a), None) => self.push(path, format!("{name} {} removed", show(a)), READERS),
+            (Some(a), Some(b)) if bound.tighter(b, a) => {
+                self.push(path, format!("{name} tightened from {} to {}", show(a), show(b)), SENDERS);
+            }
+            (Some(a), Some(b)) if bound.tighter(a, b) => {
+                self.push(path, format!("{name} loosened from {} to {}", show(a), show(b)), READERS);
+            }
+            _ => {}
+        }
+    }
+
+    fn multiple_of(&mut self, path: &str, om: &Map<String, Value>, nm: &Map<String, Value>) {
+        let divides =
+            |small: f64, big: f64| small != 0.0 && (big / small - (big / small).round()).abs() < 1e-9;
+        match (om.get("multipleOf").and_then(Value::as_f64), nm.get("multipleOf").and_then(Value::as_f64)) {
+            (None, None) => {}
+            (None, Some(b)) => self.push(path, format!("`multipleOf` {b} added"), SENDERS),
+            (Some(a), None) => self.push(path, format!("`multipleOf` {a} removed"), READERS),
+            (Some(a), Some(b)) if a == b => {}
+            (Some(a), Some(b)) => {
+                let breaks = match (divides(a, b), divides(b, a)) {
+                    (true, _) => SENDERS,
+                    (false, true) => READERS,
+                    (false, false) => BOTH,
+                };
+                self.push(path, format!("`multipleOf` changed from {a} to {b}"), breaks);
+            }
+        }
+    }
+
+    /// `minLength`/`maxLength`, `minItems`/`maxItems`, `minProperties`/`maxProperties`.
+    fn count_bound(
+        &mut self,
+        path: &str,
+        keyword: &str,
+        bound: Bound,
+        om: &Map<String, Value>,
+        nm: &Map<String, Value>,
+    ) {
+        let get = |map: &Map<String, Value>| map.get(keyword).and_then(Value::as_f64);
+        // A missing lower bound is 0; a missing upper bound is none.
+        let (old_limit, new_limit) = match bound {
+            Bound::Lower => (get(om).or(Some(0.0)), get(nm).or(Some(0.0))),
+            Bound::Upper => (get(om), get(nm)),
+        };
+        match (old_limit, new_limit) {
+            (None, None) => {}
+            (None, Some(b)) => self.push(path, format!("`{keyword}` {b} added"), SENDERS),
+            (Some(a), None) => self.push(path, format!("`{keyword}` {a} removed"), READERS),
+            (Some(a), Some(b)) if bound.tighter((b, false), (a, false)) => {
+                self.push(path, format!("`{keyword}` tightened from {a} to {b}"), SENDERS);
+            }
+            (Some(a), Some(b)) if bound.tighter((a, false), (b, false)) => {
+                self.push(path, format!("`{keyword}` loosened from {a} to {b}"), READERS);
+            }
+            _ => {}
+        }
+    }
+
+    /// `required`, `properties` and `additionalProperties` (with `patternProperties` compared as text).
+    fn object(
+        &mut self,
+        path: &str,
+        old: &At<'a>,
+        new: &At<'a>,
+        om: &'a Map<String, Value>,
+        nm: &'a Map<String, Value>,
+    ) {
+        let required = |map: &Map<String, Value>| -> BTreeSet<String> {
+            map.get("required")
+                .and_then(Value::as_array)
+                .map(|names| names.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+                .unwrap_or_default()
+        };
+        let (old_required, new_required) = (required(om), required(nm));
+        for name in new_required.difference(&old_required) {
+            self.push(&child(path, name), format!("property `{name}` now required"), SENDERS);
+        }
+        for name in old_required.difference(&new_required) {
+            self.push(&child(path, name), format!("property `{name}` no longer required"), READERS);
+        }
+
+        static TRUE: Value = Value::Bool(true);
+        let extra = |map: &'a Map<String, Value>, at: &At<'a>| -> At<'a> {
+            match map.get("additionalProperties") {
+                Some(value) => At { value, pointer: format!("{}/additionalProperties", at.pointer) },
+                None => At { value: &TRUE, pointer: "true".into() },
+            }
+        };
+        let (old_extra, new_extra) = (extra(om, old), extra(nm, new));
+        let properties = |map: &'a Map<String, Value>| map.get("properties").and_then(Value::as_object);
+        let (old_properties, new_properties) =
+            (properties(om).unwrap_or(&EMPTY), properties(nm).unwrap_or(&EMPTY));
+        let names: BTreeSet<&String> = old_properties.keys().chain(new_properties.keys()).collect();
+        let property = |properties: &'a Map<String, Value>, at: &At<'a>, name: &str| -> Option<At<'a>> {
+            properties
+                .get(name)
+                .map(|value| At { value, pointer: format!("{}/properties/{}", at.pointer, escape(name)) })
+        };
+        for name in names {
+            let path = child(path, name);
+            match (property(old_properties, old, name), property(new_properties, new, name)) {
+                (Some(a), Some(b)) => self.walk(&path, a, b),
+                (Some(a), None) => {
+                    if new_extra.value == &Value::Bool(false) {
+                        self.push(
+                            &path,
+                            "property removed from a closed object: now refused".into(),
+                            SENDERS,
+                        );
+                    } else {
+                        let inner = self.walk_apart(&path, a, new_extra.clone());
+                        if !inner.is_empty() {
+                            let change = "property no longer declared: judged by `additionalProperties` now";
+                            self.push(&path, change.into(), &union(&inner));
+                        }
+                    }
+                }
+                (None, Some(b)) => {
+                    if old_extra.value == &Value::Bool(false) {
+                        self.push(&path, "property added to a closed object".into(), READERS);
+                    } else {
+                        let inner = self.walk_apart(&path, old_extra.clone(), b);
+                        if !inner.is_empty() {
+                            let reasons: Vec<&str> =
+                                inner.iter().map(|change| change.change.as_str()).collect();
+                            let change = format!(
+                                "property declared on an object that already accepted it undeclared ({})",
+                                reasons.join("; ")
+                            );
+                            self.push(&path, change, &union(&inner));
+                        }
+                    }
+                }
+                (None, None) => {}
+            }
+        }
+        let extra_path = child(path, "*");
+        match (accepts_all(old_extra.value), accepts_all(new_extra.value)) {
+            (true, true) => {}
+            (true, false) if new_extra.value == &Value::Bool(false) => {
+                self.push(path, "object closed (`additionalProperties: false`)".into(), SENDERS);
+            }
+            (false, true) if old_extra.value == &Value::Bool(false) => {
+                self.push(path, "object opened (undeclared properties accepted)".into(), READERS);
+            }
+            _ => self.walk(&extra_path, old_extra, new_extra),
+        }
+        if om.get("patternProperties") != nm.get("patternProperties") {
+            self.cannot_judge(path, "`patternProperties` changed".into());
+        }
+    }
+
+    /// `prefixItems` and `items`.
+    fn array(
+        &mut self,
+        path: &str,
+        om: &'a Map<String, Value>,
+        nm: &'a Map<String, Value>,
+        o: &impl Fn(&str) -> At<'a>,
+        n: &impl Fn(&str) -> At<'a>,
+    ) {
+        match (
+            om.get("prefixItems").and_then(Value::as_array),
+            nm.get("prefixItems").and_then(Value::as_array),
+        ) {
+            (None, None) => {}
+            (Some(a), Some(b)) if a.len() == b.len() => {
+                for index in 0..a.len() {
+                    let (a, b) = (o("prefixItems"), n("prefixItems"));
+                    self.walk(
+                        &child(path, &index.to_string()),
+                        At { value: &a.value[index], pointer: format!("{}/{index}", a.pointer) },
+                        At { value: &b.value[index], pointer: format!("{}/{index}", b.pointer) },
+                    );
+                }
+            }
+            _ => self.cannot_judge(path, "`prefixItems` changed in length".into()),
+        }
+        static TRUE: Value = Value::Bool(true);
+        let any = || At { value: &TRUE, pointer: "true".into() };
+        match (om.contains_key("items"), nm.contains_key("items")) {
+            (false, false) => {}
+            (true, true) => self.walk(&child(path, "*"), o("items"), n("items")),
+            (true, false) => self.walk(&child(path, "*"), o("items"), any()),
+            (false, true) => self.walk(&child(path, "*"), any(), n("items")),
+        }
+    }
+
+    /// `allOf`, `anyOf`, `oneOf`.
+    fn combinators(
+        &mut self,
+        path: &str,
+        om: &'a Map<String, Value>,
+        nm: &'a Map<String, Value>,
+        o: &impl Fn(&str) -> At<'a>,
+        n: &impl Fn(&str) -> At<'a>,
+    ) {
+        let item = |at: At<'a>, index: usize| At {
+            value: &at.value[index],
+            pointer: format!("{}/{index}", at.pointer),
+        };
+        for keyword in ["allOf", "anyOf", "oneOf"] {
+            let (a, b) =
+                (om.get(keyword).and_then(Value::as_array), nm.get(keyword).and_then(Value::as_array));
+            match (a, b) {
+                (None, None) => {}
+                // Pairwise: a conjunction (allOf) or a disjunction (anyOf) of wider parts is wider.
+                (Some(a), Some(b)) if a.len() == b.len() && keyword != "oneOf" => {
+                    for index in 0..a.len() {
+                        self.walk(path, item(o(keyword), index), item(n(keyword), index));
+                    }
+                }
+                (Some(a), Some(b)) if a.len() == b.len() => {
+                    let mut inner = Vec::new();
+                    for index in 0..a.len() {
+                        inner.extend(self.walk_apart(path, item(o(keyword), index), item(n(keyword), index)));
+                    }
+                    if !inner.is_empty() {
+                        self.cannot_judge(path, "a `oneOf` branch changed".into());
+                    }
+                }
+                (None, Some(_)) if keyword == "allOf" => {
+                    self.push(path, "`allOf` added (more constraints)".into(), SENDERS);
+                }
+                (Some(_), None) if keyword == "allOf" => {
+                    self.push(path, "`allOf` removed (fewer constraints)".into(), READERS);
+                }
+                (None, Some(_)) => self.cannot_judge(path, format!("`{keyword}` added")),
+                (Some(_), None) => self.cannot_judge(path, format!("`{keyword}` removed")),
+                (Some(_), Some(_)) => self.cannot_judge(path, format!("`{keyword}` changed in length")),
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Bound {
+    Lower,
+    Upper,
+}
+
+impl Bound {
+    fn name(self, lower: &'static str, upper: &'static str) -> &'static str {
+        match self {
+            Bound::Lower => lower,
+            Bound::Upper => upper,
+        }
+    }
+
+    /// Whether limit `a` admits strictly fewer values than limit `b`.
+    fn tighter(self, a: (f64, bool), b: (f64, bool)) -> bool {
+        match self {
+            Bound::Lower => a.0 > b.0 || (a.0 == b.0 && a.1 && !b.1),
+            Bound::Upper => a.0 < b.0 || (a.0 == b.0 && a.1 && !b.1),
+        }
+    }
+}
+
+/// Whether `keyword` is the only assertion of a schema (the others are annotations).
+fn only_keyword(map: &Map<String, Value>, keyword: &str) -> bool {
+    map.keys().all(|key| key == keyword || ANNOTATIONS.contains(&key.as_str()))
+}
+
+/// Whether a schema accepts every value (`true`, `{}`, or annotations only).
+fn accepts_all(schema: &Value) -> bool {
+    match schema {
+        Value::Bool(flag) => *flag,
+        Value::Object(map) => map.keys().all(|key| ANNOTATIONS.contains(&key.as_str())),
+        _ => false,
+    }
+}
+
+/// Who a list of changes breaks, together.
+fn union(changes: &[Change]) -> Vec<Side> {
+    let sides: BTreeSet<Side> = changes.iter().flat_map(|change| change.breaks.iter().copied()).collect();
+    sides.into_iter().collect()
+}
+
+fn child(path: &str, name: &str) -> String {
+    format!("{path}/{}", escape(name))
+}
+
+/// A JSON pointer segment.
+fn escape(name: &str) -> String {
+    name.replace('~', "~0").replace('/', "~1")
+}
+
+/// The `%XX` escapes of a URI fragment decoded (a `$ref` is a URI).
+fn percent_decode(fragment: &str) -> Option<String> {
+    let bytes = fragment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        if bytes[index] == b'%' {
+            let hex = fragment.get(index + 1..index + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            index += 3;
+        } else {
+            out.push(bytes[index]);
+            index += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn list(types: &BTreeSet<String>) -> String {
+    let names: Vec<&str> = types.iter().map(String::as_str).collect();
+    format!("[{}]", names.join(", "))
+}
+
+fn show_values(values: &[&Value]) -> String {
+    let shown: Vec<String> = values.iter().map(|value| value.to_string()).collect();
+    format!("[{}]", shown.join(", "))
+}

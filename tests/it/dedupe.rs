@@ -668,12 +668,20 @@ async fn the_committer_writes_offsets_before_the_commit_and_releases_aborted_cla
     .expect("the pending claim carries offsets while the commit runs");
     let committed = publishing.await.unwrap().unwrap();
     assert_eq!((seen_offsets.partition, seen_offsets.offset), (committed.partition, committed.offset));
-    match stored(&store, &key).await {
-        Some(ClaimState::Committed { request_id, offset, .. }) => {
-            assert_eq!((request_id.as_str(), offset), ("slow-1", committed.offset));
+    // The committed state follows the answer (written in the background).
+    let settled = poll_until(Duration::from_secs(10), || async {
+        match stored(&store, &key).await {
+            Some(ClaimState::Committed { request_id, offset, .. }) => Some((request_id, offset)),
+            _ => None,
         }
-        other => panic!("expected the committed state, found {other:?}"),
-    }
+    })
+    .await;
+    assert_eq!(
+        settled,
+        Some(("slow-1".to_owned(), committed.offset)),
+        "expected the committed state, found {:?}",
+        stored(&store, &key).await
+    );
     mock.broker_round_trip_time(1, Duration::ZERO).unwrap();
 
     // An aborted batch releases its claim: the retry on B publishes at once.
@@ -863,4 +871,93 @@ async fn a_store_that_refuses_writes_is_not_ready_and_says_why() {
         why.contains("READONLY") || why.contains("ReadOnly"),
         "the reason names the store's error: {why}"
     );
+}
+
+/// A committed batch is answered as soon as its commit returns; its claims' committed states are
+/// written after. A retry reaching another replica in that gap (committed in Kafka, the claim
+/// still pending with offsets) waits on the claim and is answered `duplicate_of`, never published
+/// again; a repeat on the same replica is answered from its in-process table. Replica A reaches
+/// the store through a relay that holds A's committed-state write back until the retry on B has
+/// been seen polling (MONITOR on the private redis).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retry_between_the_commit_and_the_committed_state_is_answered_duplicate_of() {
+    use tokio::io::AsyncBufReadExt;
+    let redis = PrivateRedis::start();
+    let relay = HoldingRelay::start(redis.port).await;
+    let store = RedisStore::connect(&redis.url(), "private redis".to_owned()).expect("redis client");
+    let ready = poll_until(Duration::from_secs(10), || async { store.ping().await.ok() }).await;
+    assert!(ready.is_some(), "the private redis answers");
+    let mock = MockCluster::new(1).unwrap();
+    let topic = unique("dedupe-gap");
+    mock.create_topic(&topic, 1, 1).unwrap();
+    let brokers = mock.bootstrap_servers();
+    let through = |url: String| DedupeConfig { store: DedupeStore::Redis(url), ..DedupeConfig::default() };
+    let a = Arc::new(KafkaSink::start(&kafka_sink_config(&brokers, &topic), &through(relay.url())).unwrap());
+    let b = Arc::new(KafkaSink::start(&kafka_sink_config(&brokers, &topic), &through(redis.url())).unwrap());
+    wait_ready(&a).await;
+    wait_ready(&b).await;
+
+    let correlation = unique("corr-gap");
+    let key = claim_key(&correlation, &<sha2::Sha256 as sha2::Digest>::digest(b"gap body").into());
+    // Every claim write of A from its committed state on is held back.
+    relay.hold_from(b"\"state\":\"committed\"");
+    let first = a.publish(kafka_event_record("gap-a", &correlation, "gap body"), soon(10_000)).await.unwrap();
+    assert_eq!(first.duplicate_of, None);
+    assert!(relay.held_bytes() > 0, "A's committed-state write is under way (and held)");
+    match stored(&store, &key).await {
+        Some(ClaimState::Pending { request_id, offsets: Some(offsets), .. }) => {
+            assert_eq!(request_id, "gap-a");
+            assert_eq!((offsets.partition, offsets.offset), (first.partition, first.offset));
+        }
+        other => panic!("in the gap the claim is pending with offsets, found {other:?}"),
+    }
+    // The same replica answers a repeat from its own table.
+    let same = a.publish(kafka_event_record("gap-a2", &correlation, "gap body"), soon(5_000)).await.unwrap();
+    assert_eq!(same.duplicate_of.as_deref(), Some("gap-a"));
+
+    // The retry on B, watched through MONITOR: B's claim calls of the key (A's calls are held).
+    let mut monitor = tokio::process::Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string(), "monitor"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("redis-cli monitor");
+    let mut lines = tokio::io::BufReader::new(monitor.stdout.take().expect("monitor output")).lines();
+    assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("OK"), "MONITOR started");
+    let retry = {
+        let (b, correlation) = (Arc::clone(&b), correlation.clone());
+        tokio::spawn(async move {
+            b.publish(kafka_event_record("gap-b", &correlation, "gap body"), soon(10_000)).await
+        })
+    };
+    let polled = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut claims = 0;
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains(&key) && line.contains("\"SET\"") {
+                claims += 1;
+                if claims == 2 {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    assert!(polled.is_ok(), "B did not claim the key twice (found pending, polled again)");
+    assert!(!retry.is_finished(), "B waits on the pending claim while A's committed state is held");
+    relay.release();
+    let retry = retry.await.unwrap().unwrap();
+    assert_eq!(retry.duplicate_of.as_deref(), Some("gap-a"), "answered from A's commit");
+    assert_eq!((retry.partition, retry.offset), (first.partition, first.offset));
+    let settled = poll_until(Duration::from_secs(10), || async {
+        matches!(stored(&store, &key).await, Some(ClaimState::Committed { .. })).then_some(())
+    });
+    assert!(settled.await.is_some(), "A's committed state landed after the release");
+
+    let read = kafka_read_committed(&brokers, &topic, 1, 1, Duration::from_secs(10));
+    let by_id = kafka_by_request_id(&read);
+    assert_eq!(by_id.get("gap-a").map(Vec::len), Some(1), "in the topic once");
+    assert!(!by_id.contains_key("gap-b") && !by_id.contains_key("gap-a2"), "never published again");
+    assert_eq!(read.len(), 1, "{read:?}");
+    a.close().await;
+    b.close().await;
 }

@@ -129,7 +129,8 @@ fn kafka_read(
 /// records: tansu shows it to `read_committed` readers, so the readers of these tests skip it, as
 /// a downstream consumer of such a broker would (docs/kafka.md).
 fn is_probe(m: &rdkafka::message::BorrowedMessage<'_>) -> bool {
-    m.headers().is_some_and(|hs| hs.iter().any(|h| h.key == cxone_ingest::sinks::kafka::readback::PROBE_HEADER))
+    m.headers()
+        .is_some_and(|hs| hs.iter().any(|h| h.key == cxone_ingest::sinks::kafka::readback::PROBE_HEADER))
 }
 
 /// Records grouped by their `request_id` header (exactly-once checks: each should hold one).

@@ -903,7 +903,9 @@ async fn a_retry_between_the_commit_and_the_committed_state_is_answered_duplicat
     relay.hold_from(b"\"state\":\"committed\"");
     let first = a.publish(kafka_event_record("gap-a", &correlation, "gap body"), soon(10_000)).await.unwrap();
     assert_eq!(first.duplicate_of, None);
-    assert!(relay.held_bytes() > 0, "A's committed-state write is under way (and held)");
+    // The committed-state write follows the answer: it reaches the relay, which holds it.
+    let held = poll_until(Duration::from_secs(10), || async { (relay.held_bytes() > 0).then_some(()) });
+    assert!(held.await.is_some(), "A's committed-state write is under way (and held)");
     match stored(&store, &key).await {
         Some(ClaimState::Pending { request_id, offsets: Some(offsets), .. }) => {
             assert_eq!(request_id, "gap-a");

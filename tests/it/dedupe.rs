@@ -963,3 +963,75 @@ async fn a_retry_between_the_commit_and_the_committed_state_is_answered_duplicat
     a.close().await;
     b.close().await;
 }
+
+/// The scripts are sent by their SHA1 and loaded once: a server that lost its script cache (a
+/// restart, a failover, `SCRIPT FLUSH`) answers `NOSCRIPT` and the client loads them again; a
+/// server that refuses `EVALSHA` altogether gets every script whole (`EVAL`). Either way every
+/// claim transition and a batch's compare-and-set of several keys in one call work, answering
+/// per key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_are_reloaded_after_a_flush_and_sent_whole_where_evalsha_is_refused() {
+    for (name, extra) in [("evalsha", &[][..]), ("no evalsha", &["--rename-command", "EVALSHA", ""][..])] {
+        let redis = PrivateRedis::start_with(extra);
+        let store = RedisStore::connect(&redis.url(), "private redis".to_owned()).expect("redis client");
+        let ready = poll_until(Duration::from_secs(10), || async { store.ping().await.ok() }).await;
+        assert!(ready.is_some(), "{name}: the private redis answers");
+        let cli = |args: &[&str]| {
+            let out = std::process::Command::new("redis-cli")
+                .args(["-p", &redis.port.to_string()])
+                .args(args)
+                .output()
+                .expect("redis-cli");
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        };
+        let keys: Vec<String> =
+            (0..3).map(|i| format!("cxone-ingest:test:{}", unique(&format!("k{i}")))).collect();
+        for key in &keys[..2] {
+            assert_eq!(cli(&["set", key, "old"]), "OK");
+        }
+        for round in 0..2 {
+            if round == 1 {
+                cli(&["script", "flush"]);
+            }
+            let swaps: Vec<_> = keys
+                .iter()
+                .map(|key| cxone_ingest::dedupe::redis::Swap {
+                    key: key.clone(),
+                    old: if round == 0 { "old".into() } else { "new".into() },
+                    new: format!("new-{round}"),
+                })
+                .collect();
+            // The third key does not exist: compare-and-set refuses it, settle-committed writes it.
+            let replaced = store.compare_and_set_many("offsets", &swaps, WINDOW).await;
+            if round == 0 {
+                assert_eq!(replaced.unwrap(), [true, true, false], "{name}: per key");
+                // Sent again (a lost answer): nothing changes twice, the answer is the same.
+                assert_eq!(
+                    store.compare_and_set_many("offsets", &swaps, WINDOW).await.unwrap(),
+                    [true, true, false]
+                );
+                assert_eq!(cli(&["get", &keys[0]]), "new-0");
+                let settled = store.settle_committed_many("commit", &swaps[2..], WINDOW).await.unwrap();
+                assert_eq!(settled, [true], "{name}: a vanished key is written");
+                assert_eq!(cli(&["get", &keys[2]]), "new-0");
+            } else {
+                // After the flush: the old value is "new-0", not "new", so nothing matches;
+                // what matters is that the call went through (NOSCRIPT reloaded, or EVAL).
+                assert_eq!(replaced.unwrap(), [false, false, false], "{name}: after SCRIPT FLUSH");
+                let release: Vec<(String, String)> =
+                    keys.iter().map(|k| (k.clone(), "new-0".to_owned())).collect();
+                let deleted = store.compare_and_delete_many("release", &release).await.unwrap();
+                assert_eq!(deleted, [true, true, true], "{name}: compare-and-delete per key");
+                assert_eq!(cli(&["exists", &keys[0], &keys[1], &keys[2]]), "0");
+            }
+        }
+        let evalsha = cli(&["info", "commandstats"]);
+        if extra.is_empty() {
+            assert!(evalsha.contains("cmdstat_evalsha"), "{name}: scripts sent by SHA1: {evalsha}");
+            assert!(!evalsha.contains("cmdstat_eval:"), "{name}: never sent whole: {evalsha}");
+            assert!(evalsha.contains("cmdstat_script|load"), "{name}: loaded after NOSCRIPT: {evalsha}");
+        } else {
+            assert!(evalsha.contains("cmdstat_eval:"), "{name}: sent whole: {evalsha}");
+        }
+    }
+}

@@ -46,13 +46,21 @@ pub async fn stack_redis_store() -> Arc<RedisStore> {
 pub struct PrivateRedis {
     pub port: u16,
     child: Option<std::process::Child>,
+    /// Extra `redis-server` arguments (e.g. `--rename-command EVALSHA ""`).
+    extra: Vec<String>,
 }
 
 impl PrivateRedis {
     /// Starts it on a free loopback port and waits until it answers.
     pub fn start() -> PrivateRedis {
+        PrivateRedis::start_with(&[])
+    }
+
+    /// [`PrivateRedis::start`] with extra `redis-server` arguments.
+    pub fn start_with(extra: &[&str]) -> PrivateRedis {
         let port = super::e2e::free_loopback_port();
-        let mut redis = PrivateRedis { port, child: None };
+        let extra = extra.iter().map(|a| (*a).to_owned()).collect();
+        let mut redis = PrivateRedis { port, child: None, extra };
         redis.restart();
         redis
     }
@@ -77,6 +85,7 @@ impl PrivateRedis {
                 "--appendonly",
                 "no",
             ])
+            .args(&self.extra)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

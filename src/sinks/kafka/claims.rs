@@ -51,8 +51,8 @@ impl ClaimSwaps {
 }
 
 /// The pre-commit step: writes where each record landed into its pending shared claim (one
-/// script call for the batch). A failure (store down, a claim no longer ours) vetoes the commit: an event is never
-/// committed without its claim saying where it is.
+/// script call for the batch). A failure (store down, a claim no longer ours) vetoes the commit:
+/// an event is never committed without its claim saying where it is.
 pub async fn write_offsets(
     batch: &[Pending],
     landed: Vec<Option<Landed>>,

@@ -6,11 +6,12 @@
 //! server's runtime; the Kafka committers run on runtimes of their own without an IO driver, so
 //! their calls are handed to that runtime ([`RedisStore::on_home_runtime`]).
 
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, Cmd, RedisError, TlsCertificates};
+use redis::{Client, Cmd, ErrorKind, RedisError, Script, ServerErrorKind, TlsCertificates};
 
 use super::store::{ClaimState, StoreError};
 use crate::metrics as m;
@@ -21,24 +22,47 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_millis(1_000);
 /// How often readiness is re-checked with a PING.
 const PING_EVERY: Duration = Duration::from_secs(1);
 
-/// `SET key new PX ttl` only while the key still holds `old`, or already `new` (so that a
-/// pipeline sent again after a lost answer changes nothing twice).
-const COMPARE_AND_SET: &str = "local v=redis.call('get',KEYS[1]) if v==ARGV[1] or v==ARGV[2] then \
-     redis.call('set',KEYS[1],ARGV[2],'PX',ARGV[3]) return 1 else return 0 end";
+/// Compare-and-set of every key of a batch in one call: `KEYS[i]` is set to `ARGV[2i]` (TTL the
+/// last argument) only while it still holds `ARGV[2i-1]`, or already the new value (so that a call
+/// sent again after a lost answer changes nothing twice). Returns 1 (written) or 0 per key.
+const COMPARE_AND_SET: &str = "local ttl=ARGV[#ARGV] local out={} \
+     for i,k in ipairs(KEYS) do local old,new=ARGV[2*i-1],ARGV[2*i] local v=redis.call('get',k) \
+     if v==old or v==new then redis.call('set',k,new,'PX',ttl) out[i]=1 else out[i]=0 end end \
+     return out";
 /// [`COMPARE_AND_SET`] that also writes a key that is gone: a committed claim is recorded even
 /// when the store lost it (restarted without its data, evicted).
-const SETTLE_COMMITTED: &str = "local v=redis.call('get',KEYS[1]) if v==ARGV[1] or v==ARGV[2] or not v then \
-     redis.call('set',KEYS[1],ARGV[2],'PX',ARGV[3]) return 1 else return 0 end";
+const SETTLE_COMMITTED: &str = "local ttl=ARGV[#ARGV] local out={} \
+     for i,k in ipairs(KEYS) do local old,new=ARGV[2*i-1],ARGV[2*i] local v=redis.call('get',k) \
+     if v==old or v==new or not v then redis.call('set',k,new,'PX',ttl) out[i]=1 else out[i]=0 end end \
+     return out";
 /// The readiness probe's key: written (`SET NX PX GET`, the claims' own form) every second, so
 /// that a store that cannot take writes (a read-only replica after a failover, out of memory
 /// under `noeviction`, too old for `SET NX GET`) is not ready.
 const READINESS_KEY: &str = "cxone-ingest:readiness";
-/// `DEL key` only while it still holds `value` (releasing only one's own claim or lock).
-const COMPARE_AND_DELETE: &str =
-    "if redis.call('get',KEYS[1])==ARGV[1] then return redis.call('del',KEYS[1]) else return 0 end";
+/// `DEL KEYS[i]` only while it still holds `ARGV[i]` (releasing only one's own claims or lock);
+/// 1 or 0 per key.
+const COMPARE_AND_DELETE: &str = "local out={} for i,k in ipairs(KEYS) do \
+     if redis.call('get',k)==ARGV[i] then out[i]=redis.call('del',k) else out[i]=0 end end return out";
 /// `PEXPIRE key ttl` only while it still holds `value` (renewing only one's own lock).
 const COMPARE_AND_EXPIRE: &str = "if redis.call('get',KEYS[1])==ARGV[1] then \
      return redis.call('pexpire',KEYS[1],ARGV[2]) else return 0 end";
+
+/// The scripts, each sent by its SHA1 (`EVALSHA`); a server that does not know it yet (started
+/// since, or failed over to a replica without its script cache) answers `NOSCRIPT`, and the
+/// client loads it (`SCRIPT LOAD`) and calls again (redis-rs [`Script`]).
+static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
+    compare_and_set: Script::new(COMPARE_AND_SET),
+    settle_committed: Script::new(SETTLE_COMMITTED),
+    compare_and_delete: Script::new(COMPARE_AND_DELETE),
+    compare_and_expire: Script::new(COMPARE_AND_EXPIRE),
+});
+
+struct Scripts {
+    compare_and_set: Script,
+    settle_committed: Script,
+    compare_and_delete: Script,
+    compare_and_expire: Script,
+}
 
 /// What an attempt to create a key found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +93,8 @@ pub struct RedisStore {
     redacted_url: String,
     /// The last known state: set by every call and by the ping task.
     readiness: Mutex<Readiness>,
+    /// The server refused `EVALSHA`/`SCRIPT LOAD` (renamed or denied): scripts are sent whole (`EVAL`).
+    eval_only: AtomicBool,
 }
 
 impl RedisStore {
@@ -108,6 +134,7 @@ impl RedisStore {
             home,
             readiness: Mutex::new(Readiness::NotReady(format!("connecting to {redacted_url}"))),
             redacted_url,
+            eval_only: AtomicBool::new(false),
         });
         m::set_ready("dedupe_store", false);
         let weak = Arc::downgrade(&store);
@@ -165,12 +192,16 @@ impl RedisStore {
     }
 
     /// Runs one command (or pipeline), timing it as `op` and recording failures.
-    async fn run<T: redis::FromRedisValue>(&self, op: &'static str, packed: Packed) -> Result<T, StoreError> {
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        op: &'static str,
+        packed: Packed<'_>,
+    ) -> Result<T, StoreError> {
         let started = Instant::now();
         let mut connection = self.connection.clone();
         let result: Result<T, RedisError> = match packed {
             Packed::One(cmd) => cmd.query_async(&mut connection).await,
-            Packed::Many(pipe) => pipe.query_async(&mut connection).await,
+            Packed::Script(call) => self.invoke(&mut connection, &call).await,
         };
         m::observe(m::DEDUPE_STORE_DURATION, &[("op", op)], started.elapsed().as_secs_f64());
         match result {
@@ -188,6 +219,39 @@ impl RedisStore {
                 Err(StoreError::Unavailable(why))
             }
         }
+    }
+
+    /// Calls a script by its SHA1 (loading it on `NOSCRIPT`), or whole with `EVAL` where the server
+    /// refuses `EVALSHA` or `SCRIPT LOAD` (from then on, for this store).
+    async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        connection: &mut ConnectionManager,
+        call: &ScriptCall<'_>,
+    ) -> Result<T, RedisError> {
+        if !self.eval_only.load(Ordering::Relaxed) {
+            let by_hash = call.cmd(false);
+            let result = match by_hash.query_async(connection).await {
+                Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                    match call.script.load_async(connection).await {
+                        Ok(_) => by_hash.query_async(connection).await,
+                        Err(e) => Err(e),
+                    }
+                }
+                other => other,
+            };
+            match result {
+                Err(e) if refused(&e) => {
+                    tracing::warn!(
+                        store = %self.redacted_url,
+                        error = %describe(&e),
+                        "the dedupe store refuses EVALSHA or SCRIPT LOAD: sending scripts whole (EVAL)"
+                    );
+                    self.eval_only.store(true, Ordering::Relaxed);
+                }
+                other => return other,
+            }
+        }
+        call.cmd(true).query_async(connection).await
     }
 
     /// The readiness probe: a write in the claims' own form (`SET NX PX GET`), so that readiness
@@ -233,14 +297,14 @@ impl RedisStore {
         Ok(replaced.first().copied().unwrap_or(false))
     }
 
-    /// [`compare_and_set`](Self::compare_and_set) for many keys in one round trip (a pipeline).
+    /// [`compare_and_set`](Self::compare_and_set) for many keys in one round trip (one script call).
     pub async fn compare_and_set_many(
         &self,
         op: &'static str,
         swaps: &[Swap],
         ttl: Duration,
     ) -> Result<Vec<bool>, StoreError> {
-        self.eval_swaps(op, COMPARE_AND_SET, swaps, ttl).await
+        self.eval_swaps(op, false, swaps, ttl).await
     }
 
     /// Writes each swap's committed state if its key still holds `old`, already holds `new`, or is
@@ -251,28 +315,37 @@ impl RedisStore {
         swaps: &[Swap],
         ttl: Duration,
     ) -> Result<Vec<bool>, StoreError> {
-        self.eval_swaps(op, SETTLE_COMMITTED, swaps, ttl).await
+        self.eval_swaps(op, true, swaps, ttl).await
     }
 
+    /// One script call for every swap of the batch: KEYS = the keys, ARGV = old/new pairs + TTL.
     async fn eval_swaps(
         &self,
         op: &'static str,
-        script: &'static str,
+        settle: bool,
         swaps: &[Swap],
         ttl: Duration,
     ) -> Result<Vec<bool>, StoreError> {
         if swaps.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        for swap in swaps {
-            pipe.cmd("EVAL").arg(script).arg(1).arg(&swap.key).arg(&swap.old).arg(&swap.new).arg(ttl_ms(ttl));
-        }
-        let replaced: Vec<i64> = self.run(op, Packed::Many(pipe)).await?;
-        Ok(replaced.into_iter().map(|n| n == 1).collect())
+        let (script, source) = if settle {
+            (&SCRIPTS.settle_committed, SETTLE_COMMITTED)
+        } else {
+            (&SCRIPTS.compare_and_set, COMPARE_AND_SET)
+        };
+        let ttl = ttl_ms(ttl).to_string();
+        let call = ScriptCall {
+            script,
+            source,
+            keys: swaps.iter().map(|s| s.key.as_str()).collect(),
+            args: swaps.iter().flat_map(|s| [s.old.as_str(), s.new.as_str()]).chain([ttl.as_str()]).collect(),
+        };
+        let replaced: Vec<i64> = self.run(op, Packed::Script(call)).await?;
+        per_key(op, replaced, swaps.len())
     }
 
-    /// Deletes each `(key, value)` whose key still holds `value`, in one round trip; true where it did.
+    /// Deletes each `(key, value)` whose key still holds `value`, in one call; true where it did.
     pub async fn compare_and_delete_many(
         &self,
         op: &'static str,
@@ -281,12 +354,14 @@ impl RedisStore {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        for (key, value) in entries {
-            pipe.cmd("EVAL").arg(COMPARE_AND_DELETE).arg(1).arg(key).arg(value);
-        }
-        let deleted: Vec<i64> = self.run(op, Packed::Many(pipe)).await?;
-        Ok(deleted.into_iter().map(|n| n == 1).collect())
+        let call = ScriptCall {
+            script: &SCRIPTS.compare_and_delete,
+            source: COMPARE_AND_DELETE,
+            keys: entries.iter().map(|(key, _)| key.as_str()).collect(),
+            args: entries.iter().map(|(_, value)| value.as_str()).collect(),
+        };
+        let deleted: Vec<i64> = self.run(op, Packed::Script(call)).await?;
+        per_key(op, deleted, entries.len())
     }
 
     /// Sets the key's TTL to `ttl` if it still holds `value`; true when it did.
@@ -297,9 +372,14 @@ impl RedisStore {
         value: &str,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(COMPARE_AND_EXPIRE).arg(1).arg(key).arg(value).arg(ttl_ms(ttl));
-        let renewed: i64 = self.run(op, Packed::One(cmd)).await?;
+        let ttl = ttl_ms(ttl).to_string();
+        let call = ScriptCall {
+            script: &SCRIPTS.compare_and_expire,
+            source: COMPARE_AND_EXPIRE,
+            keys: vec![key],
+            args: vec![value, ttl.as_str()],
+        };
+        let renewed: i64 = self.run(op, Packed::Script(call)).await?;
         Ok(renewed == 1)
     }
 
@@ -326,10 +406,54 @@ impl RedisStore {
     }
 }
 
-/// One command or a pipeline.
-enum Packed {
+/// One command, or a script call.
+enum Packed<'a> {
     One(Cmd),
-    Many(redis::Pipeline),
+    Script(ScriptCall<'a>),
+}
+
+/// A script with its keys and arguments.
+struct ScriptCall<'a> {
+    script: &'static Script,
+    /// Its text, for `EVAL` where the server refuses `EVALSHA`.
+    source: &'static str,
+    keys: Vec<&'a str>,
+    args: Vec<&'a str>,
+}
+
+impl ScriptCall<'_> {
+    /// `EVALSHA sha1 …`, or `EVAL text …` when `whole`.
+    fn cmd(&self, whole: bool) -> Cmd {
+        let mut cmd = redis::cmd(if whole { "EVAL" } else { "EVALSHA" });
+        cmd.arg(if whole { self.source } else { self.script.get_hash() })
+            .arg(self.keys.len())
+            .arg(&self.keys)
+            .arg(&self.args);
+        cmd
+    }
+}
+
+/// A script's per-key answers, checked to be one per key.
+fn per_key(op: &'static str, answers: Vec<i64>, keys: usize) -> Result<Vec<bool>, StoreError> {
+    if answers.len() != keys {
+        return Err(StoreError::Unavailable(format!(
+            "{op}: the store answered {} results for {keys} keys",
+            answers.len()
+        )));
+    }
+    Ok(answers.into_iter().map(|n| n == 1).collect())
+}
+
+/// The server refuses the command itself (renamed away, unknown, or denied by its ACL), as
+/// opposed to failing it: worth trying plain `EVAL`.
+fn refused(e: &RedisError) -> bool {
+    match e.kind() {
+        ErrorKind::Server(ServerErrorKind::NoPerm) => true,
+        ErrorKind::Server(ServerErrorKind::ResponseError) => {
+            e.detail().is_some_and(|d| d.to_ascii_lowercase().contains("unknown command"))
+        }
+        _ => false,
+    }
 }
 
 fn ttl_ms(ttl: Duration) -> u64 {

@@ -668,12 +668,20 @@ async fn the_committer_writes_offsets_before_the_commit_and_releases_aborted_cla
     .expect("the pending claim carries offsets while the commit runs");
     let committed = publishing.await.unwrap().unwrap();
     assert_eq!((seen_offsets.partition, seen_offsets.offset), (committed.partition, committed.offset));
-    match stored(&store, &key).await {
-        Some(ClaimState::Committed { request_id, offset, .. }) => {
-            assert_eq!((request_id.as_str(), offset), ("slow-1", committed.offset));
+    // The committed state follows the answer (written in the background).
+    let settled = poll_until(Duration::from_secs(10), || async {
+        match stored(&store, &key).await {
+            Some(ClaimState::Committed { request_id, offset, .. }) => Some((request_id, offset)),
+            _ => None,
         }
-        other => panic!("expected the committed state, found {other:?}"),
-    }
+    })
+    .await;
+    assert_eq!(
+        settled,
+        Some(("slow-1".to_owned(), committed.offset)),
+        "expected the committed state, found {:?}",
+        stored(&store, &key).await
+    );
     mock.broker_round_trip_time(1, Duration::ZERO).unwrap();
 
     // An aborted batch releases its claim: the retry on B publishes at once.
@@ -932,4 +940,167 @@ async fn a_commit_never_asked_for_is_aborted_without_rebuilding_the_producer() {
     let retry = sink.publish(kafka_event_record("late-2", "corr-late", "body"), soon(5_000)).await;
     assert!(retry.is_ok(), "{retry:?}");
     sink.close().await;
+}
+
+/// A committed batch is answered as soon as its commit returns; its claims' committed states are
+/// written after. A retry reaching another replica in that gap (committed in Kafka, the claim
+/// still pending with offsets) waits on the claim and is answered `duplicate_of`, never published
+/// again; a repeat on the same replica is answered from its in-process table. Replica A reaches
+/// the store through a relay that holds A's committed-state write back until the retry on B has
+/// been seen polling (MONITOR on the private redis).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retry_between_the_commit_and_the_committed_state_is_answered_duplicate_of() {
+    use tokio::io::AsyncBufReadExt;
+    let redis = PrivateRedis::start();
+    let relay = HoldingRelay::start(redis.port).await;
+    let store = RedisStore::connect(&redis.url(), "private redis".to_owned()).expect("redis client");
+    let ready = poll_until(Duration::from_secs(10), || async { store.ping().await.ok() }).await;
+    assert!(ready.is_some(), "the private redis answers");
+    let mock = MockCluster::new(1).unwrap();
+    let topic = unique("dedupe-gap");
+    mock.create_topic(&topic, 1, 1).unwrap();
+    let brokers = mock.bootstrap_servers();
+    let through = |url: String| DedupeConfig { store: DedupeStore::Redis(url), ..DedupeConfig::default() };
+    let a = Arc::new(KafkaSink::start(&kafka_sink_config(&brokers, &topic), &through(relay.url())).unwrap());
+    let b = Arc::new(KafkaSink::start(&kafka_sink_config(&brokers, &topic), &through(redis.url())).unwrap());
+    wait_ready(&a).await;
+    wait_ready(&b).await;
+
+    let correlation = unique("corr-gap");
+    let key = claim_key(&correlation, &<sha2::Sha256 as sha2::Digest>::digest(b"gap body").into());
+    // Every claim write of A from its committed state on is held back.
+    relay.hold_from(b"\"state\":\"committed\"");
+    let first = a.publish(kafka_event_record("gap-a", &correlation, "gap body"), soon(10_000)).await.unwrap();
+    assert_eq!(first.duplicate_of, None);
+    // The committed-state write follows the answer: it reaches the relay, which holds it.
+    let held = poll_until(Duration::from_secs(10), || async { (relay.held_bytes() > 0).then_some(()) });
+    assert!(held.await.is_some(), "A's committed-state write is under way (and held)");
+    match stored(&store, &key).await {
+        Some(ClaimState::Pending { request_id, offsets: Some(offsets), .. }) => {
+            assert_eq!(request_id, "gap-a");
+            assert_eq!((offsets.partition, offsets.offset), (first.partition, first.offset));
+        }
+        other => panic!("in the gap the claim is pending with offsets, found {other:?}"),
+    }
+    // The same replica answers a repeat from its own table.
+    let same = a.publish(kafka_event_record("gap-a2", &correlation, "gap body"), soon(5_000)).await.unwrap();
+    assert_eq!(same.duplicate_of.as_deref(), Some("gap-a"));
+
+    // The retry on B, watched through MONITOR: B's claim calls of the key (A's calls are held).
+    let mut monitor = tokio::process::Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string(), "monitor"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("redis-cli monitor");
+    let mut lines = tokio::io::BufReader::new(monitor.stdout.take().expect("monitor output")).lines();
+    assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("OK"), "MONITOR started");
+    let retry = {
+        let (b, correlation) = (Arc::clone(&b), correlation.clone());
+        tokio::spawn(async move {
+            b.publish(kafka_event_record("gap-b", &correlation, "gap body"), soon(10_000)).await
+        })
+    };
+    let polled = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut claims = 0;
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains(&key) && line.contains("\"SET\"") {
+                claims += 1;
+                if claims == 2 {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    assert!(polled.is_ok(), "B did not claim the key twice (found pending, polled again)");
+    assert!(!retry.is_finished(), "B waits on the pending claim while A's committed state is held");
+    relay.release();
+    let retry = retry.await.unwrap().unwrap();
+    assert_eq!(retry.duplicate_of.as_deref(), Some("gap-a"), "answered from A's commit");
+    assert_eq!((retry.partition, retry.offset), (first.partition, first.offset));
+    let settled = poll_until(Duration::from_secs(10), || async {
+        matches!(stored(&store, &key).await, Some(ClaimState::Committed { .. })).then_some(())
+    });
+    assert!(settled.await.is_some(), "A's committed state landed after the release");
+
+    let read = kafka_read_committed(&brokers, &topic, 1, 1, Duration::from_secs(10));
+    let by_id = kafka_by_request_id(&read);
+    assert_eq!(by_id.get("gap-a").map(Vec::len), Some(1), "in the topic once");
+    assert!(!by_id.contains_key("gap-b") && !by_id.contains_key("gap-a2"), "never published again");
+    assert_eq!(read.len(), 1, "{read:?}");
+    a.close().await;
+    b.close().await;
+}
+
+/// The scripts are sent by their SHA1 and loaded once: a server that lost its script cache (a
+/// restart, a failover, `SCRIPT FLUSH`) answers `NOSCRIPT` and the client loads them again; a
+/// server that refuses `EVALSHA` altogether gets every script whole (`EVAL`). Either way every
+/// claim transition and a batch's compare-and-set of several keys in one call work, answering
+/// per key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_are_reloaded_after_a_flush_and_sent_whole_where_evalsha_is_refused() {
+    for (name, extra) in [("evalsha", &[][..]), ("no evalsha", &["--rename-command", "EVALSHA", ""][..])] {
+        let redis = PrivateRedis::start_with(extra);
+        let store = RedisStore::connect(&redis.url(), "private redis".to_owned()).expect("redis client");
+        let ready = poll_until(Duration::from_secs(10), || async { store.ping().await.ok() }).await;
+        assert!(ready.is_some(), "{name}: the private redis answers");
+        let cli = |args: &[&str]| {
+            let out = std::process::Command::new("redis-cli")
+                .args(["-p", &redis.port.to_string()])
+                .args(args)
+                .output()
+                .expect("redis-cli");
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        };
+        let keys: Vec<String> =
+            (0..3).map(|i| format!("cxone-ingest:test:{}", unique(&format!("k{i}")))).collect();
+        for key in &keys[..2] {
+            assert_eq!(cli(&["set", key, "old"]), "OK");
+        }
+        for round in 0..2 {
+            if round == 1 {
+                cli(&["script", "flush"]);
+            }
+            let swaps: Vec<_> = keys
+                .iter()
+                .map(|key| cxone_ingest::dedupe::redis::Swap {
+                    key: key.clone(),
+                    old: if round == 0 { "old".into() } else { "new".into() },
+                    new: format!("new-{round}"),
+                })
+                .collect();
+            // The third key does not exist: compare-and-set refuses it, settle-committed writes it.
+            let replaced = store.compare_and_set_many("offsets", &swaps, WINDOW).await;
+            if round == 0 {
+                assert_eq!(replaced.unwrap(), [true, true, false], "{name}: per key");
+                // Sent again (a lost answer): nothing changes twice, the answer is the same.
+                assert_eq!(
+                    store.compare_and_set_many("offsets", &swaps, WINDOW).await.unwrap(),
+                    [true, true, false]
+                );
+                assert_eq!(cli(&["get", &keys[0]]), "new-0");
+                let settled = store.settle_committed_many("commit", &swaps[2..], WINDOW).await.unwrap();
+                assert_eq!(settled, [true], "{name}: a vanished key is written");
+                assert_eq!(cli(&["get", &keys[2]]), "new-0");
+            } else {
+                // After the flush: the old value is "new-0", not "new", so nothing matches;
+                // what matters is that the call went through (NOSCRIPT reloaded, or EVAL).
+                assert_eq!(replaced.unwrap(), [false, false, false], "{name}: after SCRIPT FLUSH");
+                let release: Vec<(String, String)> =
+                    keys.iter().map(|k| (k.clone(), "new-0".to_owned())).collect();
+                let deleted = store.compare_and_delete_many("release", &release).await.unwrap();
+                assert_eq!(deleted, [true, true, true], "{name}: compare-and-delete per key");
+                assert_eq!(cli(&["exists", &keys[0], &keys[1], &keys[2]]), "0");
+            }
+        }
+        let evalsha = cli(&["info", "commandstats"]);
+        if extra.is_empty() {
+            assert!(evalsha.contains("cmdstat_evalsha"), "{name}: scripts sent by SHA1: {evalsha}");
+            assert!(!evalsha.contains("cmdstat_eval:"), "{name}: never sent whole: {evalsha}");
+            assert!(evalsha.contains("cmdstat_script|load"), "{name}: loaded after NOSCRIPT: {evalsha}");
+        } else {
+            assert!(evalsha.contains("cmdstat_eval:"), "{name}: sent whole: {evalsha}");
+        }
+    }
 }

@@ -1,5 +1,6 @@
 //! The committer's writes to the shared dedupe store: where each record of a batch landed (before
-//! its commit) and the committed state (after it), each one pipelined round trip for the batch.
+//! its commit) and the committed state (after it, once the waiters were answered), each one
+//! script call for the whole batch.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,24 +43,16 @@ impl ClaimSwaps {
         claims
     }
 
-    /// Sends every swap in one pipeline on the store's own runtime: whether each was applied.
+    /// Sends every swap in one script call on the store's own runtime: whether each was applied.
     async fn send(&self, op: &'static str) -> Result<Vec<bool>, StoreError> {
         let (store, swaps, ttl) = (Arc::clone(&self.store), self.swaps.clone(), self.ttl);
         self.store.on_home_runtime(async move { store.compare_and_set_many(op, &swaps, ttl).await }).await
     }
-
-    /// Writes every committed state in one pipeline (recreating claims whose key vanished).
-    async fn send_committed(&self) -> Result<Vec<bool>, StoreError> {
-        let (store, swaps, ttl) = (Arc::clone(&self.store), self.swaps.clone(), self.ttl);
-        self.store
-            .on_home_runtime(async move { store.settle_committed_many("commit", &swaps, ttl).await })
-            .await
-    }
 }
 
 /// The pre-commit step: writes where each record landed into its pending shared claim (one
-/// pipeline). A failure (store down, a claim no longer ours) vetoes the commit: an event is never
-/// committed without its claim saying where it is.
+/// script call for the batch). A failure (store down, a claim no longer ours) vetoes the commit:
+/// an event is never committed without its claim saying where it is.
 pub async fn write_offsets(
     batch: &[Pending],
     landed: Vec<Option<Landed>>,
@@ -94,29 +87,70 @@ pub async fn write_offsets(
     Ok(())
 }
 
-/// After a commit: writes the committed state of every committed event's shared claim (one
-/// pipeline) before anyone is answered. A store failure here never turns the commit into a 503:
-/// the claims stay pending with their offsets and are written later ([`Ticket::finish`]).
-pub async fn write_committed(live: &mut [Pending], results: &[Result<Committed, producer::Refusal>]) {
+/// The committed states of a committed batch's shared claims, written after its waiters were
+/// answered ([`CommittedStates::write_in_background`]).
+pub struct CommittedStates(ClaimSwaps);
+
+/// After a commit returned: takes over writing the committed state of every committed event's
+/// shared claim (its ticket no longer writes or releases it), so that the waiters can be answered
+/// at once. `None` when nothing has a shared claim.
+pub fn committed_states(
+    live: &mut [Pending],
+    results: &[Result<Committed, producer::Refusal>],
+) -> Option<CommittedStates> {
     let pairs = live.iter().zip(results).enumerate().filter_map(|(index, (p, result))| {
         let (committed, ticket) = (result.as_ref().ok()?, p.completion.ticket.as_ref()?);
         Some((index, ticket, ticket.committed_swap(&p.record.request_id, committed)?))
     });
-    let Some(claims) = ClaimSwaps::collect(pairs) else { return };
-    match claims.send_committed().await {
-        Ok(replaced) => {
-            for ((index, swap), ok) in claims.indexes.into_iter().zip(&claims.swaps).zip(replaced) {
-                if !ok {
-                    tracing::error!("a committed delivery's dedupe claim was no longer this replica's");
-                }
-                if let Some(ticket) = live.get_mut(index).and_then(|p| p.completion.ticket.as_mut()) {
-                    // Not replaced: nothing of ours is left to write or release.
-                    ticket.swapped(swap, true);
+    let claims = ClaimSwaps::collect(pairs)?;
+    for &index in &claims.indexes {
+        if let Some(ticket) = live.get_mut(index).and_then(|p| p.completion.ticket.as_mut()) {
+            ticket.keep_pending();
+        }
+    }
+    Some(CommittedStates(claims))
+}
+
+impl CommittedStates {
+    /// Writes every committed state in one script call on the store's runtime, retried (the whole
+    /// call: it is idempotent) for as long as the claims live. Until it lands the claims stay
+    /// pending with their offsets: a repeat on another replica waits for it (the owner is alive),
+    /// a repeat on this one is answered from the in-process table.
+    pub fn write_in_background(self) {
+        let claims = self.0;
+        let store = Arc::clone(&claims.store);
+        store.spawn_detached(async move {
+            let give_up = std::time::Instant::now() + claims.ttl;
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                match claims.store.settle_committed_many("commit", &claims.swaps, claims.ttl).await {
+                    Ok(written) => {
+                        let lost = written.iter().filter(|ok| !**ok).count();
+                        if lost > 0 {
+                            tracing::error!(
+                                claims = lost,
+                                "committed deliveries' dedupe claims were taken by another replica before \
+                                 their committed state could be written"
+                            );
+                        }
+                        return;
+                    }
+                    Err(e) if std::time::Instant::now() + backoff < give_up => {
+                        tracing::warn!(error = %e, claims = claims.swaps.len(), "recording commits in the dedupe store failed; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                    Err(e) => {
+                        tracing::error!(
+                            error = %e,
+                            claims = claims.swaps.len(),
+                            "could not record committed deliveries in the dedupe store within the dedupe \
+                             window: their claims expired pending"
+                        );
+                        return;
+                    }
                 }
             }
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "recording commits in the dedupe store failed; retrying in the background")
-        }
+        });
     }
 }

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TryRecvError;
 
 use super::KafkaSinkStats;
-use super::claims::{write_committed, write_offsets};
+use super::claims::{committed_states, write_offsets};
 use super::config::KafkaConfig;
 use super::error::{ErrorClass, classify};
 use super::pending::Pending;
@@ -453,7 +453,7 @@ impl GroupCommitter {
                     CommitEnd::Committed => {
                         tracing::info!(events = live.len(), "the late kafka commit went through");
                         metrics::counter!(m::KAFKA_TRANSACTIONS, "outcome" => "committed_late").increment(1);
-                        return self.answer_committed(live, landed, started, false).await;
+                        return self.answer_committed(live, landed, started, false);
                     }
                     CommitEnd::Aborted(why) => TxnOutcome::Aborted(why),
                     CommitEnd::Unknown(why) => TxnOutcome::CommitUnknown(landed, why),
@@ -462,7 +462,7 @@ impl GroupCommitter {
             other => other,
         };
         match outcome {
-            TxnOutcome::Committed(landed) => self.answer_committed(live, landed, started, true).await,
+            TxnOutcome::Committed(landed) => self.answer_committed(live, landed, started, true),
             TxnOutcome::Aborted(why) => {
                 metrics::counter!(m::KAFKA_TRANSACTIONS, "outcome" => "aborted").increment(1);
                 self.shared.aborted.fetch_add(1, Ordering::Relaxed);
@@ -513,8 +513,11 @@ impl GroupCommitter {
         self.producer = ProducerState::Absent;
     }
 
-    /// Answers a committed batch: records the committed claims (one round trip), then every waiter.
-    async fn answer_committed(
+    /// Answers a committed batch (its commit returned): every waiter at once, the committed states
+    /// of its shared claims written in the background (one round trip). The guarantee does not
+    /// wait for them: until they land the claims are pending with offsets, which a repeat on
+    /// another replica waits on while this owner is alive, and this replica's own table answers.
+    fn answer_committed(
         &self,
         mut live: Vec<Pending>,
         landed: Vec<Result<Landed, Refusal>>,
@@ -529,7 +532,9 @@ impl GroupCommitter {
         self.shared.transactions.fetch_add(1, Ordering::Relaxed);
         self.shared.events.fetch_add(live.len() as u64, Ordering::Relaxed);
         let results: Vec<_> = live.iter().zip(landed).map(|(p, result)| committed_at(p, result)).collect();
-        write_committed(&mut live, &results).await;
+        if let Some(states) = committed_states(&mut live, &results) {
+            states.write_in_background();
+        }
         for (p, result) in live.into_iter().zip(results) {
             let result = match result {
                 Ok(committed) => Ok(committed),

@@ -46,13 +46,21 @@ pub async fn stack_redis_store() -> Arc<RedisStore> {
 pub struct PrivateRedis {
     pub port: u16,
     child: Option<std::process::Child>,
+    /// Extra `redis-server` arguments (e.g. `--rename-command EVALSHA ""`).
+    extra: Vec<String>,
 }
 
 impl PrivateRedis {
     /// Starts it on a free loopback port and waits until it answers.
     pub fn start() -> PrivateRedis {
+        PrivateRedis::start_with(&[])
+    }
+
+    /// [`PrivateRedis::start`] with extra `redis-server` arguments.
+    pub fn start_with(extra: &[&str]) -> PrivateRedis {
         let port = super::e2e::free_loopback_port();
-        let mut redis = PrivateRedis { port, child: None };
+        let extra = extra.iter().map(|a| (*a).to_owned()).collect();
+        let mut redis = PrivateRedis { port, child: None, extra };
         redis.restart();
         redis
     }
@@ -77,6 +85,7 @@ impl PrivateRedis {
                 "--appendonly",
                 "no",
             ])
+            .args(&self.extra)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -123,5 +132,105 @@ impl PrivateRedis {
 impl Drop for PrivateRedis {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A TCP relay in front of a redis-server that can hold back what clients send (fault injection
+/// only: every byte is forwarded unchanged, in order). Once [`HoldingRelay::hold_from`] is armed,
+/// the first client write containing the marker, and everything after it on every connection, is
+/// held until [`HoldingRelay::release`].
+pub struct HoldingRelay {
+    pub port: u16,
+    /// The marker to hold from (empty: not armed).
+    marker: Arc<std::sync::Mutex<Vec<u8>>>,
+    /// True while holding.
+    holding: tokio::sync::watch::Sender<bool>,
+    /// Bytes held back so far.
+    held: Arc<std::sync::atomic::AtomicUsize>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl HoldingRelay {
+    /// Relays 127.0.0.1:<new port> to 127.0.0.1:`target`.
+    pub async fn start(target: u16) -> HoldingRelay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind relay");
+        let port = listener.local_addr().expect("relay addr").port();
+        let marker = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (holding, _) = tokio::sync::watch::channel(false);
+        let held = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (m, h, n) = (Arc::clone(&marker), holding.clone(), Arc::clone(&held));
+        let accept = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await else {
+                    continue;
+                };
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+                });
+                let (m, h, n) = (Arc::clone(&m), h.clone(), Arc::clone(&n));
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let mut buffer = vec![0u8; 64 * 1024];
+                    // The end of the previous read: a marker split across two reads is still seen.
+                    let mut tail: Vec<u8> = Vec::new();
+                    loop {
+                        let Ok(read) = client_read.read(&mut buffer).await else { return };
+                        if read == 0 {
+                            return;
+                        }
+                        let chunk = &buffer[..read];
+                        let marker = m.lock().unwrap().clone();
+                        if !marker.is_empty() {
+                            let mut seen = std::mem::take(&mut tail);
+                            seen.extend_from_slice(chunk);
+                            if seen.windows(marker.len()).any(|w| w == marker.as_slice()) {
+                                h.send_replace(true);
+                            }
+                            tail = seen[seen.len().saturating_sub(marker.len())..].to_vec();
+                        }
+                        let mut holding = h.subscribe();
+                        if *holding.borrow_and_update() {
+                            n.fetch_add(read, std::sync::atomic::Ordering::SeqCst);
+                            if holding.wait_for(|held| !*held).await.is_err() {
+                                return;
+                            }
+                        }
+                        if server_write.write_all(chunk).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        HoldingRelay { port, marker, holding, held, accept }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Holds every client write from the first one containing `marker` on.
+    pub fn hold_from(&self, marker: &[u8]) {
+        *self.marker.lock().unwrap() = marker.to_vec();
+    }
+
+    /// Bytes held back so far (0: the marker has not been seen).
+    pub fn held_bytes(&self) -> usize {
+        self.held.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Forwards what was held, and stops holding.
+    pub fn release(&self) {
+        self.marker.lock().unwrap().clear();
+        self.holding.send_replace(false);
+    }
+}
+
+impl Drop for HoldingRelay {
+    fn drop(&mut self) {
+        self.release();
+        self.accept.abort();
     }
 }

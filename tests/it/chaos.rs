@@ -94,7 +94,7 @@ async fn deliver(
     Delivery { event, attempts, acked_in_phase: phase.load(Ordering::Relaxed) }
 }
 
-/// Issue 7 item 1, the CI chaos test: valid, invalid and repeated deliveries keep arriving (and
+/// The CI chaos test: valid, invalid and repeated deliveries keep arriving (and
 /// are retried on non-2xx) while the **memory** broker is paused (SIGSTOP) for longer than the
 /// request deadline, garage is stopped and restarted, and garage is paused past the deadline. At
 /// the end every event is acknowledged, every acknowledged event is in Kafka (by the request id
@@ -114,7 +114,7 @@ async fn restart_chaos_paused_broker_and_failing_object_store_lose_and_duplicate
     .await;
 }
 
-/// Issue 7 item 1 on the **durable** broker (tansu, s3 storage in the stack's kafka-store): the
+/// The chaos test on the **durable** broker (tansu, s3 storage in the stack's kafka-store): the
 /// same deliveries while the broker is SIGKILLed and restarted, garage is stopped and restarted,
 /// and each of them is paused past the deadline. The broker keeps its records in its own object
 /// store, which stays up: garage ignores conditional writes, and tansu stored there reused
@@ -413,7 +413,7 @@ async fn run_chaos(brokers: String, phases: &[Phase]) {
     judgement.assert_exactly_once();
 }
 
-/// Issue 7 item 2: offered load at three times the measured capacity for 20 s, with a small
+/// Overload: offered load at three times the measured capacity for 20 s, with a small
 /// `max_in_flight`. The excess gets 503 + Retry-After, the server's RSS stays under the bound,
 /// every answer comes within the deadline (+ margin for the client), every accepted event is in
 /// the topic once, and the first request after the load is answered 200.

@@ -525,8 +525,8 @@ async fn a_second_replay_is_refused_while_one_holds_the_lock() {
 }
 
 /// Whether librdkafka's mock cluster hides a record of an ABORTED transaction from a
-/// `read_committed` reader (issue 16 item 2 would resolve unknown commit outcomes by reading the
-/// offset back; that is only sound where aborted records are hidden). Checked once, both ways:
+/// `read_committed` reader (reading an offset back to resolve an unknown commit outcome is only
+/// sound where aborted records are hidden: the start-up probe turns it off here). Checked once, both ways:
 /// a committed record at a known offset, an aborted one at a known offset, then a read-back of
 /// each offset by assignment. The assertion pins what this librdkafka's mock cluster does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -566,8 +566,8 @@ async fn the_mock_cluster_shows_aborted_records_to_read_committed_readers() {
     assert!(seen.contains(&("committed".to_owned(), committed_offset)), "{seen:?} {offsets:?}");
     assert!(
         seen.contains(&("aborted".to_owned(), aborted_offset)),
-        "this mock cluster now HIDES aborted records ({seen:?}): read-back resolution of unknown \
-         commit outcomes (issue 16 item 2) can be proven here; update docs/kafka.md"
+        "this mock cluster now HIDES aborted records ({seen:?}): the start-up probe turns read-back \
+         on here; update docs/kafka.md"
     );
 }
 

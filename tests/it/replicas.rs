@@ -1,4 +1,4 @@
-//! The multi-replica chaos accounting test (issue 16 item 5): three replicas of the real
+//! The multi-replica chaos accounting test: three replicas of the real
 //! binary share the dedupe store while one is SIGKILLed and started again, the store restarts
 //! and the broker (noida-db) pauses, and senders retry every non-2xx on another replica. Ignored
 //! with a "restart:" reason, so scripts/test runs it alone after the suite; what it prints:

@@ -91,9 +91,7 @@ async fn commit(store: &RedisStore, mut ticket: Ticket, request_id: &str, offset
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_given_up_at_its_deadline_leaves_nothing_behind() {
     let redis = PrivateRedis::start();
-    let store = RedisStore::connect(&redis.url(), "private redis".to_owned()).expect("redis client");
-    let ready = poll_until(Duration::from_secs(10), || async { store.ping().await.ok() }).await;
-    assert!(ready.is_some(), "the private redis answers");
+    let store = redis.client().await;
     let (a, b) = (deduper(&store, "replica-a"), deduper(&store, "replica-b"));
     let correlation = unique("corr-given-up");
     let body = [9u8; 32];
@@ -750,9 +748,7 @@ async fn restart_redis_keeps_committed_claims_and_the_sink_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_whose_request_is_cancelled_in_flight_is_released() {
     let redis = PrivateRedis::start();
-    let store = RedisStore::connect(&redis.url(), "private redis".to_owned()).expect("redis client");
-    let ready = poll_until(Duration::from_secs(10), || async { store.ping().await.ok() }).await;
-    assert!(ready.is_some(), "the private redis answers");
+    let store = redis.client().await;
     let (a, b) = (deduper(&store, "replica-a"), deduper(&store, "replica-b"));
     let correlation = unique("corr-cancelled");
     let body = [5u8; 32];
@@ -784,9 +780,7 @@ async fn a_claim_whose_request_is_cancelled_in_flight_is_released() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_committed_claim_whose_key_vanished_is_written_again() {
     let mut redis = PrivateRedis::start();
-    let store = RedisStore::connect(&redis.url(), "private redis".to_owned()).expect("redis client");
-    let ready = poll_until(Duration::from_secs(10), || async { store.ping().await.ok() }).await;
-    assert!(ready.is_some(), "the private redis answers");
+    let store = redis.client().await;
     let a = deduper(&store, "replica-a");
     let correlation = unique("corr-vanished");
     let body = [6u8; 32];
@@ -880,9 +874,7 @@ async fn a_store_that_refuses_writes_is_not_ready_and_says_why() {
 async fn a_replay_lock_that_is_taken_away_reports_it_lost() {
     use cxone_ingest::dedupe::lock::ReplayLock;
     let redis = PrivateRedis::start();
-    let store = RedisStore::connect(&redis.url(), "private redis".to_owned()).expect("redis client");
-    let ready = poll_until(Duration::from_secs(10), || async { store.ping().await.ok() }).await;
-    assert!(ready.is_some(), "the private redis answers");
+    let store = redis.client().await;
     let key = ReplayLock::key("bucket", &unique("prefix"));
     let lock = ReplayLock::acquire(Arc::clone(&store), key.clone(), "run-1".to_owned()).await.expect("lock");
     // Still ours: not lost.
@@ -953,9 +945,7 @@ async fn a_retry_between_the_commit_and_the_committed_state_is_answered_duplicat
     use tokio::io::AsyncBufReadExt;
     let redis = PrivateRedis::start();
     let relay = HoldingRelay::start(redis.port).await;
-    let store = RedisStore::connect(&redis.url(), "private redis".to_owned()).expect("redis client");
-    let ready = poll_until(Duration::from_secs(10), || async { store.ping().await.ok() }).await;
-    assert!(ready.is_some(), "the private redis answers");
+    let store = redis.client().await;
     let mock = MockCluster::new(1).unwrap();
     let topic = unique("dedupe-gap");
     mock.create_topic(&topic, 1, 1).unwrap();

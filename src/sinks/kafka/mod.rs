@@ -165,16 +165,6 @@ impl KafkaSink {
         self.shared.stats()
     }
 
-    /// Whether unknown commit outcomes are read back (`None`: not probed yet), and if not, why:
-    /// `/readyz` shows it.
-    pub fn read_back(&self) -> Option<Result<(), String>> {
-        match self.reader.mode() {
-            ReadBackMode::Unprobed => None,
-            ReadBackMode::On => Some(Ok(())),
-            ReadBackMode::Off(why) | ReadBackMode::Unsure(why) => Some(Err(why)),
-        }
-    }
-
     /// The shared dedupe store's readiness (`None` with the `memory` store): `/readyz` names it.
     pub fn dedupe_store_readiness(&self) -> Option<Readiness> {
         self.deduper.store_readiness()

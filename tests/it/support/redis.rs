@@ -69,6 +69,14 @@ impl PrivateRedis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// A client of it, once it answers a write (the store's readiness probe).
+    pub async fn client(&self) -> Arc<RedisStore> {
+        let store = RedisStore::connect(&self.url(), "private redis".to_owned()).expect("redis client");
+        let ready = poll_until(Duration::from_secs(10), || async { store.ping().await.ok() }).await;
+        assert!(ready.is_some(), "the private redis on {} answers", self.port);
+        store
+    }
+
     /// Starts it (again, empty) on its port and waits until the port is open.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "already running");

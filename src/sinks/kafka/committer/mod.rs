@@ -7,108 +7,35 @@
 //! The committers take turns at the one bounded queue ([`Intake`]): one gathers while the others
 //! send or commit, so commits overlap instead of queueing behind each other. Every event is taken
 //! by exactly one committer, so exactly-once holds per committer and hence per event.
+//!
+//! - `shared`: readiness and totals the sink reads.
+//! - `unknown`: batches of unknown commit outcome read back, and the start-up probe.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex as AsyncMutex;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TryRecvError;
 
-use super::KafkaSinkStats;
 use super::claims::{committed_states, write_offsets};
 use super::config::KafkaConfig;
 use super::error::{ErrorClass, classify};
 use super::pending::Pending;
-use super::producer::{self, CommitEnd, Landed, OutRecord, ProbeFailure, Refusal, TxProducer, TxnOutcome};
-use super::readback::{OutcomeReader, ReadBack, ReadBackMode, Target};
+use super::producer::{self, CommitEnd, Landed, OutRecord, Refusal, TxProducer, TxnOutcome};
+use super::readback::{OutcomeReader, ReadBackMode};
 use crate::dedupe::redis::Swap;
 use crate::metrics as m;
 use crate::sinks::{Committed, Readiness, SinkError};
 
+mod shared;
+mod unknown;
+
+pub(crate) use shared::Shared;
+use unknown::Unresolved;
+
 const SINK: &str = "kafka";
-
-/// What the sink and the committers share: whether a producer is usable, and running totals.
-pub(crate) struct Shared {
-    /// Each committer's readiness; the sink is ready while any committer is.
-    readiness: Mutex<Vec<Readiness>>,
-    /// Totals for `KafkaSink::stats` (tests and benchmarks read them without a metrics recorder).
-    pub(crate) transactions: AtomicU64,
-    pub(crate) events: AtomicU64,
-    pub(crate) aborted: AtomicU64,
-    pub(crate) rebuilds: AtomicU64,
-    /// Committers whose thread died of a panic: the sink can never recover them (`/healthz` fails).
-    dead: Mutex<Vec<usize>>,
-    /// Set by [`super::KafkaSink::crash_committer_for_tests`]: the next committer to wake panics.
-    pub(crate) crash_requested: std::sync::atomic::AtomicBool,
-}
-
-impl Shared {
-    /// Shared state of `committers` committers, each starting `initial`.
-    pub fn new(committers: usize, initial: Readiness) -> Arc<Shared> {
-        let shared = Arc::new(Shared {
-            readiness: Mutex::new(vec![initial.clone(); committers.max(1)]),
-            transactions: AtomicU64::new(0),
-            events: AtomicU64::new(0),
-            aborted: AtomicU64::new(0),
-            rebuilds: AtomicU64::new(0),
-            dead: Mutex::new(Vec::new()),
-            crash_requested: std::sync::atomic::AtomicBool::new(false),
-        });
-        shared.set(0, initial);
-        shared
-    }
-
-    pub fn stats(&self) -> KafkaSinkStats {
-        KafkaSinkStats {
-            transactions: self.transactions.load(Ordering::Relaxed),
-            events: self.events.load(Ordering::Relaxed),
-            aborted: self.aborted.load(Ordering::Relaxed),
-            rebuilds: self.rebuilds.load(Ordering::Relaxed),
-        }
-    }
-
-    /// Records that committer `index`'s thread died.
-    pub fn mark_dead(&self, index: usize) {
-        self.dead.lock().unwrap_or_else(|p| p.into_inner()).push(index);
-    }
-
-    /// The committers that died, as task names.
-    pub fn dead_committers(&self) -> Vec<String> {
-        let dead = self.dead.lock().unwrap_or_else(|p| p.into_inner());
-        dead.iter().map(|index| format!("kafka-committer-{index}")).collect()
-    }
-
-    /// Ready while any committer is; otherwise the first committer's reason.
-    pub fn readiness(&self) -> Readiness {
-        Self::overall(&self.readiness.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-
-    fn overall(each: &[Readiness]) -> Readiness {
-        if each.contains(&Readiness::Ready) {
-            return Readiness::Ready;
-        }
-        each.first().cloned().unwrap_or_else(|| Readiness::NotReady("no kafka committer".to_owned()))
-    }
-
-    /// Sets committer `index`'s readiness (logging when the sink's overall readiness changes).
-    pub fn set(&self, index: usize, readiness: Readiness) {
-        let mut each = self.readiness.lock().unwrap_or_else(|p| p.into_inner());
-        let before = Self::overall(&each);
-        if let Some(slot) = each.get_mut(index) {
-            *slot = readiness;
-        }
-        let after = Self::overall(&each);
-        m::set_ready("kafka", after == Readiness::Ready);
-        if before != after {
-            match &after {
-                Readiness::Ready => tracing::info!("kafka sink ready"),
-                Readiness::NotReady(why) => tracing::warn!(reason = %why, "kafka sink not ready"),
-            }
-        }
-    }
-}
 
 /// The queue of waiting events, taken in turns by the committers (the holder gathers a batch).
 pub(crate) struct Intake {
@@ -170,12 +97,6 @@ pub(crate) struct GroupCommitter {
     /// A batch whose producer failed after the commit was asked for: its claims stay pending until
     /// the next producer's `init_transactions` has ended that transaction and the records are read back.
     unresolved: Option<Unresolved>,
-}
-
-/// A batch of unknown commit outcome (its requests have been answered 503; their claims are held).
-struct Unresolved {
-    live: Vec<Pending>,
-    landed: Vec<Result<Landed, Refusal>>,
 }
 
 /// How long a committer stays not ready after the topic refused writes, before it tries again.
@@ -547,124 +468,10 @@ impl GroupCommitter {
             p.complete(result);
         }
     }
-
-    /// Settles the batch of unknown outcome, if any, now that a new producer's `init_transactions`
-    /// has ended its transaction: each record read back (committed: its claim is written
-    /// committed, and a retry is answered `duplicate_of`; aborted: released, and a retry publishes
-    /// it). Without read-back (the broker shows aborted records), every claim is released and a
-    /// retry publishes the event again: a duplicate if it had committed.
-    fn resolve_unknown(&mut self) {
-        let Some(Unresolved { live, landed }) = self.unresolved.take() else { return };
-        if !self.reader.enabled() {
-            let why = "kafka commit outcome unknown (read-back is off on this broker)";
-            tracing::warn!(events = live.len(), "{why}: releasing the claims; retries publish again");
-            metrics::counter!(m::DEDUPE_RESOLUTIONS, "outcome" => "unknown").increment(live.len() as u64);
-            live.into_iter().for_each(|p| p.unavailable(why));
-            return;
-        }
-        let targets: Vec<(usize, Target)> = live
-            .iter()
-            .zip(&landed)
-            .enumerate()
-            .filter_map(|(index, (p, landed))| {
-                let at = landed.as_ref().ok()?;
-                let target = Target {
-                    topic: p.topic.to_string(),
-                    partition: at.partition,
-                    offset: at.offset,
-                    request_id: p.record.request_id.clone(),
-                };
-                Some((index, target))
-            })
-            .collect();
-        let (indexes, targets): (Vec<usize>, Vec<Target>) = targets.into_iter().unzip();
-        let answers = match self.reader.read(&targets, self.cfg.call_timeout()) {
-            Ok(answers) => answers,
-            Err(e) => {
-                tracing::warn!(error = %e, "reading back a batch of unknown outcome failed");
-                vec![ReadBack::Open; targets.len()]
-            }
-        };
-        let mut found: Vec<Option<ReadBack>> = vec![None; live.len()];
-        for (index, answer) in indexes.into_iter().zip(answers) {
-            found[index] = Some(answer);
-        }
-        let mut counts = [0usize; 3];
-        for ((p, landed), answer) in live.into_iter().zip(landed).zip(found) {
-            match answer {
-                Some(ReadBack::Committed) => {
-                    counts[0] += 1;
-                    let committed = committed_at(&p, landed);
-                    p.complete(committed.map_err(|_| SinkError::Unavailable {
-                        sink: SINK,
-                        detail: "refused record".to_owned(),
-                    }));
-                }
-                // Refused by librdkafka (never in the transaction), or read back as aborted.
-                None | Some(ReadBack::Aborted) => {
-                    counts[1] += 1;
-                    p.unavailable("kafka transaction aborted (read back)");
-                }
-                Some(ReadBack::Open) => {
-                    counts[2] += 1;
-                    p.completion.leave_unknown("kafka commit outcome still unknown");
-                }
-            }
-        }
-        for (outcome, n) in ["committed", "aborted", "open"].into_iter().zip(counts) {
-            if n > 0 {
-                metrics::counter!(m::DEDUPE_RESOLUTIONS, "outcome" => outcome).increment(n as u64);
-            }
-        }
-        tracing::info!(
-            committed = counts[0],
-            aborted = counts[1],
-            open = counts[2],
-            "read back a batch of unknown commit outcome"
-        );
-    }
-
-    /// The start-up probe: one record written in a transaction and aborted, then read back. Hidden
-    /// from `read_committed` readers: read-back decides unknown outcomes; visible: it stays off.
-    /// False when the probe left the producer unusable (the broker did not end its transaction).
-    async fn probe(&self, p: &TxProducer) -> bool {
-        let request_id = format!("probe-{}", uuid::Uuid::now_v7());
-        let mode = match p.write_aborted_probe(&self.cfg.topic, &request_id).await {
-            Err(ProbeFailure::NotRun(e)) => ReadBackMode::Unsure(format!("the probe could not run: {e}")),
-            Err(ProbeFailure::ProducerUnusable(e)) => {
-                self.reader.set_mode(ReadBackMode::Off(format!(
-                    "the broker did not end the probe's transaction: {e}"
-                )));
-                return false;
-            }
-            Ok(at) => {
-                let target = Target {
-                    topic: self.cfg.topic.clone(),
-                    partition: at.partition,
-                    offset: at.offset,
-                    request_id,
-                };
-                match self.reader.read(std::slice::from_ref(&target), self.cfg.call_timeout()) {
-                    Ok(found) => match found.first() {
-                        Some(ReadBack::Aborted) => ReadBackMode::On,
-                        Some(ReadBack::Committed) => ReadBackMode::Off(
-                            "the broker shows aborted records to read_committed readers".to_owned(),
-                        ),
-                        _ => {
-                            ReadBackMode::Off("the probe's aborted record was not decided in time".to_owned())
-                        }
-                    },
-                    Err(e) => ReadBackMode::Off(format!("reading the probe back failed: {e}")),
-                }
-            }
-        };
-        self.reader.set_mode(mode);
-        true
-    }
 }
 
 /// Where a committed record of the batch is, as the answer to its request.
-fn committed_at(p: &Pending, landed: Result<Landed, Refusal>) -> Result<Committed, Refusal> {
+pub(super) fn committed_at(p: &Pending, landed: Result<Landed, Refusal>) -> Result<Committed, Refusal> {
     landed.map(|at| Committed {
         topic: p.topic.to_string(),
         partition: at.partition,

@@ -365,12 +365,35 @@ def cmd_invariants(args: argparse.Namespace) -> None:
     grace = pre_stop_s + drain_s + 10 + merged["lifecycle"]["terminationMarginSeconds"]
     need(pod.get("terminationGracePeriodSeconds") == grace,
          f"terminationGracePeriodSeconds {pod.get('terminationGracePeriodSeconds')} != pre-stop {pre_stop_s} + drain {drain_s} + sink close 10 + margin")
-    mount = merged["webhookSecret"]["mountPath"]
-    need(parsed.get("signature", {}).get("secret_files") == [f"{mount}/{k}" for k in merged["webhookSecret"]["keys"]],
-         "signature.secret_files do not match webhookSecret.keys")
     vols = {v["name"]: v for v in pod["volumes"]}
-    need([i["key"] for i in vols["webhook-secret"]["secret"]["items"]] == merged["webhookSecret"]["keys"],
-         "the webhook Secret volume does not project exactly webhookSecret.keys")
+    if not merged.get("sources"):
+        # One source, checked with webhookSecret (with `sources`, each names its own Secrets).
+        mount = merged["webhookSecret"]["mountPath"]
+        need(parsed.get("signature", {}).get("secret_files") == [f"{mount}/{k}" for k in merged["webhookSecret"]["keys"]],
+             "signature.secret_files do not match webhookSecret.keys")
+        need([i["key"] for i in vols["webhook-secret"]["secret"]["items"]] == merged["webhookSecret"]["keys"],
+             "the webhook Secret volume does not project exactly webhookSecret.keys")
+    # Schemas from ConfigMaps: each mounted whole (a subPath mount never sees an edited ConfigMap,
+    # so the service could not reload it), read-only, and named as its folder in the config.
+    mounts_by_name = {m["name"]: m for m in c.get("volumeMounts", [])}
+    schema_folders = {}
+    if merged["schemas"]["existingConfigMap"] or merged["schemas"]["files"]:
+        schema_folders["schemas"] = (merged["schemas"]["mountPath"], parsed.get("contract", {}).get("schemas_dir"))
+    else:
+        need("schemas_dir" not in parsed.get("contract", {}), "contract.schemas_dir rendered without `schemas`")
+    for source in merged.get("sources") or []:
+        rendered_source = next((s for s in parsed.get("sources", []) if s["name"] == source["name"]), {})
+        if source.get("schemasConfigMap"):
+            schema_folders[f"src-{source['name']}-schemas"] = (
+                f"{merged['schemas']['mountPath']}-{source['name']}", rendered_source.get("schemas_dir"))
+        else:
+            need("schemas_dir" not in rendered_source, f"sources[{source['name']}].schemas_dir rendered without schemasConfigMap")
+    for vol_name, (path, configured) in schema_folders.items():
+        mount = mounts_by_name.get(vol_name)
+        need(mount is not None and mount["mountPath"] == path and "subPath" not in mount and mount.get("readOnly") is True,
+             f"schema volume {vol_name} must be mounted whole and read-only at {path}")
+        need("configMap" in vols.get(vol_name, {}), f"schema volume {vol_name} must come from a ConfigMap")
+        need(configured == path, f"schema folder {path} mounted, but the config names {configured!r}")
     # Secrets only by reference: no Secret objects, nothing secret-looking in ConfigMaps or env values.
     need(not by_kind(objs, "Secret"), "the chart must not render Secret objects (secrets by reference only)")
     for key, value in toml_leaves(parsed):
@@ -475,6 +498,22 @@ def cmd_extract_config(args: argparse.Namespace) -> None:
             else:
                 target.write_text("check-deploy-dummy-secret-0123456789abcdef\n")
         config = config.replace(f'"{base}/', f'"{root}/{base.lstrip("/")}/')
+    # Schema folders mounted from ConfigMaps (`schemas`, sources[].schemasConfigMap): the files of a
+    # ConfigMap the chart rendered, or, for an existing ConfigMap, the repository's schemas/ in its
+    # place; the TOML's folder paths point there.
+    rendered_cms = {o["metadata"]["name"]: o for o in by_kind(objs, "ConfigMap")}
+    for vol in pod["volumes"]:
+        cm = vol.get("configMap")
+        if not cm or vol["name"] == "config" or vol["name"] not in mounts:
+            continue
+        base = mounts[vol["name"]]
+        folder = root / base.lstrip("/")
+        folder.mkdir(parents=True, exist_ok=True)
+        rendered = rendered_cms.get(cm["name"])
+        files = (rendered or {}).get("data") or {p.name: p.read_text() for p in (REPO / "schemas").glob("*.json")}
+        for name, text in files.items():
+            (folder / name).write_text(text)
+        config = config.replace(f'"{base}"', f'"{folder}"')
     Path(args.toml).write_text(config)
     lines = []
     for e in c.get("env", []):

@@ -151,6 +151,14 @@ to use instead. Secrets never go through `config` (values end up in a ConfigMap)
 {{- with .Values.sources }}
 {{- $_ = set $cfg "sources" (include "cxone-ingest.sources" $ | fromJson).sources }}
 {{- end }}
+{{- $contract := get $cfg "contract" | default dict }}
+{{- if include "cxone-ingest.schemasConfigMap" . }}
+{{- if hasKey $contract "schemas_dir" }}
+{{- fail "config.contract.schemas_dir is set by the chart from `schemas` (the mounted ConfigMap): drop it from config" }}
+{{- end }}
+{{- $_ = set $contract "schemas_dir" .Values.schemas.mountPath }}
+{{- $_ = set $cfg "contract" $contract }}
+{{- end }}
 {{- $kafka := get $cfg "kafka" | default dict }}
 {{- if hasKey $kafka "instance_id" }}
 {{- fail "config.kafka.instance_id would give every replica the same transactional.id (they would fence each other): leave it unset, each replica takes its pod name (POD_NAME)" }}
@@ -309,6 +317,32 @@ Argument: (list <root> <source name> <check>).
 {{- end }}
 
 {{/*
+Event schemas from a ConfigMap (`schemas`): the ConfigMap's name, empty when the image's built-in
+set is used. One of schemas.existingConfigMap and schemas.files; every file name ends in .json
+(the service reads only those, so any other key would be silently ignored).
+*/}}
+{{- define "cxone-ingest.schemasConfigMap" -}}
+{{- $s := .Values.schemas }}
+{{- if and $s.existingConfigMap $s.files }}
+{{- fail "schemas.existingConfigMap and schemas.files are both set: give the schema files in one of them" }}
+{{- end }}
+{{- range $name, $_ := $s.files }}
+{{- if not (hasSuffix ".json" $name) }}
+{{- fail (printf "schemas.files.%s: a schema file name must end in .json (the service reads only *.json)" $name) }}
+{{- end }}
+{{- end }}
+{{- if $s.existingConfigMap }}{{ $s.existingConfigMap }}
+{{- else if $s.files }}{{ printf "%s-schemas" (include "cxone-ingest.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{/* Where a source's own schema folder is mounted. Argument: (list <root> <source name>). */}}
+{{- define "cxone-ingest.sourceSchemasMountPath" -}}
+{{- $root := index . 0 }}
+{{- printf "%s-%s" $root.Values.schemas.mountPath (index . 1) }}
+{{- end }}
+
+{{/*
 The key each check's Secret holds by default (one file per key).
 */}}
 {{- define "cxone-ingest.sourceDefaultKey" -}}
@@ -327,6 +361,7 @@ prefixes, and per check the mounted files of its Secret. No credential ever goes
 {{- $s := dict "name" .name "path" .path }}
 {{- with .topic }}{{ $_ := set $s "topic" . }}{{ end }}
 {{- with .deadLetterPrefix }}{{ $_ := set $s "dead_letter_prefix" . }}{{ end }}
+{{- with .schemasConfigMap }}{{ $_ := set $s "schemas_dir" (include "cxone-ingest.sourceSchemasMountPath" (list $root $source.name)) }}{{ end }}
 {{- if hasKey . "deliveryIdHeader" }}{{ $_ := set $s "delivery_id_header" .deliveryIdHeader }}{{ end }}
 {{- if hasKey . "eventTypeHeader" }}{{ $_ := set $s "event_type_header" .eventTypeHeader }}{{ end }}
 {{- range $check := list "signature" "bearer" "basic" "jwt" }}

@@ -1,6 +1,7 @@
 //! Reading one topic's recent committed records, read-only: a `read_committed` consumer with its
 //! partitions assigned (no group join, no offset commit), from `offsets_for_times(window start)`
-//! to the high watermark each partition had when the read began, at most `limit` records.
+//! to the high watermark each partition had when the read began, at most `limit` records; records
+//! stamped before the window start are skipped (not every broker's time index finds it).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -34,6 +35,10 @@ pub struct TopicRead {
     /// Records of the service's start-up probe (an aborted transaction, header
     /// `cxone_ingest_probe`), shown by brokers that do not hide aborted records: not judged.
     pub probe_records_skipped: u64,
+    /// Records read from the start offset but stamped before the window (brokers whose time index
+    /// cannot place the window start, e.g. tansu, whose `offsets_for_times` answers offset 0):
+    /// not judged.
+    pub before_window_skipped: u64,
     /// Whether `--limit` stopped the read before the high watermark.
     pub limited: bool,
 }
@@ -120,6 +125,7 @@ pub fn read(
     }
     consumer.assign(&assignment).context("assigning the topic's partitions")?;
 
+    let (since, until) = (window.since.timestamp_millis(), window.until.timestamp_millis());
     let mut last_progress = Instant::now();
     while !open.is_empty() {
         if limit.is_some_and(|limit| read.records >= limit) {
@@ -139,14 +145,18 @@ pub fn read(
                 last_progress = Instant::now();
                 let partition = message.partition();
                 let Some(&end) = open.get(&partition) else { continue };
-                let offset = message.offset();
-                if offset >= end {
-                    // Written after the read began.
+                let timestamp = message.timestamp().to_millis();
+                // At or past the end taken at start, and stamped after the run began: written
+                // since. (Not the offset alone: tansu reports a high watermark below the last
+                // records of the partition's last batch.)
+                if message.offset() >= end && timestamp.is_none_or(|at| at > until) {
                     open.remove(&partition);
                     continue;
                 }
-                if offset + 1 >= end {
-                    open.remove(&partition);
+                // Before the window (a broker whose time index could not place the start).
+                if timestamp.is_some_and(|at| at < since) {
+                    read.before_window_skipped += 1;
+                    continue;
                 }
                 let probe =
                     message.headers().is_some_and(|headers| headers.iter().any(|h| h.key == PROBE_HEADER));

@@ -25,16 +25,13 @@ pub fn to_text(report: &Report) -> String {
     for topic in &report.topics {
         let _ = writeln!(
             out,
-            "- topic `{}` ({} partitions): {} records{}{}",
+            "- topic `{}` ({} partitions): {} records{}{}{}",
             topic.topic,
             topic.partitions,
             topic.records,
             if topic.limited { " (limit reached)" } else { "" },
-            if topic.probe_records_skipped > 0 {
-                format!(", {} probe records skipped", topic.probe_records_skipped)
-            } else {
-                String::new()
-            }
+            skipped(topic.probe_records_skipped, "start-up probe"),
+            skipped(topic.before_window_skipped, "stamped before the window"),
         );
     }
     for prefix in &report.dead_letter_prefixes {
@@ -122,6 +119,11 @@ fn write_errors(out: &mut String, family: &str, what: &str, unit: &str, errors: 
         let path = if error.instance_path.is_empty() { "(root)" } else { &error.instance_path };
         let _ = writeln!(out, "| `{}` | {} | {} |", cell(path), cell(&error.keyword), error.count);
     }
+}
+
+/// `, N skipped (why)` when N > 0.
+fn skipped(count: u64, why: &str) -> String {
+    if count == 0 { String::new() } else { format!(", {count} skipped ({why})") }
 }
 
 /// A count that calls for attention is bold when not zero.

@@ -23,6 +23,7 @@ pub mod topic;
 
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 
 use crate::config::Config;
@@ -71,8 +72,10 @@ pub fn run(
                     bucket: config.dead_letter.bucket.clone(),
                     prefix: prefix.clone(),
                 };
-                reads
-                    .push(dead_letters::read(&store, &window, limit, &judge, &mut tally, on_progress).await?);
+                let read = dead_letters::read(&store, &window, limit, &judge, &mut tally, on_progress).await;
+                reads.push(read.with_context(|| {
+                    format!("the dead letters under s3://{}/{prefix} cannot be read", store.bucket)
+                })?);
             }
             anyhow::Ok((reads, tally))
         });

@@ -71,19 +71,17 @@ fn survey(correlation_id: &str) -> Value {
 /// `cxone-ingest schemas what-if --schemas NEW` on `brokers`/`topic` and the stack's bucket under
 /// `prefix`, configured by flags and the environment only.
 fn what_if(schemas: &Path, brokers: &str, topic: &str, prefix: &str) -> Command {
+    what_if_at(schemas, brokers, topic, &stack_s3_endpoint(), prefix)
+}
+
+/// [`what_if`] with the S3 endpoint given.
+fn what_if_at(schemas: &Path, brokers: &str, topic: &str, s3_endpoint: &str, prefix: &str) -> Command {
     let (id, secret) = stack_s3_credentials();
     let mut command = Command::new(env!("CARGO_BIN_EXE_cxone-ingest"));
     command
         .args(["schemas", "what-if", "--schemas"])
         .arg(schemas)
-        .args([
-            "--s3-endpoint",
-            &stack_s3_endpoint(),
-            "--s3-bucket",
-            &stack_s3_bucket(),
-            "--s3-prefix",
-            prefix,
-        ])
+        .args(["--s3-endpoint", s3_endpoint, "--s3-bucket", &stack_s3_bucket(), "--s3-prefix", prefix])
         .args(["--kafka-brokers", brokers, "--kafka-topic", topic])
         .env("AWS_ACCESS_KEY_ID", id)
         .env("AWS_SECRET_ACCESS_KEY", secret)
@@ -248,18 +246,17 @@ async fn what_if_counts_newly_invalid_records_and_replayable_dead_letters_per_fa
     assert!(text.contains("| `/data/channel` | enum | 4 |"), "{text}");
     assert!(text.contains(&format!("    {command}\n")), "{text}");
 
-    // Today's folder: nothing newly invalid, nothing to replay.
-    let same = json_report({
-        let mut command = what_if(
-            &Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas"),
-            &brokers,
-            &options.topic,
-            &options.s3_prefix,
-        );
-        command.args(["--since", "1h"]);
+    // `--fail-on-newly-invalid`: exit 1 with NEW, 0 with today's folder (nothing newly invalid,
+    // nothing to replay).
+    let gate = |schemas: PathBuf| {
+        let mut command = what_if(&schemas, &brokers, &options.topic, &options.s3_prefix);
+        command.args(["--since", "1h", "--fail-on-newly-invalid"]);
         command
-    })
-    .await;
+    };
+    let out = output(gate(new.path().to_owned())).await;
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let today = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
+    let same = json_report(gate(today)).await;
     assert_eq!(counts(family(&same, "interaction.completed")), [10, 10, 0, 5, 5, 0], "{same:#}");
     assert_eq!(same["replay"]["commands"], json!([]));
 }
@@ -375,17 +372,38 @@ async fn what_if_with_a_new_folder_that_does_not_load_exits_2_naming_the_file() 
     assert!(out.stdout.is_empty());
 }
 
-/// Kafka that cannot be reached: exit 2 with a message saying so, no report.
+/// Kafka that cannot be reached, a topic that does not exist, S3 that cannot be reached: exit 2
+/// with a message saying which, no report.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn what_if_exits_2_when_kafka_cannot_be_reached() {
+async fn what_if_exits_2_when_kafka_or_s3_cannot_be_read() {
     let closed = format!("127.0.0.1:{}", free_loopback_port());
     let new = new_schemas();
-    let out =
-        output(what_if(new.path(), &closed, &unique("what-if-closed"), &unique("what-if-closed"))).await;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains(&format!("Kafka at {closed} is unreachable")), "{stderr}");
-    assert!(out.stdout.is_empty());
+    let prefix = unique("what-if-closed");
+    let fails = |command: Command, want: String| async move {
+        let out = output(command).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(&want), "{want:?} not in {stderr}");
+        assert!(out.stdout.is_empty());
+    };
+    fails(
+        what_if(new.path(), &closed, &unique("what-if-closed"), &prefix),
+        format!("Kafka at {closed} is unreachable"),
+    )
+    .await;
+    let missing = unique("what-if-missing");
+    fails(
+        what_if(new.path(), &stack_kafka_brokers(), &missing, &prefix),
+        format!("topic {missing} does not exist"),
+    )
+    .await;
+    let topic = unique("what-if-s3-closed");
+    stack_create_topic(&stack_kafka_brokers(), &topic, 1).await;
+    fails(
+        what_if_at(new.path(), &stack_kafka_brokers(), &topic, &format!("http://{closed}"), &prefix),
+        format!("the dead letters under s3://{}/{prefix} cannot be read", stack_s3_bucket()),
+    )
+    .await;
 }
 
 /// With several `[[sources]]`, every source's topic and dead-letter prefix is read, each once.

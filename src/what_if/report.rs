@@ -63,14 +63,23 @@ pub struct ReplayCommand {
 /// Sums over every family and place.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Totals {
+    /// Topic records judged.
     pub topic_records: u64,
+    /// Of those, accepted by NEW.
     pub still_valid: u64,
+    /// Of those, refused by NEW.
     pub newly_invalid: u64,
+    /// Dead letters judged.
     pub dead_letters: u64,
+    /// Of those, refused by NEW too.
     pub still_rejected: u64,
+    /// Of those, accepted by NEW: replay candidates.
     pub would_accept: u64,
+    /// Dead letters in the window with a replay marker (not judged).
     pub already_replayed: u64,
+    /// Dead-letter objects or lines that could not be read.
     pub unreadable_dead_letters: u64,
+    /// Start-up probe records skipped.
     pub probe_records_skipped: u64,
 }
 

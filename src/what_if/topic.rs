@@ -128,10 +128,6 @@ pub fn read(
     let (since, until) = (window.since.timestamp_millis(), window.until.timestamp_millis());
     let mut last_progress = Instant::now();
     while !open.is_empty() {
-        if limit.is_some_and(|limit| read.records >= limit) {
-            read.limited = true;
-            break;
-        }
         match consumer.poll(Duration::from_millis(200)) {
             None => {
                 anyhow::ensure!(
@@ -163,6 +159,11 @@ pub fn read(
                 if probe {
                     read.probe_records_skipped += 1;
                     continue;
+                }
+                // One more than the limit: the read stops short of the end.
+                if limit.is_some_and(|limit| read.records >= limit) {
+                    read.limited = true;
+                    break;
                 }
                 read.records += 1;
                 on_value(message.payload().unwrap_or_default());

@@ -406,6 +406,79 @@ async fn what_if_exits_2_when_kafka_or_s3_cannot_be_read() {
     .await;
 }
 
+/// With `[[sources]]` of their own topic and prefix, each topic and prefix is read, `--limit`
+/// applying to each of them, and the replay command names each prefix with candidates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_if_reads_each_sources_topic_and_prefix_with_the_limit_applying_to_each() {
+    let brokers = stack_kafka_brokers();
+    let (main_topic, east_topic) = (unique("what-if-main"), unique("what-if-east"));
+    let (main_prefix, east_prefix) = (unique("what-if-main"), unique("what-if-east"));
+    for (topic, records) in [(&main_topic, 2), (&east_topic, 3)] {
+        stack_create_topic(&brokers, topic, 1).await;
+        let values: Vec<Vec<u8>> = (0..records).map(voice_event).collect();
+        let batch: Vec<(i32, &str, &[u8])> = values.iter().map(|v| (0, "k", v.as_slice())).collect();
+        stack_produce_committed(&brokers, topic, &batch).await;
+    }
+    for (prefix, letters) in [(&main_prefix, 1), (&east_prefix, 3)] {
+        for n in 0..letters {
+            let payload = interaction(&unique(&format!("corr-sources-{n}")), "fax", "a-7");
+            put_record(prefix, &serde_json::to_vec(&payload).unwrap(), Some(payload), Utc::now()).await;
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sources.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[sources]]\nname = \"east\"\npath = \"/hooks/east\"\ntopic = \"{east_topic}\"\n\
+             dead_letter_prefix = \"{east_prefix}\"\n[sources.bearer]\n\
+             bearer_tokens = [\"east-token-0123456789abcdef0123456789\"]\n"
+        ),
+    )
+    .unwrap();
+    let new = new_schemas();
+    let report = json_report({
+        let mut command = what_if(new.path(), &brokers, &main_topic, &main_prefix);
+        command.arg("--config").arg(&config).args(["--since", "1h", "--limit", "2"]);
+        command
+    })
+    .await;
+    let topics: Vec<(String, u64, bool)> = report["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (t["topic"].as_str().unwrap().to_owned(), t["records"].as_u64().unwrap(), t["limited"] == true)
+        })
+        .collect();
+    let mut want = vec![(main_topic.clone(), 2, false), (east_topic.clone(), 2, true)];
+    want.sort();
+    assert_eq!(topics, want, "{report:#}");
+    let prefixes: Vec<(String, u64, bool)> = report["dead_letter_prefixes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (p["prefix"].as_str().unwrap().to_owned(), p["letters"].as_u64().unwrap(), p["limited"] == true)
+        })
+        .collect();
+    let mut want = vec![(main_prefix.clone(), 1, false), (east_prefix.clone(), 2, true)];
+    want.sort();
+    assert_eq!(prefixes, want, "{report:#}");
+    assert_eq!(report["replay"]["candidates"], 3);
+    let commands: Vec<&str> = report["replay"]["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["command"].as_str().unwrap())
+        .collect();
+    assert_eq!(commands.len(), 2, "{report:#}");
+    for prefix in [&main_prefix, &east_prefix] {
+        let command = commands.iter().find(|c| c.contains(&format!("--s3-prefix {prefix} "))).expect(prefix);
+        assert!(command.contains(&format!("--config {}", config.display())), "{command}");
+    }
+}
+
 /// With several `[[sources]]`, every source's topic and dead-letter prefix is read, each once.
 #[test]
 fn what_if_reads_every_sources_topic_and_dead_letter_prefix_once() {

@@ -125,7 +125,7 @@ fn what_if(args: WhatIfArgs) -> ExitCode {
     } else {
         let bar = indicatif::ProgressBar::new_spinner().with_style(
             indicatif::ProgressStyle::with_template(
-                "{spinner} {pos} records and dead letters judged ({per_sec})",
+                "{spinner} {human_pos} records and dead letters judged ({elapsed})",
             )
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
         );

@@ -3,6 +3,7 @@
 //! window, already replayed ones (with a marker) set aside, at most `limit` judged.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::NaiveDate;
@@ -37,7 +38,7 @@ pub struct PrefixRead {
 }
 
 /// Reads the dead letters of `window` under `store.prefix`, judging each with `judge` into `tally`
-/// and calling `on_letter` after each. A listing that fails (S3 unreachable, no such bucket) is an
+/// and calling `on_letter` after each, until `stop` is set. A listing that fails (S3 unreachable, no such bucket) is an
 /// error; an object or line that cannot be read is counted in `unreadable`.
 pub async fn read(
     store: &DeadLetterStore,
@@ -45,6 +46,7 @@ pub async fn read(
     limit: Option<u64>,
     judge: &Judge<'_>,
     tally: &mut Tally,
+    stop: &AtomicBool,
     on_letter: &(dyn Fn() + Sync),
 ) -> anyhow::Result<PrefixRead> {
     let options = ReplayOptions {
@@ -64,6 +66,9 @@ pub async fn read(
         })
         .buffered(FETCH_CONCURRENCY);
     'objects: while let Some((object, letters)) = objects.next().await {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
         let Ok(letters) = letters else {
             read.unreadable += 1;
             continue;

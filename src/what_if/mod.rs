@@ -21,6 +21,7 @@ pub mod report;
 pub mod tally;
 pub mod topic;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -49,6 +50,9 @@ pub fn run(
     let started = Instant::now();
     let places = Places::of(config);
     let judge = Judge::new(contract);
+    // Set by the side that fails, so that the other stops early: the error is what is reported.
+    let failed = AtomicBool::new(false);
+    let failed = &failed;
     let (topics, prefixes) = std::thread::scope(|scope| {
         let topics = scope.spawn(|| {
             let mut tally = Tally::default();
@@ -58,7 +62,9 @@ pub fn run(
                     judge.topic_record(&mut tally, value);
                     on_progress();
                 };
-                reads.push(topic::read(&config.kafka, topic, &window, limit, &mut on_value)?);
+                let read = topic::read(&config.kafka, topic, &window, limit, failed, &mut on_value);
+                failed.fetch_or(read.is_err(), Ordering::Relaxed);
+                reads.push(read?);
             }
             anyhow::Ok((reads, tally))
         });
@@ -72,18 +78,22 @@ pub fn run(
                     bucket: config.dead_letter.bucket.clone(),
                     prefix: prefix.clone(),
                 };
-                let read = dead_letters::read(&store, &window, limit, &judge, &mut tally, on_progress).await;
+                let read =
+                    dead_letters::read(&store, &window, limit, &judge, &mut tally, failed, on_progress).await;
                 reads.push(read.with_context(|| {
                     format!("the dead letters under s3://{}/{prefix} cannot be read", store.bucket)
                 })?);
             }
             anyhow::Ok((reads, tally))
         });
+        failed.fetch_or(prefixes.is_err(), Ordering::Relaxed);
         let topics = topics.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         (topics, prefixes)
     });
-    let (topic_reads, mut tally) = topics?;
+    // A side stopped early by the other's failure reports its partial read as Ok: the failure is
+    // the answer.
     let (prefix_reads, letters) = prefixes?;
+    let (topic_reads, mut tally) = topics?;
     tally.merge(letters);
     Ok(Report::new(
         invocation,

@@ -4,6 +4,7 @@
 //! stamped before the window start are skipped (not every broker's time index finds it).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -65,12 +66,13 @@ fn consumer(kafka: &KafkaConfig) -> anyhow::Result<BaseConsumer> {
 }
 
 /// Reads `topic`'s committed records of `window` (blocking), calling `on_value` with each value, at
-/// most `limit` of them. Unreachable brokers or a missing topic are errors.
+/// most `limit` of them, until `stop` is set. Unreachable brokers or a missing topic are errors.
 pub fn read(
     kafka: &KafkaConfig,
     topic: &str,
     window: &Window,
     limit: Option<u64>,
+    stop: &AtomicBool,
     on_value: &mut dyn FnMut(&[u8]),
 ) -> anyhow::Result<TopicRead> {
     let consumer = consumer(kafka)?;
@@ -127,7 +129,7 @@ pub fn read(
 
     let (since, until) = (window.since.timestamp_millis(), window.until.timestamp_millis());
     let mut last_progress = Instant::now();
-    while !open.is_empty() {
+    while !open.is_empty() && !stop.load(Ordering::Relaxed) {
         match consumer.poll(Duration::from_millis(200)) {
             None => {
                 anyhow::ensure!(

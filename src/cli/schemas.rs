@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::config::{Config, ConfigArgs, ENV_WEBHOOK_SECRET};
+use crate::config::{Config, ConfigArgs, ENV_CONFIG, ENV_WEBHOOK_SECRET};
 use crate::contract::Contract;
 use crate::contract::compat::{self, Family, Report, Side};
 use crate::what_if::{self, Window, parse_span, report::ReplayInvocation};
@@ -38,11 +38,29 @@ pub enum SchemasCommand {
 }
 
 /// Arguments of `cxone-ingest schemas what-if`. Brokers, topics, bucket and prefixes come from the
-/// same config file, environment and flags as `serve` (every `[[sources]]`' topic and prefix).
+/// same config file and environment as `serve` (every `[[sources]]`' topic and prefix), and from
+/// the flags below, which are `serve`'s flags of the same names. (Not the whole `ConfigArgs`: its
+/// `--listen`, `--dedupe-store` mean nothing here, and `--schemas` is NEW here.)
 #[derive(Debug, clap::Args)]
 pub struct WhatIfArgs {
-    #[command(flatten)]
-    pub config: ConfigArgs,
+    /// TOML config file (env CXONE_INGEST_CONFIG); without it, defaults + environment.
+    #[arg(long, env = ENV_CONFIG, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Kafka bootstrap servers (env CXONE_INGEST_KAFKA_BROKERS).
+    #[arg(long, value_name = "HOST:PORT,...")]
+    pub kafka_brokers: Option<String>,
+    /// Topic for valid events (env CXONE_INGEST_KAFKA_TOPIC; default cxone.validated.events).
+    #[arg(long, value_name = "TOPIC")]
+    pub kafka_topic: Option<String>,
+    /// S3 endpoint URL; omit for AWS (env CXONE_INGEST_S3_ENDPOINT).
+    #[arg(long, value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    /// Dead-letter bucket (env CXONE_INGEST_S3_BUCKET).
+    #[arg(long, value_name = "BUCKET")]
+    pub s3_bucket: Option<String>,
+    /// Dead-letter key prefix (env CXONE_INGEST_S3_PREFIX; default data-actions/errors).
+    #[arg(long, value_name = "PREFIX")]
+    pub s3_prefix: Option<String>,
     /// The new schema folder to judge the traffic with.
     #[arg(long, value_name = "NEW_DIR")]
     pub schemas: PathBuf,
@@ -97,7 +115,16 @@ fn what_if(args: WhatIfArgs) -> ExitCode {
             (name == ENV_WEBHOOK_SECRET).then(|| "what-if-verifies-no-signatures-placeholder".to_owned())
         })
     };
-    let config = match Config::load(&args.config, env) {
+    let flags = ConfigArgs {
+        config: args.config.clone(),
+        kafka_brokers: args.kafka_brokers.clone(),
+        kafka_topic: args.kafka_topic.clone(),
+        s3_endpoint: args.s3_endpoint.clone(),
+        s3_bucket: args.s3_bucket.clone(),
+        s3_prefix: args.s3_prefix.clone(),
+        ..ConfigArgs::default()
+    };
+    let config = match Config::load(&flags, env) {
         Ok(config) => config,
         Err(err) => return fail(err.to_string()),
     };
@@ -105,7 +132,6 @@ fn what_if(args: WhatIfArgs) -> ExitCode {
         Ok(runtime) => runtime,
         Err(err) => return fail(format!("cannot start the async runtime: {err}")),
     };
-    let flags = &args.config;
     let passed_on = [
         ("--config", flags.config.as_ref().map(|path| path.display().to_string())),
         ("--s3-endpoint", flags.s3_endpoint.clone()),

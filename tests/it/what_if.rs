@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use cxone_ingest::config::{Config, ConfigArgs};
+use cxone_ingest::sinks::dead_letter::key;
 use cxone_ingest::what_if::Places;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use serde_json::{Value, json};
@@ -262,7 +263,8 @@ async fn what_if_counts_newly_invalid_records_and_replayable_dead_letters_per_fa
 }
 
 /// `--since` and `--limit` bound what is read: records and dead letters older than the window are
-/// not read, and at most `--limit` of each are per topic and per prefix. On noida-db, whose
+/// not read, and at most `--limit` of each are per topic and per prefix; an already replayed dead
+/// letter is set aside. On noida-db, whose
 /// `offsets_for_times` finds the window start, and on tansu, whose answers offset 0 (the records'
 /// timestamps cut the window there).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -298,6 +300,17 @@ async fn window_and_limit_on(brokers: &str) {
         let payload = interaction(&unique(&format!("corr-window-dl-{n}")), "fax", "a-7");
         put_record(&prefix, &serde_json::to_vec(&payload).unwrap(), Some(payload), at).await;
     }
+    // One more, already replayed (its marker exists): set aside, never a candidate.
+    let payload = interaction(&unique("corr-window-replayed"), "fax", "a-7");
+    let replayed = put_record(&prefix, &serde_json::to_vec(&payload).unwrap(), Some(payload), now).await;
+    stack_s3_client()
+        .put_object()
+        .bucket(stack_s3_bucket())
+        .key(key::marker_key(&prefix, &replayed))
+        .body(b"{}".to_vec().into())
+        .send()
+        .await
+        .expect("put marker");
     let new = new_schemas();
     let run = |extra: &'static [&'static str]| {
         let mut command = what_if(new.path(), &brokers, &topic, &prefix);
@@ -316,12 +329,14 @@ async fn window_and_limit_on(brokers: &str) {
     let last_hour = run(&["--since", "1h"]).await;
     assert_eq!(read(&last_hour), (5, false, 4, false), "{brokers}: {last_hour:#}");
     assert_eq!(last_hour["replay"]["candidates"], 4);
+    assert_eq!(last_hour["dead_letter_prefixes"][0]["already_replayed"], 1);
     let limited = run(&["--since", "1h", "--limit", "2"]).await;
     assert_eq!(read(&limited), (2, true, 2, true), "{brokers}: {limited:#}");
     assert_eq!(limited["limit"], 2);
     let six_hours = run(&["--since", "6h"]).await;
     assert_eq!(read(&six_hours), (8, false, 6, false), "{brokers}: {six_hours:#}");
     assert_eq!(counts(family(&six_hours, "interaction.completed")), [8, 8, 0, 6, 0, 6], "{brokers}");
+    assert_eq!(six_hours["totals"]["already_replayed"], 1);
 }
 
 /// On a broker that hides aborted records from `read_committed` readers (noida-db), records of
@@ -349,6 +364,15 @@ async fn what_if_does_not_count_aborted_transactional_records() {
             producer.abort_transaction(Duration::from_secs(30)).expect("abort");
         }
     }
+    // Left open while what-if runs: its records lie past the last stable offset.
+    let open: FutureProducer = stack_transactional_producer(&brokers);
+    open.begin_transaction().expect("begin");
+    for _ in 0..2 {
+        n += 1;
+        open.send(FutureRecord::to(&topic).key("k").payload(&voice_event(n)), Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|(e, _)| panic!("send: {e}"));
+    }
     let new = new_schemas();
     let report = json_report({
         let mut command = what_if(new.path(), &brokers, &topic, &prefix);
@@ -356,6 +380,7 @@ async fn what_if_does_not_count_aborted_transactional_records() {
         command
     })
     .await;
+    drop(open);
     assert_eq!(report["topics"][0]["records"], 3, "only the committed records: {report:#}");
     assert_eq!(counts(family(&report, "interaction.completed")), [3, 3, 0, 0, 0, 0]);
 }

@@ -23,6 +23,8 @@
 //! - [`dedupe`]: recognising a sender's repeated delivery, so it is not published twice.
 //! - [`trace`]: W3C trace context from the request into Kafka headers, dead letters and logs.
 //! - [`replay`]: dead letters -> current schemas -> Kafka, exactly once.
+//! - [`what_if`]: recent topic records and dead letters judged by a new schema folder, read-only
+//!   (`schemas what-if`).
 //! - [`cxone`]: CXone OAuth client-credentials token manager.
 //! - [`config`]: the whole configuration merged from file, environment and flags (each section's
 //!   settings live with the module they configure).
@@ -47,3 +49,4 @@ pub mod sinks;
 pub mod sources;
 pub mod telemetry;
 pub mod trace;
+pub mod what_if;

@@ -40,7 +40,8 @@ pub enum Command {
     /// Talk to the CXone API (check OAuth credentials).
     Cxone(cxone::Args),
     /// Work on schema folders: `check` compares two for compatibility (exit 0 compatible or a new
-    /// major version, 1 senders break without one, 2 usage or load error).
+    /// major version, 1 senders break without one, 2 usage or load error); `what-if` runs recent
+    /// topic records and dead letters through a new folder.
     Schemas(schemas::Args),
 }
 
@@ -49,7 +50,7 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         // `validate` is an offline filter: its stdout is the product, so it logs nothing.
         Command::Validate(args) => validate::run(args),
-        // So is `schemas`: its stdout is the verdict.
+        // So is `schemas`: its stdout is the verdict (`what-if` runs its own async runtime).
         Command::Schemas(args) => schemas::run(args),
         command => {
             let log_writer = match telemetry::init(cli.log_format, &cli.log) {

@@ -1,14 +1,23 @@
-//! `cxone-ingest schemas`: work on schema folders offline; `check` is the compatibility gate.
+//! `cxone-ingest schemas`: work on schema folders; `check` is the compatibility gate, `what-if`
+//! runs recent real traffic through a new folder.
 //!
 //! `schemas check OLD_DIR NEW_DIR` exits 0 when no family breaks senders (or each that does comes
 //! with a new major version), 1 when one breaks senders without a new major version, 2 on a usage
 //! error or a folder that does not load.
+//!
+//! `schemas what-if --schemas NEW_DIR` exits 0 when it ran (whatever it found; 1 with
+//! `--fail-on-newly-invalid` when a topic record would be refused), 2 on a usage error, a folder
+//! that does not load, or Kafka or S3 that cannot be read.
 
-use std::io::Write;
+use std::io::{IsTerminal as _, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
+use crate::config::{Config, ConfigArgs, ENV_CONFIG, ENV_WEBHOOK_SECRET};
+use crate::contract::Contract;
 use crate::contract::compat::{self, Family, Report, Side};
+use crate::what_if::{self, Window, parse_span, report::ReplayInvocation};
 
 /// Arguments of `cxone-ingest schemas`.
 #[derive(Debug, clap::Args)]
@@ -23,6 +32,50 @@ pub enum SchemasCommand {
     /// Compare two schema folders family by family: which changes break senders (payloads valid
     /// before are refused) and which break readers (payloads refused before are accepted).
     Check(CheckArgs),
+    /// Run recent real traffic through a new schema folder, read-only: which committed topic
+    /// records it would refuse, which dead letters it would accept (and the replay command).
+    WhatIf(Box<WhatIfArgs>),
+}
+
+/// Arguments of `cxone-ingest schemas what-if`. Brokers, topics, bucket and prefixes come from the
+/// same config file and environment as `serve` (every `[[sources]]`' topic and prefix), and from
+/// the flags below, which are `serve`'s flags of the same names. (Not the whole `ConfigArgs`: its
+/// `--listen`, `--dedupe-store` mean nothing here, and `--schemas` is NEW here.)
+#[derive(Debug, clap::Args)]
+pub struct WhatIfArgs {
+    /// TOML config file (env CXONE_INGEST_CONFIG); without it, defaults + environment.
+    #[arg(long, env = ENV_CONFIG, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Kafka bootstrap servers (env CXONE_INGEST_KAFKA_BROKERS).
+    #[arg(long, value_name = "HOST:PORT,...")]
+    pub kafka_brokers: Option<String>,
+    /// Topic for valid events (env CXONE_INGEST_KAFKA_TOPIC; default cxone.validated.events).
+    #[arg(long, value_name = "TOPIC")]
+    pub kafka_topic: Option<String>,
+    /// S3 endpoint URL; omit for AWS (env CXONE_INGEST_S3_ENDPOINT).
+    #[arg(long, value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    /// Dead-letter bucket (env CXONE_INGEST_S3_BUCKET).
+    #[arg(long, value_name = "BUCKET")]
+    pub s3_bucket: Option<String>,
+    /// Dead-letter key prefix (env CXONE_INGEST_S3_PREFIX; default data-actions/errors).
+    #[arg(long, value_name = "PREFIX")]
+    pub s3_prefix: Option<String>,
+    /// The new schema folder to judge the traffic with.
+    #[arg(long, value_name = "NEW_DIR")]
+    pub schemas: PathBuf,
+    /// How far back to look: a whole number and `s`, `m`, `h` or `d`.
+    #[arg(long, default_value = "24h", value_parser = parse_span, value_name = "SPAN")]
+    pub since: Duration,
+    /// Most records read per topic, and most dead letters judged per prefix (oldest first).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit: Option<u64>,
+    /// Print the report as one JSON object instead of Markdown tables.
+    #[arg(long)]
+    pub json: bool,
+    /// Exit 1 when a committed topic record would be refused by the new schemas.
+    #[arg(long)]
+    pub fail_on_newly_invalid: bool,
 }
 
 /// Arguments of `cxone-ingest schemas check`.
@@ -43,7 +96,93 @@ pub struct CheckArgs {
 pub fn run(args: Args) -> ExitCode {
     match args.command {
         SchemasCommand::Check(args) => check(args),
+        SchemasCommand::WhatIf(args) => what_if(*args),
     }
+}
+
+fn what_if(args: WhatIfArgs) -> ExitCode {
+    let fail = |message: String| {
+        eprintln!("error: {message}");
+        ExitCode::from(2)
+    };
+    let contract = match Contract::from_dir(&args.schemas) {
+        Ok(contract) => contract,
+        Err(err) => return fail(format!("the new schemas do not load: {err}")),
+    };
+    // what-if verifies no signatures, but `Config::load` insists on a webhook secret for `serve`.
+    let env = |name: &str| {
+        std::env::var(name).ok().or_else(|| {
+            (name == ENV_WEBHOOK_SECRET).then(|| "what-if-verifies-no-signatures-placeholder".to_owned())
+        })
+    };
+    let flags = ConfigArgs {
+        config: args.config.clone(),
+        kafka_brokers: args.kafka_brokers.clone(),
+        kafka_topic: args.kafka_topic.clone(),
+        s3_endpoint: args.s3_endpoint.clone(),
+        s3_bucket: args.s3_bucket.clone(),
+        s3_prefix: args.s3_prefix.clone(),
+        ..ConfigArgs::default()
+    };
+    let config = match Config::load(&flags, env) {
+        Ok(config) => config,
+        Err(err) => return fail(err.to_string()),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => return fail(format!("cannot start the async runtime: {err}")),
+    };
+    let passed_on = [
+        ("--config", flags.config.as_ref().map(|path| path.display().to_string())),
+        ("--s3-endpoint", flags.s3_endpoint.clone()),
+        ("--s3-bucket", flags.s3_bucket.clone()),
+        ("--kafka-brokers", flags.kafka_brokers.clone()),
+        ("--kafka-topic", flags.kafka_topic.clone()),
+    ];
+    let invocation = ReplayInvocation {
+        schemas: args.schemas.display().to_string(),
+        passed_on: passed_on
+            .into_iter()
+            .filter_map(|(flag, value)| Some((flag.to_owned(), value?)))
+            .collect(),
+    };
+    let bar = if args.json || !std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::hidden()
+    } else {
+        let bar = indicatif::ProgressBar::new_spinner().with_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {human_pos} records and dead letters judged ({elapsed})",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        bar.enable_steady_tick(Duration::from_millis(200));
+        bar
+    };
+    let on_progress = || bar.inc(1);
+    let window = Window::last(args.since);
+    let result = what_if::run(&runtime, &config, &contract, &invocation, window, args.limit, &on_progress);
+    bar.finish_and_clear();
+    let report = match result {
+        Ok(report) => report,
+        Err(err) => return fail(format!("{err:#}")),
+    };
+    let text = if args.json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(json) => json + "\n",
+            Err(err) => return fail(format!("cannot write the report: {err}")),
+        }
+    } else {
+        what_if::render::to_text(&report)
+    };
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => {
+            return fail(format!("cannot write the report: {err}"));
+        }
+        _ => {}
+    }
+    drop(runtime);
+    ExitCode::from(if args.fail_on_newly_invalid && report.totals.newly_invalid > 0 { 1 } else { 0 })
 }
 
 fn check(args: CheckArgs) -> ExitCode {

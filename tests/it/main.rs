@@ -22,3 +22,4 @@ mod outcome;
 mod replicas;
 mod sources;
 mod stack;
+mod what_if;

@@ -284,7 +284,7 @@ impl CommitReader for ClaimReadBack {
 /// Properties that mean something to a consumer: connection, security and client-wide settings.
 /// Producer-only ones (`linger.ms`, `compression.type`, `message.max.bytes`' producer meaning,
 /// batch settings) are left out.
-fn is_consumer_property(key: &str) -> bool {
+pub(crate) fn is_consumer_property(key: &str) -> bool {
     const PREFIXES: [&str; 6] = ["security.", "ssl.", "sasl.", "socket.", "client.", "broker."];
     PREFIXES.iter().any(|p| key.starts_with(p))
         || matches!(

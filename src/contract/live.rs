@@ -363,3 +363,63 @@ impl ContractLookup for Schemas {
         Snapshot::Shared(set.contract())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn folder_with_repo_schemas() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for schema in BUILTIN_SCHEMAS {
+            std::fs::write(dir.path().join(schema.file_name), schema.text).unwrap();
+        }
+        dir
+    }
+
+    fn bumped(version: &str) -> String {
+        let text = BUILTIN_SCHEMAS.iter().find(|s| s.file_name == "interaction-completed.json").unwrap().text;
+        let mut schema: serde_json::Value = serde_json::from_str(text).unwrap();
+        schema[super::super::VERSION_ANNOTATION] = version.into();
+        schema.to_string()
+    }
+
+    fn version_of(contract: &Contract) -> String {
+        contract.schema_for_event("interaction.completed").unwrap().version.clone()
+    }
+
+    /// Unchanged bytes are not swapped; changed ones are; a broken folder keeps the set in force
+    /// and says why until a good attempt; a snapshot taken before a swap stays whole.
+    #[test]
+    fn a_reload_swaps_only_changed_folders_that_load() {
+        let dir = folder_with_repo_schemas();
+        let set = SchemaSet::load(dir.path(), vec!["default".into()]).unwrap();
+        let before = set.contract();
+        assert_eq!(set.reload(), ReloadOutcome::Unchanged);
+        assert!(Arc::ptr_eq(&before, &set.contract()), "unchanged: the same set stays");
+
+        std::fs::write(dir.path().join("interaction-completed.json"), bumped("1.1.0")).unwrap();
+        assert_eq!(set.reload(), ReloadOutcome::Applied);
+        assert_eq!(version_of(&set.contract()), "1.1.0");
+        assert_eq!(version_of(&before), "1.0.0", "a snapshot is never changed under its holder");
+
+        std::fs::write(dir.path().join("survey-completed.json"), "{ nope").unwrap();
+        assert_eq!(set.reload(), ReloadOutcome::Failed);
+        assert!(set.failing());
+        assert_eq!(version_of(&set.contract()), "1.1.0", "a broken folder keeps the set in force");
+        let described = set.describe();
+        assert!(described["last_failure"]["file"].as_str().unwrap().ends_with("survey-completed.json"));
+
+        std::fs::remove_file(dir.path().join("survey-completed.json")).unwrap();
+        assert_eq!(set.reload(), ReloadOutcome::Applied, "one file fewer is a change");
+        assert!(!set.failing());
+    }
+
+    /// A folder without any event schema names the folder, not a file.
+    #[test]
+    fn an_empty_folder_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = SchemaSet::load(dir.path(), Vec::new()).err().unwrap();
+        assert_eq!(err.path, dir.path().display().to_string());
+        assert!(err.message.contains("no event schema"), "{}", err.message);
+    }
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::config::{Config, ConfigArgs};
-use crate::contract::Contract;
+use crate::contract::{Contract, Schemas};
 use crate::http::{self, AppState};
 use crate::pipeline::{Pipeline, StoreReadiness};
 use crate::shutdown::{self, Drained, Stop};
@@ -28,6 +28,8 @@ const SINK_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Runs `cxone-ingest serve`: exit 0 after a graceful stop, 2 on a configuration or start-up error.
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config, |name| std::env::var(name).ok())?;
+    // The schema folders first: one that does not load stops the start before any sink is built.
+    let schemas = Arc::new(Schemas::load(&config).map_err(anyhow::Error::msg)?);
     let prometheus = crate::metrics::install();
     let upkeep = crate::metrics::spawn_upkeep(prometheus.clone(), Duration::from_secs(5));
 
@@ -37,7 +39,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(readiness) = dedupe_store {
         pipeline = pipeline.with_dedupe_store(readiness);
     }
-    let state = Arc::new(AppState::new(&config, pipeline, Some(prometheus)).map_err(anyhow::Error::msg)?);
+    let state = Arc::new(
+        AppState::with_schemas(&config, pipeline, Some(prometheus), schemas).map_err(anyhow::Error::msg)?,
+    );
     // Reloads the schema folders on SIGHUP and when they change, for as long as the server runs.
     let reloader = crate::contract::watch::spawn(Arc::clone(state.schemas()), &config.contract);
     let server = http::server::start(Arc::clone(&state), &config.server).await?;

@@ -70,13 +70,22 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Builds the shared state from a validated config.
+    /// Builds the shared state from a validated config, loading its schema folders.
     pub fn new(
         config: &Config,
         pipeline: Pipeline,
         prometheus: Option<PrometheusHandle>,
     ) -> Result<AppState, String> {
-        let schemas = Arc::new(Schemas::load(config)?);
+        AppState::with_schemas(config, pipeline, prometheus, Arc::new(Schemas::load(config)?))
+    }
+
+    /// Builds the shared state from a validated config and its schema sets, already loaded.
+    pub fn with_schemas(
+        config: &Config,
+        pipeline: Pipeline,
+        prometheus: Option<PrometheusHandle>,
+        schemas: Arc<Schemas>,
+    ) -> Result<AppState, String> {
         let sources = Sources::new(config, &schemas)?;
         if !config.sources.is_empty() && !config.signature.secrets.is_empty() {
             tracing::warn!(

@@ -268,6 +268,7 @@ async fn sighup_reloads_a_folder_the_watcher_does_not_watch() {
     let brokers = stack_kafka_brokers();
     let folder = SchemaFolder::copy_of_repo();
     let options = options_with_folder("reload-hup", &brokers, folder.path(), &["watch = false"]);
+    stack_create_topic(&brokers, &options.topic, 3).await;
     let service = Service::start_ready(options).await;
     let (_, hash_before) = wait_for_schema(&service, folder.path(), "start", |_, _| true).await;
 
@@ -303,6 +304,7 @@ async fn a_configmap_data_symlink_swap_is_reloaded() {
     let files = repo_schema_files();
     let folder = ConfigMapFolder::new("2026_12_06_10_00_00.000000001", &files);
     let options = options_with_folder("reload-cm", &brokers, folder.path(), &["reload_debounce_ms = 200"]);
+    stack_create_topic(&brokers, &options.topic, 3).await;
     let service = Service::start_ready(options).await;
     let (version, _) = wait_for_schema(&service, folder.path(), "start", |_, _| true).await;
     assert_eq!(version, "1.0.0");

@@ -257,8 +257,7 @@ impl Schemas {
                 None => SchemaSet::builtin(sources),
                 Some(folder) => SchemaSet::load(&folder, sources).map_err(|err| {
                     format!(
-                        "{key} = {:?} does not load: {}: {} (fix the file, or unset {key} to use the \
-                         built-in schemas)",
+                        "{key} = {:?} does not load: {}: {} (fix the file, or point {key} elsewhere)",
                         folder.display().to_string(),
                         err.path,
                         err.message

@@ -454,3 +454,69 @@ fn a_schema_folder_that_does_not_load_at_start_is_a_start_up_error() {
     assert_eq!(flagged.status.code(), Some(0), "{}", String::from_utf8_lossy(&flagged.stderr));
     assert!(stdout.contains(&format!("schemas_dir = {:?}", good.path().display().to_string())), "{stdout}");
 }
+
+/// `replay` judges each dead letter by the schemas of the source it came in through: two sources'
+/// letters of the same payload (refused by both folders when sent), one source's folder then
+/// accepting it: only that source's letter is now valid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_judges_each_dead_letter_by_its_sources_schemas() {
+    let brokers = stack_kafka_brokers();
+    let (east, west) = (SchemaFolder::copy_of_repo(), SchemaFolder::copy_of_repo());
+    let sources = format!(
+        "[[sources]]\nname = \"east\"\npath = \"/in/east\"\nschemas_dir = {:?}\n[sources.bearer]\nbearer_tokens = [\"{EAST_TOKEN}\"]\n\n\
+         [[sources]]\nname = \"west\"\npath = \"/in/west\"\nschemas_dir = {:?}\n[sources.bearer]\nbearer_tokens = [\"{WEST_TOKEN}\"]\n",
+        east.path().display().to_string(),
+        west.path().display().to_string(),
+    );
+    let mut options = ServiceOptions::new("reload-replay", &brokers);
+    stack_create_topic(&brokers, &options.topic, 3).await;
+    options.extra_toml = sources.clone();
+    let service = Service::start_ready(options.clone()).await;
+    let client = e2e_client();
+    for (path, token) in [("/in/east", EAST_TOKEN), ("/in/west", WEST_TOKEN)] {
+        let body = body_with_source_system(&unique("reload-replay"));
+        let response = client
+            .post(service.url(path))
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {token}"))
+            .body(body)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(response.status(), 200);
+        let answer: Value = response.json().await.expect("answer");
+        assert_eq!(answer["status"], "dead_lettered", "{path}: {answer}");
+    }
+    let letters = poll_until(Duration::from_secs(30), || async {
+        let letters = e2e_dead_letters(&options.s3_prefix).await;
+        (letters.len() == 2).then_some(letters)
+    })
+    .await
+    .expect("both dead letters");
+    drop(service);
+
+    // West's folder now accepts the payload; east's does not.
+    west.write(INTERACTION_FILE, &interaction_schema("1.1.0", true));
+    let config = cxone_ingest::config::Config::from_toml(&sources).expect("config");
+    let schemas = cxone_ingest::contract::Schemas::load(&config).expect("schemas");
+    let replay_options = cxone_ingest::replay::ReplayOptions {
+        since: None,
+        until: None,
+        dry_run: true,
+        concurrency: 2,
+        publish_timeout: Duration::from_secs(5),
+    };
+    let store = stack_dead_letter_store(&options.s3_prefix);
+    let summary =
+        cxone_ingest::replay::replay(&store, &schemas, None, &replay_options, &|_| {}).await.expect("replay");
+    assert_eq!((summary.scanned, summary.now_valid, summary.still_invalid.len()), (2, 1, 1), "{summary:?}");
+    let letter_of = |id: &str| {
+        let object = id.split('#').next().unwrap_or(id);
+        letters
+            .iter()
+            .find(|letter| letter.key.ends_with(object) || object.ends_with(&letter.key))
+            .expect("letter")
+    };
+    assert_eq!(letter_of(&summary.replayable[0].key).record["source"], "west", "{summary:?}");
+    assert_eq!(letter_of(&summary.still_invalid[0].key).record["source"], "east", "{summary:?}");
+}

@@ -1,6 +1,7 @@
 //! When the schema folders are reloaded: on SIGHUP (every folder, at once), and, with
 //! `contract.watch`, when something in a folder changes on disk (that folder, once the changes
-//! have been quiet for `contract.reload_debounce_ms`).
+//! have been quiet for `contract.reload_debounce_ms`, and at the latest ten of those after the
+//! first change).
 //!
 //! One watcher (inotify, through `notify`) watches every folder in use, each folder itself and not
 //! recursively: an edited, added, removed or renamed file is an event, and so is a Kubernetes
@@ -17,6 +18,9 @@ use notify::{EventKind, RecursiveMode, Watcher as _};
 use tokio::sync::Notify;
 
 use super::{ContractConfig, Schemas};
+
+/// A reload waits for quiet at most this many debounce periods after the first change.
+const MAX_DEBOUNCES: u32 = 10;
 
 /// The running reloader; stops (task and watcher) when dropped.
 pub struct Reloader {
@@ -125,10 +129,14 @@ async fn reload_loop(
         tokio::select! {
             () = next_hangup(&mut hangup) => mark_all(&folders, &changes, "SIGHUP"),
             () = changes.wake.notified() => {
-                // Debounce: wait until the folder has been quiet for `debounce` (a SIGHUP cuts it short).
+                // Debounce: wait until the folder has been quiet for `debounce`, but no longer than
+                // `MAX_DEBOUNCES` of them in all (a folder that never stops changing is still read);
+                // a SIGHUP cuts it short.
+                let latest = tokio::time::Instant::now() + debounce * MAX_DEBOUNCES;
                 loop {
                     tokio::select! {
                         () = tokio::time::sleep(debounce) => break,
+                        () = tokio::time::sleep_until(latest) => break,
                         () = changes.wake.notified() => {}
                         () = next_hangup(&mut hangup) => {
                             mark_all(&folders, &changes, "SIGHUP");

@@ -255,9 +255,10 @@ async fn schema_reload_under_load_answers_every_request_and_swaps_versions_whole
     }
     eprintln!(
         "reload under load: {} requests sent; answers {by_status:?}; Kafka records by schema_version \
-         {versions:?}; {} dead letters",
+         {versions:?}; {} dead letters; 1.1.0 visible in /schemas {} ms after the write",
         sent.len(),
-        letters.len()
+        letters.len(),
+        (seen_v11 - written_v11).as_millis()
     );
 }
 

@@ -322,6 +322,16 @@ async fn a_configmap_data_symlink_swap_is_reloaded() {
     let (version, _) =
         wait_for_schema(&service, folder.path(), "after the ..data swap", |v, _| v == "1.2.0").await;
     assert_eq!(version, "1.2.0");
+    // The reload's own reads of the folder are no change: once applied, no further reload comes
+    // (seven debounce periods of quiet).
+    let reloads = |page: &str| metric_sum(page, RELOADS, &[]);
+    let settled = reloads(&service.metrics().await);
+    let more = poll_until(Duration::from_millis(1_400), || async {
+        let now = reloads(&service.metrics().await);
+        (now != settled).then_some(now)
+    })
+    .await;
+    assert_eq!(more, None, "reloads went on after the swap ({settled} before)");
     let schemas = schemas_of(&service).await;
     let set = schema_set(&schemas, folder.path()).expect("set");
     let typed: Vec<(&str, bool)> = set["schemas"]

@@ -29,7 +29,7 @@ pub const READY: &str = "cxone_ingest_ready";
 pub const TASK_PANICS: &str = "cxone_ingest_task_panics_total";
 
 // --- HTTP ------------------------------------------------------------------------------------
-/// Requests answered, by `route` (`webhook`, `healthz`, `readyz`, `metrics`, `version`, `unknown`) and
+/// Requests answered, by `route` (`webhook`, `healthz`, `readyz`, `metrics`, `version`, `schemas`, `unknown`) and
 /// `outcome`.
 pub const REQUESTS: &str = "cxone_ingest_requests_total";
 /// Request latency from the end of the request head to the response, by `route` and `outcome`.
@@ -62,6 +62,15 @@ pub const OPEN_CONNECTIONS: &str = "cxone_ingest_open_connections";
 /// Connections the server closed on a timeout, by `listener` and `reason` (`header_timeout`,
 /// `idle_timeout`).
 pub const CONNECTIONS_TIMED_OUT: &str = "cxone_ingest_connections_timed_out_total";
+
+// --- the contract (schemas) ---------------------------------------------------------------------
+/// Schema-folder reload attempts (SIGHUP or a change on disk), by `outcome` (`applied`: the new
+/// schemas are in force; `unchanged`: no file's bytes changed; `failed`: the folder does not load
+/// and the schemas in force stay).
+pub const SCHEMA_RELOADS: &str = "cxone_ingest_schema_reloads_total";
+/// 1 while the latest reload attempt of some schema folder failed (the folder on disk is not
+/// what runs), else 0.
+pub const SCHEMA_RELOAD_FAILING: &str = "cxone_ingest_schema_reload_failing";
 
 // --- Kafka -----------------------------------------------------------------------------------
 /// Transactions ended, by `outcome` (`committed`; `committed_late`: the commit outlasted
@@ -206,6 +215,11 @@ fn describe() {
     );
     describe_gauge!(OPEN_CONNECTIONS, "Open connections, by listener.");
     describe_counter!(CONNECTIONS_TIMED_OUT, "Connections closed on a timeout, by listener and reason.");
+    describe_counter!(SCHEMA_RELOADS, "Schema-folder reload attempts, by outcome.");
+    describe_gauge!(
+        SCHEMA_RELOAD_FAILING,
+        "1 while the latest reload of some schema folder failed (the folder is not what runs)."
+    );
     describe_counter!(KAFKA_TRANSACTIONS, "Kafka transactions ended, by outcome.");
     describe_counter!(KAFKA_EVENTS, "Events in committed Kafka transactions.");
     describe_histogram!(KAFKA_BATCH_EVENTS, "Events per Kafka transaction.");

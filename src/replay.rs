@@ -30,7 +30,7 @@ use chrono::{NaiveDate, SecondsFormat, Utc};
 use futures::StreamExt as _;
 use serde::Serialize;
 
-use crate::contract::{Checked, Contract, FieldError};
+use crate::contract::{Checked, ContractLookup, FieldError};
 use crate::sinks::dead_letter::key;
 use crate::sinks::dead_letter::{DeadLetterRecord, OriginalPayload};
 use crate::sinks::{EventRecord, EventSink, Readiness};
@@ -128,11 +128,12 @@ enum Outcome {
     },
 }
 
-/// Replays the dead letters `store` holds. `sink` may be `None` only for a dry run. `on_progress` is
+/// Replays the dead letters `store` holds, each judged by the contract `contracts` gives its
+/// source (a [`crate::contract::Contract`] judges all alike). `sink` may be `None` only for a dry run. `on_progress` is
 /// called with the number of dead letters found, then once per dead letter handled.
 pub async fn replay(
     store: &DeadLetterStore,
-    contract: &Contract,
+    contracts: &dyn ContractLookup,
     sink: Option<&dyn EventSink>,
     options: &ReplayOptions,
     on_progress: &(dyn Fn(Progress) + Sync),
@@ -158,7 +159,7 @@ pub async fn replay(
                     Outcome::Failed { item: FailedItem { key: id, error }, now_valid: false }
                 }
                 Letter::Record { id, record } => {
-                    replay_one(store, contract, sink, options, id, *record).await
+                    replay_one(store, contracts, sink, options, id, *record).await
                 }
             }
         })
@@ -290,7 +291,7 @@ async fn letters_to_replay(
 
 async fn replay_one(
     store: &DeadLetterStore,
-    contract: &Contract,
+    contracts: &dyn ContractLookup,
     sink: Option<&dyn EventSink>,
     options: &ReplayOptions,
     key: String,
@@ -307,6 +308,7 @@ async fn replay_one(
     let Some(body_sha256) = record.body_sha256_bytes() else {
         return failed(&key, "record has no valid body_sha256".to_owned());
     };
+    let contract = contracts.for_source(record.source.as_deref());
     let checked = match record.original_payload() {
         Ok(OriginalPayload::Json(value)) => contract.check_value(value),
         Ok(OriginalPayload::Raw(bytes)) => contract.check(&bytes),

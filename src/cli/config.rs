@@ -23,7 +23,12 @@ pub enum ConfigCommand {
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         ConfigCommand::Check(config_args) => {
-            match Config::load(&config_args, |name| std::env::var(name).ok()) {
+            // The schema folders are loaded as `serve` loads them at start: one that does not load
+            // is a problem here too, naming the file.
+            let loaded = Config::load(&config_args, |name| std::env::var(name).ok())
+                .map_err(|err| err.to_string())
+                .and_then(|config| crate::contract::Schemas::load(&config).map(|_| config));
+            match loaded {
                 Ok(config) => {
                     print!("{}", config.to_redacted_toml());
                     eprintln!("configuration is valid");

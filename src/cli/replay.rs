@@ -11,7 +11,7 @@ use chrono::NaiveDate;
 use sha2::Digest as _;
 
 use crate::config::{Config, ConfigArgs, ENV_WEBHOOK_SECRET};
-use crate::contract::Contract;
+use crate::contract::Schemas;
 use crate::dedupe::DedupeStore;
 use crate::dedupe::lock::ReplayLock;
 use crate::dedupe::redis::RedisStore;
@@ -62,6 +62,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         args.publish_timeout_ms,
         config.kafka.transaction_timeout_ms
     );
+    // Each dead letter is judged by the schemas its source is judged by (`[[sources]]`'
+    // `schemas_dir`, `contract.schemas_dir`, or the built-in set), loaded once for the run.
+    let schemas = Schemas::load(&config).map_err(anyhow::Error::msg)?;
     let client = build_client(&config.dead_letter, SdkRetries::Standard).await?;
     let store = DeadLetterStore {
         client,
@@ -116,13 +119,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Progress::Handled => bar.inc(1),
     };
-    let run = replay(
-        &store,
-        Contract::builtin(),
-        sink.as_deref().map(|sink| sink as &dyn EventSink),
-        &options,
-        &on_progress,
-    );
+    let run =
+        replay(&store, &schemas, sink.as_deref().map(|sink| sink as &dyn EventSink), &options, &on_progress);
     // A replay that lost its lock stops: another run may have taken over these dead letters.
     let result = match &lock {
         Some(lock) => tokio::select! {

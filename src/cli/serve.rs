@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::config::{Config, ConfigArgs};
-use crate::contract::Contract;
+use crate::contract::{Contract, Schemas};
 use crate::http::{self, AppState};
 use crate::pipeline::{Pipeline, StoreReadiness};
 use crate::shutdown::{self, Drained, Stop};
@@ -28,15 +28,22 @@ const SINK_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Runs `cxone-ingest serve`: exit 0 after a graceful stop, 2 on a configuration or start-up error.
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config, |name| std::env::var(name).ok())?;
+    // The schema folders first: one that does not load stops the start before any sink is built.
+    let schemas = Arc::new(Schemas::load(&config).map_err(anyhow::Error::msg)?);
     let prometheus = crate::metrics::install();
     let upkeep = crate::metrics::spawn_upkeep(prometheus.clone(), Duration::from_secs(5));
 
     let (events, dead_letters, dedupe_store) = start_sinks(&config).await?;
-    let mut pipeline = Pipeline::new(Contract::builtin(), events, dead_letters, config.server.limits());
+    let mut pipeline =
+        Pipeline::new(Contract::shared_builtin(), events, dead_letters, config.server.limits());
     if let Some(readiness) = dedupe_store {
         pipeline = pipeline.with_dedupe_store(readiness);
     }
-    let state = Arc::new(AppState::new(&config, pipeline, Some(prometheus)).map_err(anyhow::Error::msg)?);
+    let state = Arc::new(
+        AppState::with_schemas(&config, pipeline, Some(prometheus), schemas).map_err(anyhow::Error::msg)?,
+    );
+    // Reloads the schema folders on SIGHUP and when they change, for as long as the server runs.
+    let reloader = crate::contract::watch::spawn(Arc::clone(state.schemas()), &config.contract);
     let server = http::server::start(Arc::clone(&state), &config.server).await?;
     tracing::info!(
         listen = %server.local_addr(),
@@ -45,6 +52,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         version = crate::build_info::VERSION,
         commit = crate::build_info::COMMIT,
         dirty = crate::build_info::DIRTY,
+        schemas = %state.schemas().sets().iter().map(|set| set.name()).collect::<Vec<_>>().join(", "),
         "cxone-ingest serving"
     );
 
@@ -68,6 +76,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if shutdown::drain(state.pipeline().close(), SINK_CLOSE_TIMEOUT).await == Drained::TimedOut {
         tracing::warn!("sinks did not close in time");
     }
+    drop(reloader);
     upkeep.abort();
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)

@@ -249,3 +249,34 @@ fn settings_that_break_the_claim_takeover_bound_are_refused() {
     load("[server]\nrequest_deadline_ms = 10000\n[kafka]\ncall_timeout_ms = 5000\ntransaction_timeout_ms = 15000\n[dedupe]\nwindow_secs = 16\n")
         .unwrap();
 }
+
+/// `contract.schemas_dir`: flag beats environment beats file; an empty environment value means
+/// the built-in set; a source's own folder is kept as configured.
+#[test]
+fn schemas_dir_flag_beats_env_beats_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.toml");
+    std::fs::write(&file, "[contract]\nschemas_dir = \"/from/file\"\nwatch = false\n").unwrap();
+    let with_file = ConfigArgs { config: Some(file.clone()), ..ConfigArgs::default() };
+    let load = |args: &ConfigArgs, env: &[(&'static str, &'static str)]| {
+        Config::load(args, env_of(Box::leak(env.to_vec().into_boxed_slice()))).unwrap().contract
+    };
+    let secret = (ENV_WEBHOOK_SECRET, SECRET);
+    assert_eq!(load(&with_file, &[secret]).schemas_dir, Some(PathBuf::from("/from/file")));
+    assert!(!load(&with_file, &[secret]).watch);
+    assert_eq!(
+        load(&with_file, &[secret, (ENV_SCHEMAS_DIR, "/from/env")]).schemas_dir,
+        Some(PathBuf::from("/from/env"))
+    );
+    assert_eq!(load(&with_file, &[secret, (ENV_SCHEMAS_DIR, "")]).schemas_dir, None, "empty: built-in");
+    let flagged = ConfigArgs { schemas_dir: Some("/from/flag".into()), ..with_file };
+    assert_eq!(
+        load(&flagged, &[secret, (ENV_SCHEMAS_DIR, "/from/env")]).schemas_dir,
+        Some(PathBuf::from("/from/flag"))
+    );
+    let defaults = load(&ConfigArgs::default(), &[secret]);
+    assert_eq!(defaults, crate::contract::ContractConfig::default());
+    assert!(defaults.watch && defaults.reload_debounce_ms == 500 && defaults.schemas_dir.is_none());
+    let err = Config::from_toml("[contract]\nschema_dir = \"/x\"\n").unwrap_err();
+    assert!(err.contains("unknown field `schema_dir`"), "{err}");
+}

@@ -3,13 +3,22 @@
 //! `check` runs, in order, on one `serde_json::Value`: parse -> pick the schema by the payload's
 //! `event` -> schema-driven coercion (recorded) -> `is_valid` (every error collected only when it
 //! fails) -> decode into the build.rs-generated type -> canonical JSON of that typed value.
+//!
+//! - [`config`]: `[contract]`: where the schemas come from (built in, or a folder) and how a
+//!   folder is reloaded.
+//! - [`live`]: the schema sets in force while serving, one per folder in use, each swapped whole
+//!   by a reload; a request judges under one snapshot from start to finish.
+//! - [`watch`]: when to reload: SIGHUP, or a change in a folder (debounced).
 
 pub mod coerce;
 pub mod compat;
+pub mod config;
+pub mod live;
 mod registry;
 pub mod report;
 pub mod types;
 mod validate;
+pub mod watch;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -135,6 +144,8 @@ pub struct ContractError {
     pub message: String,
 }
 
+pub use config::ContractConfig;
+pub use live::{ContractLookup, SchemaSet, Schemas};
 pub use registry::{
-    BuiltinSchema, Contract, EVENTS_ANNOTATION, SchemaInfo, VERSION_ANNOTATION, canonical_json,
+    BuiltinSchema, Contract, EVENTS_ANNOTATION, SchemaInfo, VERSION_ANNOTATION, canonical_json, read_folder,
 };

@@ -109,41 +109,25 @@ pub struct SchemaInfo {
 impl Contract {
     /// The schemas compiled into this binary (built once, on first use).
     pub fn builtin() -> &'static Contract {
-        static BUILTIN: OnceLock<Contract> = OnceLock::new();
-        BUILTIN.get_or_init(|| {
-            let sources = BUILTIN_SCHEMAS.iter().map(|builtin| {
-                (
-                    builtin.file_name.to_owned(),
-                    builtin.text.as_bytes(),
-                    Canonicalize::Typed(builtin.canonicalize),
-                )
-            });
-            // The texts were checked by build.rs and by the tests; failing here is a build bug.
-            Contract::from_sources(sources).unwrap_or_else(|err| panic!("built-in schema is unusable: {err}"))
-        })
+        builtin_shared()
+    }
+
+    /// [`Contract::builtin`] as a shared value, for holders that also hold contracts loaded at run
+    /// time (the live schema sets of `serve`).
+    pub fn shared_builtin() -> Arc<Contract> {
+        Arc::clone(builtin_shared())
     }
 
     /// Schemas read from a folder at run time: every `*.json` with an `x-cxone-events` annotation.
     /// A file byte-identical to a built-in schema keeps its generated type; others produce the
     /// coerced value as their canonical event.
     pub fn from_dir(dir: &Path) -> Result<Contract, ContractError> {
-        let entries = std::fs::read_dir(dir).map_err(|err| ContractError {
-            path: dir.display().to_string(),
-            message: format!("cannot read the schema folder: {err}"),
-        })?;
-        let mut paths: Vec<_> = entries
-            .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-            .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
-            .collect();
-        paths.sort();
-        let mut files = Vec::new();
-        for path in paths {
-            let bytes = std::fs::read(&path).map_err(|err| ContractError {
-                path: path.display().to_string(),
-                message: format!("cannot read: {err}"),
-            })?;
-            files.push((path.display().to_string(), bytes));
-        }
+        Contract::from_files(&read_folder(dir)?)
+    }
+
+    /// Schemas from files already read (path or name, bytes), as [`Contract::from_dir`] judges a
+    /// folder's: a reload hashes and compiles the very same bytes.
+    pub fn from_files(files: &[(String, Vec<u8>)]) -> Result<Contract, ContractError> {
         let sources = files.iter().map(|(path, bytes)| {
             let typed = BUILTIN_SCHEMAS
                 .iter()
@@ -351,6 +335,45 @@ impl Contract {
         let events: Vec<&str> = self.routes.keys().map(String::as_str).collect();
         format!("known events: {}", events.join(", "))
     }
+}
+
+/// The one built-in contract, shared.
+fn builtin_shared() -> &'static Arc<Contract> {
+    static BUILTIN: OnceLock<Arc<Contract>> = OnceLock::new();
+    BUILTIN.get_or_init(|| {
+        let sources = BUILTIN_SCHEMAS.iter().map(|builtin| {
+            (builtin.file_name.to_owned(), builtin.text.as_bytes(), Canonicalize::Typed(builtin.canonicalize))
+        });
+        // The texts were checked by build.rs and by the tests; failing here is a build bug.
+        Arc::new(
+            Contract::from_sources(sources)
+                .unwrap_or_else(|err| panic!("built-in schema is unusable: {err}")),
+        )
+    })
+}
+
+/// Every `*.json` file of a schema folder (path, bytes), in path order. Entries that are not
+/// `*.json` (a ConfigMap's `..data` link and `..<timestamp>` folders) are left out; a `*.json`
+/// symlink (a ConfigMap's `name.json -> ..data/name.json`) is read through.
+pub fn read_folder(dir: &Path) -> Result<Vec<(String, Vec<u8>)>, ContractError> {
+    let entries = std::fs::read_dir(dir).map_err(|err| ContractError {
+        path: dir.display().to_string(),
+        message: format!("cannot read the schema folder: {err}"),
+    })?;
+    let mut paths: Vec<_> = entries
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
+        .collect();
+    paths.sort();
+    let mut files = Vec::with_capacity(paths.len());
+    for path in paths {
+        let bytes = std::fs::read(&path).map_err(|err| ContractError {
+            path: path.display().to_string(),
+            message: format!("cannot read: {err}"),
+        })?;
+        files.push((path.display().to_string(), bytes));
+    }
+    Ok(files)
 }
 
 /// The envelope every event schema must declare: a string `event` and a string `correlation_id`,

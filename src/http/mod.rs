@@ -1,13 +1,13 @@
 //! The HTTP face: [`routes`] for the public listener (webhook, `/healthz`, status-only `/readyz`)
 //! and [`admin_routes`] for the admin listener (`/metrics`, `/healthz`, `/readyz` with sink detail,
-//! `/version`).
+//! `/version`, `/schemas`).
 //!
 //! - [`config`]: `[server]` and `[signature]` settings.
 //! - [`server`]: the listeners: accept loop, connection caps and timeouts, graceful stop.
 //! - [`signature`]: HMAC verification over the raw body.
 //! - `webhook`: the source's Authorization check -> body -> signature -> the source's and the
 //!   pipeline's in-flight slots -> pipeline -> answer.
-//! - `probes`: `/healthz`, `/readyz`, `/metrics`, `/version`.
+//! - `probes`: `/healthz`, `/readyz`, `/metrics`, `/version`, `/schemas`.
 //! - `reply`: every answer as a small JSON body, and the one `recover`.
 //!
 //! Routing is one exact match on the path, each source's (see [`crate::sources`]): cheaper than a
@@ -34,6 +34,7 @@ use warp::Filter;
 use warp::http::{HeaderMap, Method, Response, StatusCode};
 
 use crate::config::Config;
+use crate::contract::Schemas;
 use crate::metrics as m;
 use crate::pipeline::Pipeline;
 use crate::sources::Sources;
@@ -51,6 +52,8 @@ const MAX_REQUEST_ID_LEN: usize = 64;
 pub struct AppState {
     /// Contract + sinks + policy.
     pipeline: Pipeline,
+    /// The schema sets in force (`GET /schemas`; reloaded by [`crate::contract::watch`]).
+    schemas: Arc<Schemas>,
     /// The webhook sources by path (one, `default`, at `server.path` without `[[sources]]`), each
     /// with its credentials and its shares of the bounds.
     sources: Sources,
@@ -67,13 +70,23 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Builds the shared state from a validated config.
+    /// Builds the shared state from a validated config, loading its schema folders.
     pub fn new(
         config: &Config,
         pipeline: Pipeline,
         prometheus: Option<PrometheusHandle>,
     ) -> Result<AppState, String> {
-        let sources = Sources::new(config, crate::contract::Contract::builtin())?;
+        AppState::with_schemas(config, pipeline, prometheus, Arc::new(Schemas::load(config)?))
+    }
+
+    /// Builds the shared state from a validated config and its schema sets, already loaded.
+    pub fn with_schemas(
+        config: &Config,
+        pipeline: Pipeline,
+        prometheus: Option<PrometheusHandle>,
+        schemas: Arc<Schemas>,
+    ) -> Result<AppState, String> {
+        let sources = Sources::new(config, &schemas)?;
         if !config.sources.is_empty() && !config.signature.secrets.is_empty() {
             tracing::warn!(
                 "[signature] secrets (or CXONE_INGEST_WEBHOOK_SECRET) are not used: [[sources]] are configured, \
@@ -83,6 +96,7 @@ impl AppState {
         let server = &config.server;
         Ok(AppState {
             pipeline,
+            schemas,
             sources,
             body_limit: server.body_limit_bytes,
             body_read_timeout: server.body_read_timeout(),
@@ -90,6 +104,11 @@ impl AppState {
             prometheus,
             draining: AtomicBool::new(false),
         })
+    }
+
+    /// The schema sets in force, for the reloader.
+    pub fn schemas(&self) -> &Arc<Schemas> {
+        &self.schemas
     }
 
     /// The pipeline (to close its sinks at shutdown).
@@ -109,7 +128,7 @@ enum Surface {
     /// Reachable by CXone (through the load balancer): webhook, `/healthz`, status-only `/readyz`.
     Public,
     /// For operators and scrapers only: `/metrics`, `/healthz`, `/readyz` with each sink's state,
-    /// `/version`.
+    /// `/version`, `/schemas`.
     Admin,
 }
 
@@ -121,8 +140,8 @@ pub fn routes(
     surface(state, Surface::Public)
 }
 
-/// The admin listener's surface: `/metrics`, `/healthz`, `/readyz` naming each sink's state, and
-/// `/version` (the build: version, git commit, dirty tree).
+/// The admin listener's surface: `/metrics`, `/healthz`, `/readyz` naming each sink's state,
+/// `/version` (the build: version, git commit, dirty tree) and `/schemas` (the schema sets in force).
 pub fn admin_routes(
     state: Arc<AppState>,
 ) -> impl Filter<Extract = (Response<Bytes>,), Error = Infallible> + Clone + Send + Sync + 'static {
@@ -199,6 +218,7 @@ where
             probe(method, "metrics", &request_id, || probes::metrics_page(state, &request_id))
         }
         (Surface::Admin, "/version", _) => probe(method, "version", &request_id, probes::version),
+        (Surface::Admin, "/schemas", _) => probe(method, "schemas", &request_id, || probes::schemas(state)),
         _ => Reply::error("unknown", StatusCode::NOT_FOUND, "not_found", "no such endpoint", &request_id),
     };
     let elapsed = started.elapsed();

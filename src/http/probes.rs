@@ -1,7 +1,7 @@
 //! The operator's endpoints: `/healthz` (alive: every task that must live is running), `/readyz`
 //! (each sink can take writes; status only on the public listener, with detail on the admin one)
-//! `/metrics` (Prometheus text, admin listener only) and `/version` (the build's version and git
-//! commit, admin listener only).
+//! `/metrics` (Prometheus text, admin listener only), `/version` (the build's version and git
+//! commit, admin listener only) and `/schemas` (the schema sets in force, admin listener only).
 
 use std::sync::atomic::Ordering;
 
@@ -87,6 +87,13 @@ pub(super) fn metrics_page(state: &AppState, request_id: &str) -> Reply {
 /// `cxone-ingest --version` and the `cxone_ingest_build_info` gauge's labels.
 pub(super) fn version() -> Reply {
     Reply::json("version", "ok", StatusCode::OK, crate::build_info::json().to_string().into_bytes())
+}
+
+/// `/schemas`: every schema set in force (its folder or `built-in`, the sources it judges, when it
+/// was loaded, whether the latest reload failed) with each schema's events, `$id`, version, file,
+/// sha256 and whether a generated type produces its events.
+pub(super) fn schemas(state: &AppState) -> Reply {
+    Reply::json("schemas", "ok", StatusCode::OK, state.schemas.describe().to_string().into_bytes())
 }
 
 /// A sink's not-ready reason, short enough to read at a glance: the `Debug` dump the AWS SDK's

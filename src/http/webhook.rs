@@ -123,6 +123,7 @@ where
         headers: kept_headers(headers, source.kept_headers()),
         trace,
         origin: source.origin(headers),
+        // The one snapshot this delivery is judged by, taken as its processing starts.
         contract: Some(source.contract()),
     };
     let outcome = state.pipeline.ingest(admission, delivery).await;

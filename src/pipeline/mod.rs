@@ -56,14 +56,16 @@ pub struct Delivery {
     pub trace: TraceContext,
     /// The source it came in through (topic, dead-letter prefix) and the sender's delivery metadata.
     pub origin: Origin,
-    /// The contract the source's payloads are judged by; `None`: the pipeline's.
-    pub contract: Option<&'static Contract>,
+    /// The snapshot of the contract this delivery is judged by, taken when it arrived (its
+    /// source's); `None`: the pipeline's. Every verdict on it uses this one snapshot, whatever a
+    /// schema reload does meanwhile.
+    pub contract: Option<Arc<Contract>>,
 }
 
 /// The contract and the two sinks, joined by the policy.
 pub struct Pipeline {
-    /// Judges payloads.
-    contract: &'static Contract,
+    /// Judges payloads of deliveries that bring no contract of their own.
+    contract: Arc<Contract>,
     /// Where valid events go.
     events: Arc<dyn EventSink>,
     /// Where invalid payloads go.
@@ -82,7 +84,7 @@ pub type StoreReadiness = Arc<dyn Fn() -> Readiness + Send + Sync>;
 impl Pipeline {
     /// Joins a contract to its sinks under `limits`.
     pub fn new(
-        contract: &'static Contract,
+        contract: Arc<Contract>,
         events: Arc<dyn EventSink>,
         dead_letters: Arc<dyn DeadLetterSink>,
         limits: Limits,
@@ -141,8 +143,8 @@ impl Pipeline {
     }
 
     /// The contract `delivery` is judged by: its source's, else the pipeline's.
-    fn contract_of(&self, delivery: &Delivery) -> &'static Contract {
-        delivery.contract.unwrap_or(self.contract)
+    fn contract_of<'a>(&'a self, delivery: &'a Delivery) -> &'a Contract {
+        delivery.contract.as_deref().unwrap_or(&self.contract)
     }
 
     async fn publish(

@@ -39,6 +39,11 @@ pub struct SourceConfig {
     /// is dead-lettered (`event_type_mismatch`). `""` ignores it.
     #[serde(default = "default_event_type_header")]
     pub event_type_header: String,
+    /// Folder of event schemas this source's payloads are judged by (loaded once however many
+    /// sources name it, reloaded like `contract.schemas_dir`); default `contract.schemas_dir`, and
+    /// without that the built-in schemas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schemas_dir: Option<PathBuf>,
     /// HMAC signature over the raw body: today's `[signature]` keys, plus `preset`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<SignatureConfig>,
@@ -146,6 +151,7 @@ impl SourceConfig {
             dead_letter_prefix: None,
             delivery_id_header: default_delivery_id_header(),
             event_type_header: default_event_type_header(),
+            schemas_dir: None,
             signature: Some(signature),
             bearer: None,
             basic: None,
@@ -172,6 +178,11 @@ impl SourceConfig {
         }
         if self.topic.as_deref().is_some_and(|topic| topic.trim().is_empty()) {
             problems.push(format!("{key}.topic is empty: remove it (kafka.topic is used) or name a topic"));
+        }
+        if self.schemas_dir.as_deref().is_some_and(|dir| dir.as_os_str().is_empty()) {
+            problems.push(format!(
+                "{key}.schemas_dir is empty: remove it (contract.schemas_dir is used) or name a folder"
+            ));
         }
         if self.dead_letter_prefix.as_deref().is_some_and(|prefix| prefix.trim_matches('/').trim().is_empty())
         {

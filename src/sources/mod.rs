@@ -23,7 +23,7 @@ use warp::http::header::{CONTENT_LENGTH, CONTENT_TYPE, USER_AGENT};
 use warp::http::{HeaderMap, HeaderName};
 
 use crate::config::Config;
-use crate::contract::Contract;
+use crate::contract::{Contract, SchemaSet, Schemas};
 use crate::http::REQUEST_ID_HEADER;
 use crate::metrics as m;
 use crate::sinks::Origin;
@@ -49,9 +49,9 @@ pub struct Source {
     last_read: Mutex<Vec<(PathBuf, Option<[u8; 32]>)>>,
     /// What each of its records carries (name, topic, prefix); the delivery's metadata is added.
     origin: Origin,
-    /// The contract its payloads are judged by: the built-in one for every source today (a
-    /// per-source schema folder would be loaded once and shared here).
-    contract: &'static Contract,
+    /// The schemas its payloads are judged by: its own `schemas_dir`'s, else `contract.schemas_dir`'s,
+    /// else the built-in set (shared with every source using the same folder; swapped by a reload).
+    schemas: Arc<SchemaSet>,
     /// Its share of `server.max_unverified_bodies`.
     unverified: Semaphore,
     /// Its share of `server.max_in_flight`.
@@ -73,9 +73,10 @@ impl Source {
         Arc::clone(&self.credentials.read().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// The contract this source's payloads are judged by.
-    pub fn contract(&self) -> &'static Contract {
-        self.contract
+    /// A snapshot of the contract this source's payloads are judged by now: a request takes one
+    /// when it starts and is judged by it to the end, whatever a reload does meanwhile.
+    pub fn contract(&self) -> Arc<Contract> {
+        self.schemas.contract()
     }
 
     /// One of this source's unverified-body slots, if free.
@@ -199,7 +200,7 @@ pub fn check(config: &Config, problems: &mut Vec<String>) {
 impl Sources {
     /// Builds every source from a validated config (reading their credential files), and starts
     /// polling those files when there are any and a runtime is running.
-    pub fn new(config: &Config, contract: &'static Contract) -> Result<Sources, String> {
+    pub fn new(config: &Config, schemas: &Schemas) -> Result<Sources, String> {
         let specs = specs(config);
         let count = specs.len().max(1);
         let server = &config.server;
@@ -228,6 +229,7 @@ impl Sources {
             let last_read =
                 credentials.files.iter().map(|(path, digest)| (path.clone(), Some(*digest))).collect();
             let name = intern(&spec.name);
+            let source_schemas = Arc::clone(schemas.set_of(&spec.name));
             list.push(Source {
                 name,
                 path: spec.path.clone().into_boxed_str(),
@@ -245,7 +247,7 @@ impl Sources {
                 config: spec,
                 credentials: RwLock::new(Arc::new(credentials)),
                 last_read: Mutex::new(last_read),
-                contract,
+                schemas: source_schemas,
                 unverified: Semaphore::new(
                     (server.max_unverified_bodies / count).clamp(1, Semaphore::MAX_PERMITS),
                 ),

@@ -19,6 +19,7 @@ mod lifecycle;
 mod operations;
 mod oracle;
 mod outcome;
+mod reload;
 mod replicas;
 mod sources;
 mod stack;

@@ -183,6 +183,6 @@ pub fn app_state(
     events: Arc<dyn EventSink>,
     dead_letters: Arc<dyn DeadLetterSink>,
 ) -> Arc<AppState> {
-    let pipeline = Pipeline::new(Contract::builtin(), events, dead_letters, config.server.limits());
+    let pipeline = Pipeline::new(Contract::shared_builtin(), events, dead_letters, config.server.limits());
     Arc::new(AppState::new(config, pipeline, Some(cxone_ingest::metrics::install())).expect("app state"))
 }

@@ -6,6 +6,7 @@
 //! - [`oracle`]: a topic's raw log, each record classified committed / aborted / open by its marker;
 //! - [`accounting`]: the exactly-once judgement of what senders were answered against that log;
 //! - [`prometheus`]: a private Prometheus server scraping one service, with the shipped rules;
+//! - [`schema_folders`]: schema folders a test edits (plain and ConfigMap-like), `GET /schemas`;
 //! - [`secure`]: private servers requiring TLS or a login (test CA, stunnel, SASL tansu, TLS redis);
 //! - [`doubles`]: the one fake sink (both sink traits) and in-process app state for `http::routes`;
 //! - here: polling with a deadline, raw HTTP answer parsing, unique names, the one signing helper.
@@ -18,6 +19,7 @@ pub mod kafka;
 pub mod oracle;
 pub mod prometheus;
 pub mod redis;
+pub mod schema_folders;
 pub mod secure;
 pub mod stack;
 
@@ -27,6 +29,7 @@ pub use e2e::*;
 pub use kafka::*;
 pub use oracle::*;
 pub use redis::*;
+pub use schema_folders::*;
 pub use stack::*;
 
 use std::time::{Duration, Instant};

@@ -12,6 +12,7 @@ python3), so the heavy imports happen inside the functions that need them.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -496,7 +497,9 @@ def cmd_extract_config(args: argparse.Namespace) -> None:
                 # A CA certificate (kafka / dedupe caCertificate): the service checks it is PEM.
                 target.write_text(DUMMY_PEM)
             else:
-                target.write_text("check-deploy-dummy-secret-0123456789abcdef\n")
+                # One dummy per file: the service refuses two sources sharing a credential.
+                digest = hashlib.sha256(str(target).encode()).hexdigest()[:24]
+                target.write_text(f"check-deploy-dummy-{digest}\n")
         config = config.replace(f'"{base}/', f'"{root}/{base.lstrip("/")}/')
     # Schema folders mounted from ConfigMaps (`schemas`, sources[].schemasConfigMap): the files of a
     # ConfigMap the chart rendered, or, for an existing ConfigMap, the repository's schemas/ in its

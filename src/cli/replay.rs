@@ -53,7 +53,14 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             (name == ENV_WEBHOOK_SECRET).then(|| "replay-verifies-no-signatures-placeholder".to_owned())
         })
     };
-    let config = Config::load(&args.config, env)?;
+    let mut config = Config::load(&args.config, env)?;
+    // `--schemas DIR` names the set this run judges by (e.g. the one `schemas what-if` tried):
+    // every dead letter is judged by it, whatever folder its source names in the config.
+    if args.config.schemas_dir.is_some() {
+        for source in &mut config.sources {
+            source.schemas_dir = None;
+        }
+    }
     // A publish that waits longer than the transaction timeout outlives the bound after which
     // another replica takes its claim over: the same event could then be published twice.
     anyhow::ensure!(
@@ -63,7 +70,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         config.kafka.transaction_timeout_ms
     );
     // Each dead letter is judged by the schemas its source is judged by (`[[sources]]`'
-    // `schemas_dir`, `contract.schemas_dir`, or the built-in set), loaded once for the run.
+    // `schemas_dir`, `contract.schemas_dir`, or the built-in set; `--schemas` for all), loaded
+    // once for the run.
     let schemas = Schemas::load(&config).map_err(anyhow::Error::msg)?;
     let client = build_client(&config.dead_letter, SdkRetries::Standard).await?;
     let store = DeadLetterStore {

@@ -530,4 +530,27 @@ async fn replay_judges_each_dead_letter_by_its_sources_schemas() {
     };
     assert_eq!(letter_of(&summary.replayable[0].key).record["source"], "west", "{summary:?}");
     assert_eq!(letter_of(&summary.still_invalid[0].key).record["source"], "east", "{summary:?}");
+
+    // `replay --schemas DIR` judges every dead letter by DIR, east's included.
+    let config_file = tempfile::NamedTempFile::new().expect("config file");
+    std::fs::write(config_file.path(), &sources).expect("write config");
+    let (id, secret) = stack_s3_credentials();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cxone-ingest"))
+        .args(["replay", "--dry-run", "--config"])
+        .arg(config_file.path())
+        .arg("--schemas")
+        .arg(west.path())
+        .args(["--s3-endpoint", &stack_s3_endpoint(), "--s3-bucket", &stack_s3_bucket()])
+        .args(["--s3-prefix", &options.s3_prefix, "--kafka-brokers", &brokers])
+        .env("AWS_ACCESS_KEY_ID", id)
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .env("AWS_REGION", stack_s3_region())
+        .env_remove("CXONE_INGEST_CONFIG")
+        .env_remove("CXONE_INGEST_SCHEMAS_DIR")
+        .output()
+        .expect("run cxone-ingest replay");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "replay failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let printed: Value = serde_json::from_str(&stdout).expect("summary JSON");
+    assert_eq!((printed["scanned"].as_u64(), printed["now_valid"].as_u64()), (Some(2), Some(2)), "{printed}");
 }

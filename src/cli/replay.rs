@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use chrono::NaiveDate;
 use sha2::Digest as _;
 
-use crate::config::{Config, ConfigArgs, ENV_WEBHOOK_SECRET};
+use crate::config::{Config, ConfigArgs};
 use crate::contract::Schemas;
 use crate::dedupe::DedupeStore;
 use crate::dedupe::lock::ReplayLock;
@@ -46,14 +46,7 @@ pub struct Args {
 /// Runs `cxone-ingest replay`: exit 0 when every dead letter was handled (published, skipped or
 /// still invalid), 1 when some failed (see `failures` in the summary), 2 on a usage or setup error.
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    // Replay never verifies webhook signatures, but `Config::load` insists on a secret for `serve`:
-    // supply a placeholder when none is configured so that only the sections replay uses must be set.
-    let env = |name: &str| {
-        std::env::var(name).ok().or_else(|| {
-            (name == ENV_WEBHOOK_SECRET).then(|| "replay-verifies-no-signatures-placeholder".to_owned())
-        })
-    };
-    let mut config = Config::load(&args.config, env)?;
+    let mut config = Config::load_without_signatures(&args.config)?;
     // `--schemas DIR` names the set this run judges by (e.g. the one `schemas what-if` tried):
     // every dead letter is judged by it, whatever folder its source names in the config.
     if args.config.schemas_dir.is_some() {

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::config::{Config, ConfigArgs, ENV_CONFIG, ENV_WEBHOOK_SECRET};
+use crate::config::{Config, ConfigArgs, LocationArgs};
 use crate::contract::Contract;
 use crate::contract::compat::{self, Family, Report, Side};
 use crate::what_if::{self, Window, parse_span, report::ReplayInvocation};
@@ -39,28 +39,13 @@ pub enum SchemasCommand {
 
 /// Arguments of `cxone-ingest schemas what-if`. Brokers, topics, bucket and prefixes come from the
 /// same config file and environment as `serve` (every `[[sources]]`' topic and prefix), and from
-/// the flags below, which are `serve`'s flags of the same names. (Not the whole `ConfigArgs`: its
-/// `--listen`, `--dedupe-store` mean nothing here, and `--schemas` is NEW here.)
+/// `serve`'s location flags. (Not the whole `ConfigArgs`: its `--listen`, `--dedupe-store` mean
+/// nothing here, and `--schemas` is NEW here.)
 #[derive(Debug, clap::Args)]
 pub struct WhatIfArgs {
-    /// TOML config file (env CXONE_INGEST_CONFIG); without it, defaults + environment.
-    #[arg(long, env = ENV_CONFIG, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Kafka bootstrap servers (env CXONE_INGEST_KAFKA_BROKERS).
-    #[arg(long, value_name = "HOST:PORT,...")]
-    pub kafka_brokers: Option<String>,
-    /// Topic for valid events (env CXONE_INGEST_KAFKA_TOPIC; default cxone.validated.events).
-    #[arg(long, value_name = "TOPIC")]
-    pub kafka_topic: Option<String>,
-    /// S3 endpoint URL; omit for AWS (env CXONE_INGEST_S3_ENDPOINT).
-    #[arg(long, value_name = "URL")]
-    pub s3_endpoint: Option<String>,
-    /// Dead-letter bucket (env CXONE_INGEST_S3_BUCKET).
-    #[arg(long, value_name = "BUCKET")]
-    pub s3_bucket: Option<String>,
-    /// Dead-letter key prefix (env CXONE_INGEST_S3_PREFIX; default data-actions/errors).
-    #[arg(long, value_name = "PREFIX")]
-    pub s3_prefix: Option<String>,
+    /// The config file, and where the topic and the dead letters are.
+    #[command(flatten)]
+    pub location: LocationArgs,
     /// The new schema folder to judge the traffic with.
     #[arg(long, value_name = "NEW_DIR")]
     pub schemas: PathBuf,
@@ -109,22 +94,8 @@ fn what_if(args: WhatIfArgs) -> ExitCode {
         Ok(contract) => contract,
         Err(err) => return fail(format!("the new schemas do not load: {err}")),
     };
-    // what-if verifies no signatures, but `Config::load` insists on a webhook secret for `serve`.
-    let env = |name: &str| {
-        std::env::var(name).ok().or_else(|| {
-            (name == ENV_WEBHOOK_SECRET).then(|| "what-if-verifies-no-signatures-placeholder".to_owned())
-        })
-    };
-    let flags = ConfigArgs {
-        config: args.config.clone(),
-        kafka_brokers: args.kafka_brokers.clone(),
-        kafka_topic: args.kafka_topic.clone(),
-        s3_endpoint: args.s3_endpoint.clone(),
-        s3_bucket: args.s3_bucket.clone(),
-        s3_prefix: args.s3_prefix.clone(),
-        ..ConfigArgs::default()
-    };
-    let config = match Config::load(&flags, env) {
+    let flags = ConfigArgs { location: args.location.clone(), ..ConfigArgs::default() };
+    let config = match Config::load_without_signatures(&flags) {
         Ok(config) => config,
         Err(err) => return fail(err.to_string()),
     };
@@ -132,12 +103,13 @@ fn what_if(args: WhatIfArgs) -> ExitCode {
         Ok(runtime) => runtime,
         Err(err) => return fail(format!("cannot start the async runtime: {err}")),
     };
+    let location = &args.location;
     let passed_on = [
-        ("--config", flags.config.as_ref().map(|path| path.display().to_string())),
-        ("--s3-endpoint", flags.s3_endpoint.clone()),
-        ("--s3-bucket", flags.s3_bucket.clone()),
-        ("--kafka-brokers", flags.kafka_brokers.clone()),
-        ("--kafka-topic", flags.kafka_topic.clone()),
+        ("--config", location.config.as_ref().map(|path| path.display().to_string())),
+        ("--s3-endpoint", location.s3_endpoint.clone()),
+        ("--s3-bucket", location.s3_bucket.clone()),
+        ("--kafka-brokers", location.kafka_brokers.clone()),
+        ("--kafka-topic", location.kafka_topic.clone()),
     ];
     let invocation = ReplayInvocation {
         schemas: args.schemas.display().to_string(),

@@ -49,13 +49,12 @@ fn env_beats_file_and_flags_beat_env() {
          \"new-secret-0123456789abcdef0123456789\"]\n",
     )
     .unwrap();
-    let args = ConfigArgs {
-        config: Some(file),
+    let mut args = ConfigArgs {
         listen: Some("0.0.0.0:3000".into()),
         admin_listen: Some("127.0.0.1:3001".into()),
-        kafka_topic: Some("flag-topic".into()),
-        ..ConfigArgs::default()
+        ..ConfigArgs::with_file(file)
     };
+    args.location.kafka_topic = Some("flag-topic".into());
     let config = Config::load(
         &args,
         env_of(&[
@@ -90,7 +89,7 @@ fn secret_files_are_read_and_never_printed() {
     let config_file = dir.path().join("c.toml");
     std::fs::write(&config_file, format!("[signature]\nsecret_files = [{:?}]\n", file.display().to_string()))
         .unwrap();
-    let args = ConfigArgs { config: Some(config_file), ..ConfigArgs::default() };
+    let args = ConfigArgs::with_file(config_file);
     let config = Config::load(&args, env_of(&[(ENV_WEBHOOK_SECRET, SECRET)])).unwrap();
     assert_eq!(config.signature.secrets, vec![Secret::new(SECRET), Secret::new(FILE_SECRET)]);
     let printed = format!("{} {:?}", config.to_redacted_toml(), config);
@@ -105,7 +104,7 @@ fn every_problem_is_reported_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("c.toml");
     std::fs::write(&file, text).unwrap();
-    let args = ConfigArgs { config: Some(file), listen: Some("localhost".into()), ..ConfigArgs::default() };
+    let args = ConfigArgs { listen: Some("localhost".into()), ..ConfigArgs::with_file(file) };
     let ConfigError::Invalid { problems } = Config::load(&args, env_of(&[])).unwrap_err() else {
         panic!("expected Invalid")
     };
@@ -126,7 +125,7 @@ fn every_problem_is_reported_at_once() {
 #[test]
 fn the_example_config_parses_and_is_valid_with_a_secret() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml");
-    let args = ConfigArgs { config: Some(path.into()), ..ConfigArgs::default() };
+    let args = ConfigArgs::with_file(path);
     let config = Config::load(&args, env_of(&[(ENV_WEBHOOK_SECRET, SECRET)])).unwrap();
     let defaults = ServerConfig::default();
     assert_eq!(config.server.listen, defaults.listen);
@@ -176,7 +175,7 @@ fn short_secrets_are_refused_naming_where_they_came_from() {
         ),
     )
     .unwrap();
-    let args = ConfigArgs { config: Some(config_file), ..ConfigArgs::default() };
+    let args = ConfigArgs::with_file(config_file);
     let ConfigError::Invalid { problems } = Config::load(&args, env_of(&[])).unwrap_err() else {
         panic!("expected Invalid")
     };
@@ -193,7 +192,7 @@ fn connection_limits_and_the_admin_listener_are_checked() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("c.toml");
     std::fs::write(&file, text).unwrap();
-    let args = ConfigArgs { config: Some(file), ..ConfigArgs::default() };
+    let args = ConfigArgs::with_file(file);
     let ConfigError::Invalid { problems } =
         Config::load(&args, env_of(&[(ENV_WEBHOOK_SECRET, SECRET)])).unwrap_err()
     else {
@@ -232,7 +231,7 @@ fn settings_that_break_the_claim_takeover_bound_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
         std::fs::write(&path, toml).unwrap();
-        let args = ConfigArgs { config: Some(path), ..ConfigArgs::default() };
+        let args = ConfigArgs::with_file(path);
         Config::load(&args, env_of(&[(ENV_WEBHOOK_SECRET, SECRET)])).map(|_| ()).map_err(|e| e.to_string())
     };
     let err = load("[server]\nrequest_deadline_ms = 10000\n[kafka]\ncall_timeout_ms = 5000\ntransaction_timeout_ms = 5000\n")
@@ -257,7 +256,7 @@ fn schemas_dir_flag_beats_env_beats_file() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("c.toml");
     std::fs::write(&file, "[contract]\nschemas_dir = \"/from/file\"\nwatch = false\n").unwrap();
-    let with_file = ConfigArgs { config: Some(file.clone()), ..ConfigArgs::default() };
+    let with_file = ConfigArgs::with_file(file.clone());
     let load = |args: &ConfigArgs, env: &[(&'static str, &'static str)]| {
         Config::load(args, env_of(Box::leak(env.to_vec().into_boxed_slice()))).unwrap().contract
     };

@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Headers;
@@ -17,7 +16,7 @@ use serde::Serialize;
 
 use super::Window;
 use crate::sinks::kafka::config::KafkaConfig;
-use crate::sinks::kafka::readback::{PROBE_HEADER, is_consumer_property};
+use crate::sinks::kafka::readback::{PROBE_HEADER, read_committed_config};
 
 /// How long a metadata, watermark or offset lookup may take before Kafka counts as unreachable.
 pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -47,22 +46,10 @@ pub struct TopicRead {
 /// The consumer: the sink's connection and security settings + `read_committed`, never
 /// committing anything.
 fn consumer(kafka: &KafkaConfig) -> anyhow::Result<BaseConsumer> {
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", &kafka.brokers);
-    for (key, value) in &kafka.client.0 {
-        if is_consumer_property(key) {
-            config.set(key, value);
-        }
-    }
-    config
-        // librdkafka wants a group id; the partitions are assigned, so the group is never joined.
-        .set("group.id", "cxone-ingest-what-if")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "true")
-        .set("auto.offset.reset", "earliest");
-    config.create().context("creating the Kafka consumer")
+    read_committed_config(kafka, "cxone-ingest-what-if")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .context("creating the Kafka consumer")
 }
 
 /// Reads `topic`'s committed records of `window` (blocking), calling `on_value` with each value, at

@@ -170,17 +170,7 @@ async fn schema_reload_under_load_answers_every_request_and_swaps_versions_whole
     assert!(failure["file"].as_str().unwrap_or("").ends_with(INTERACTION_FILE), "{failure:#}");
     assert!(failure["problem"].as_str().unwrap_or("").contains("not valid JSON"), "{failure:#}");
     assert_eq!(schema_of_event(&schemas, folder.path(), EVENT), Some(("1.1.0".to_owned(), hash_v11.clone())));
-    let only_v11 = body_with_source_system(&unique("reload-v11-only"));
-    let answer =
-        e2e_post(&e2e_client(), &service.webhook_url(), &only_v11, &e2e_sign(only_v11.as_bytes()), None)
-            .await
-            .expect("post");
-    assert_eq!(
-        (answer.status, answer.body["status"].as_str()),
-        (200, Some("published")),
-        "{:?}",
-        answer.body
-    );
+    assert_published(&service, &body_with_source_system(&unique("reload-v11-only"))).await;
     let log = service.log_tail(20_000);
     assert!(
         log.lines().any(|line| line.contains("\"level\":\"ERROR\"")
@@ -343,8 +333,12 @@ async fn a_configmap_data_symlink_swap_is_reloaded() {
     assert!(typed.contains(&(INTERACTION_FILE, false)), "a changed schema has no generated type: {typed:?}");
     assert!(typed.iter().any(|(file, typed)| *file != INTERACTION_FILE && *typed), "{typed:?}");
     // The new schema judges: a payload only 1.2.0 accepts is published.
-    let body = body_with_source_system(&unique("reload-cm"));
-    let answer = e2e_post(&e2e_client(), &service.webhook_url(), &body, &e2e_sign(body.as_bytes()), None)
+    assert_published(&service, &body_with_source_system(&unique("reload-cm"))).await;
+}
+
+/// Posts `body`, signed, to `service`'s webhook and asserts it was published.
+async fn assert_published(service: &Service, body: &str) {
+    let answer = e2e_post(&e2e_client(), &service.webhook_url(), body, &e2e_sign(body.as_bytes()), None)
         .await
         .expect("post");
     assert_eq!(

@@ -659,7 +659,7 @@ fn unusable_sources_are_refused_at_start_without_echoing_credentials() {
         let path = dir.path().join("config.toml");
         let text = format!("[kafka]\nbrokers = \"127.0.0.1:1\"\n[dead_letter]\nbucket = \"b\"\n{sources}");
         std::fs::write(&path, text).expect("write");
-        let args = ConfigArgs { config: Some(path), ..Default::default() };
+        let args = ConfigArgs::with_file(path);
         Config::load(&args, |_| None).map(|_| ()).map_err(|err| err.to_string())
     };
     let source = |name: &str, path: &str, check: &str| {

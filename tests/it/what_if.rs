@@ -521,7 +521,7 @@ fn what_if_reads_every_sources_topic_and_dead_letter_prefix_once() {
         source("west", "t-main", "/p-east/")
     );
     std::fs::write(&path, text).unwrap();
-    let args = ConfigArgs { config: Some(path), ..ConfigArgs::default() };
+    let args = ConfigArgs::with_file(path);
     let config = Config::load(&args, |_| None).expect("config");
     assert_eq!(
         Places::of(&config),

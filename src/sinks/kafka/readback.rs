@@ -77,22 +77,8 @@ pub const PROBE_HEADER: &str = "cxone_ingest_probe";
 
 impl OutcomeReader {
     pub fn new(cfg: &KafkaConfig) -> OutcomeReader {
-        let mut config = ClientConfig::new();
-        config.set("bootstrap.servers", &cfg.brokers);
-        for (key, value) in &cfg.client.0 {
-            // Producer-only properties would make the consumer refuse to start.
-            if is_consumer_property(key) {
-                config.set(key, value);
-            }
-        }
-        config
-            // librdkafka wants a group id; this consumer never joins the group or commits.
-            .set("group.id", "cxone-ingest-read-back")
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("isolation.level", "read_committed")
-            .set("enable.partition.eof", "true")
-            .set("auto.offset.reset", "error");
+        let mut config = read_committed_config(cfg, "cxone-ingest-read-back");
+        config.set("auto.offset.reset", "error");
         OutcomeReader { config, mode: Mutex::new(ReadBackMode::Unprobed) }
     }
 
@@ -281,10 +267,32 @@ impl CommitReader for ClaimReadBack {
     }
 }
 
+/// A consumer's settings for reading committed records at assigned offsets: the sink's
+/// connection, security and client-wide properties + `read_committed`, end-of-partition events,
+/// and nothing ever committed. `group` names the consumer in broker logs; partitions are assigned,
+/// so the group is never joined (librdkafka only insists on having one).
+pub(crate) fn read_committed_config(kafka: &KafkaConfig, group: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &kafka.brokers);
+    for (key, value) in &kafka.client.0 {
+        // Producer-only properties would make the consumer refuse to start.
+        if is_consumer_property(key) {
+            config.set(key, value);
+        }
+    }
+    config
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true");
+    config
+}
+
 /// Properties that mean something to a consumer: connection, security and client-wide settings.
 /// Producer-only ones (`linger.ms`, `compression.type`, `message.max.bytes`' producer meaning,
 /// batch settings) are left out.
-pub(crate) fn is_consumer_property(key: &str) -> bool {
+fn is_consumer_property(key: &str) -> bool {
     const PREFIXES: [&str; 6] = ["security.", "ssl.", "sasl.", "socket.", "client.", "broker."];
     PREFIXES.iter().any(|p| key.starts_with(p))
         || matches!(

@@ -3,7 +3,8 @@
 //! The in-process table ([`super::memory`]) is always in front: committed deliveries it remembers
 //! are answered without a network call, and concurrent repeats inside one process wait there.
 //! With a shared store, the one request of this process that owns a delivery locally then claims
-//! it in the store (`SET NX`, one round trip): a delivery is never published without that claim.
+//! it in the store (`SET NX` semantics, sent with the other claims of its burst in one round trip:
+//! [`super::burst`]): a delivery is never published without that claim.
 //!
 //! - The store holds *committed* → the repeat is answered `duplicate_of` at once.
 //! - It holds *pending* → another request (here or on another replica) is publishing it: poll
@@ -188,10 +189,11 @@ impl Deduper {
         let mut retried = false;
         loop {
             // Should the request be cancelled while the claim is on its way, the claim must not
-            // stay behind (other replicas would wait for it until the transaction timeout).
+            // stay behind (other replicas would wait for it until the transaction timeout). The
+            // claim goes out with the other claims of its burst ([`super::burst`]), which also
+            // releases it when its answer finds the request gone.
             let in_flight = ReleaseIfCancelled::new(store, &key, &value);
-            let found =
-                within(deadline, store.set_if_absent("claim", &key, &value, self.timings.window)).await;
+            let found = within(deadline, store.claim(&key, &value, self.timings.window)).await;
             in_flight.disarm();
             let found = match found {
                 Ok(found) => found,

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, Cmd, ErrorKind, RedisError, Script, ServerErrorKind, TlsCertificates};
 
+use super::burst::ClaimBurst;
 use super::store::{ClaimState, StoreError};
 use crate::metrics as m;
 use crate::sinks::Readiness;
@@ -43,6 +44,11 @@ const READINESS_KEY: &str = "cxone-ingest:readiness";
 /// 1 or 0 per key.
 const COMPARE_AND_DELETE: &str = "local out={} for i,k in ipairs(KEYS) do \
      if redis.call('get',k)==ARGV[i] then out[i]=redis.call('del',k) else out[i]=0 end end return out";
+/// `SET KEYS[i] ARGV[2i-1] NX PX ARGV[2i] GET` for every key of a burst of claims: per key, what
+/// it held (false: it was absent and now holds the new value). Two claims of one key in a call
+/// are run in order: the first creates it, the second finds the first's value.
+const CLAIM_MANY: &str = "local out={} for i,k in ipairs(KEYS) do \
+     out[i]=redis.call('set',k,ARGV[2*i-1],'NX','PX',ARGV[2*i],'GET') end return out";
 /// `PEXPIRE key ttl` only while it still holds `value` (renewing only one's own lock).
 const COMPARE_AND_EXPIRE: &str = "if redis.call('get',KEYS[1])==ARGV[1] then \
      return redis.call('pexpire',KEYS[1],ARGV[2]) else return 0 end";
@@ -51,6 +57,7 @@ const COMPARE_AND_EXPIRE: &str = "if redis.call('get',KEYS[1])==ARGV[1] then \
 /// since, or failed over to a replica without its script cache) answers `NOSCRIPT`, and the
 /// client loads it (`SCRIPT LOAD`) and calls again (redis-rs [`Script`]).
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
+    claim_many: Script::new(CLAIM_MANY),
     compare_and_set: Script::new(COMPARE_AND_SET),
     settle_committed: Script::new(SETTLE_COMMITTED),
     compare_and_delete: Script::new(COMPARE_AND_DELETE),
@@ -58,6 +65,7 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
 });
 
 struct Scripts {
+    claim_many: Script,
     compare_and_set: Script,
     settle_committed: Script,
     compare_and_delete: Script,
@@ -95,6 +103,8 @@ pub struct RedisStore {
     readiness: Mutex<Readiness>,
     /// The server refused `EVALSHA`/`SCRIPT LOAD` (renamed or denied): scripts are sent whole (`EVAL`).
     eval_only: AtomicBool,
+    /// The requests' claims, sent a burst per call.
+    claims: ClaimBurst,
 }
 
 impl RedisStore {
@@ -129,13 +139,16 @@ impl RedisStore {
             .map_err(|_| StoreError::Unavailable("the dedupe store needs a tokio runtime".to_owned()))?;
         let connection = ConnectionManager::new_lazy_with_config(client, config)
             .map_err(|e| StoreError::Unavailable(describe(&e)))?;
+        let (claims, queued) = ClaimBurst::new();
         let store = Arc::new(RedisStore {
             connection,
             home,
             readiness: Mutex::new(Readiness::NotReady(format!("connecting to {redacted_url}"))),
             redacted_url,
             eval_only: AtomicBool::new(false),
+            claims,
         });
+        store.home.spawn(ClaimBurst::run(Arc::downgrade(&store), queued));
         m::set_ready("dedupe_store", false);
         let weak = Arc::downgrade(&store);
         store.home.spawn(async move {
@@ -277,6 +290,38 @@ impl RedisStore {
             None => SetIfAbsent::Created,
             Some(value) => SetIfAbsent::Exists(value),
         })
+    }
+
+    /// Claims `key` with `value` (`SET NX PX GET` semantics), sent together with the other claims
+    /// of its burst ([`super::burst`]): created, or what the key holds.
+    pub async fn claim(&self, key: &str, value: &str, ttl: Duration) -> Result<SetIfAbsent, StoreError> {
+        self.claims.claim(key, value, ttl).await
+    }
+
+    /// One script call claiming every `(key, value, ttl)`, in order: per key, created or what it held.
+    pub async fn claim_many(
+        &self,
+        claims: &[(&str, &str, Duration)],
+    ) -> Result<Vec<SetIfAbsent>, StoreError> {
+        if claims.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ttls: Vec<String> = claims.iter().map(|(_, _, ttl)| ttl_ms(*ttl).to_string()).collect();
+        let call = ScriptCall {
+            script: &SCRIPTS.claim_many,
+            source: CLAIM_MANY,
+            keys: claims.iter().map(|(key, _, _)| *key).collect(),
+            args: claims.iter().zip(&ttls).flat_map(|((_, value, _), ttl)| [*value, ttl.as_str()]).collect(),
+        };
+        let found: Vec<Option<String>> = self.run("claim", Packed::Script(call)).await?;
+        if found.len() != claims.len() {
+            return Err(StoreError::Unavailable(format!(
+                "claim: the store answered {} results for {} keys",
+                found.len(),
+                claims.len()
+            )));
+        }
+        Ok(found.into_iter().map(|old| old.map_or(SetIfAbsent::Created, SetIfAbsent::Exists)).collect())
     }
 
     /// `GET key`.

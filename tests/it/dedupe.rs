@@ -1227,3 +1227,43 @@ async fn a_failed_burst_answers_every_claim_in_it_retryably() {
         retry.finish(None);
     }
 }
+
+/// A request that goes away while its claim waits for the next burst (the call before it still in
+/// flight) leaves nothing claimed: its release (sent at once) reaches the store before the burst
+/// would, so the burst must drop the claim unsent, or take it back once its answer finds the
+/// request gone. The client reaches a private redis through a relay that holds the first call back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_cancelled_while_queued_for_the_next_burst_leaves_nothing_behind() {
+    let redis = PrivateRedis::start();
+    let relay = HoldingRelay::start(redis.port).await;
+    let store = RedisStore::connect(&relay.url(), "relayed redis".to_owned()).expect("redis client");
+    let ready = poll_until(Duration::from_secs(10), || async { store.ping().await.ok() }).await;
+    assert!(ready.is_some(), "the private redis answers through the relay");
+    let a = Arc::new(deduper(&store, "replica-a"));
+    let body = [13u8; 32];
+    let (first, queued) = (unique("corr-in-flight"), unique("corr-queued"));
+    let queued_key = claim_key(&queued, &body);
+    // The first claim's call leaves the client and is held: it is in flight.
+    relay.hold_from(claim_key(&first, &body).as_bytes());
+    let in_flight = {
+        let (a, first) = (Arc::clone(&a), first.clone());
+        tokio::spawn(async move { a.admit(&first, body, "req-first", soon(10_000)).await })
+    };
+    let held = poll_until(Duration::from_secs(10), || async { (relay.held_bytes() > 0).then_some(()) });
+    assert!(held.await.is_some(), "the first claim's call is on its way");
+    // The second claim queues behind it, and its request goes away.
+    let cancelled =
+        tokio::time::timeout(Duration::from_millis(200), a.admit(&queued, body, "req-gone", soon(10_000)))
+            .await;
+    assert!(cancelled.is_err(), "the queued claim cannot be answered while the call before it is held");
+    relay.release();
+    ticket(in_flight.await.expect("first admission")).finish(None);
+    // One more claim through the same queue: everything queued before it has been dealt with.
+    let later = unique("corr-later");
+    ticket(a.admit(&later, body, "req-later", soon(5_000)).await).finish(None);
+    assert_eq!(
+        stored(&store, &queued_key).await,
+        None,
+        "the cancelled request's claim is in the store: retries elsewhere would wait for it"
+    );
+}

@@ -337,6 +337,7 @@ impl Deduper {
                 store: Arc::clone(store),
                 key,
                 value,
+                unsure: None,
                 window: self.timings.window,
                 settled: false,
             }),
@@ -394,7 +395,13 @@ async fn within<T>(
 /// short, or the connection broke): without it the delivery would stay claimed by a request that
 /// is gone, and a retry on another replica would wait for the transaction timeout.
 fn release_value(store: &Arc<RedisStore>, key: &str, value: &str) {
-    let entry = vec![(key.to_owned(), value.to_owned())];
+    release_values(store, key, [value]);
+}
+
+/// Deletes `key` if it holds any of `values` (fire and forget, one call).
+fn release_values<'a>(store: &Arc<RedisStore>, key: &str, values: impl IntoIterator<Item = &'a str>) {
+    let entry: Vec<(String, String)> =
+        values.into_iter().map(|value| (key.to_owned(), value.to_owned())).collect();
     let task_store = Arc::clone(store);
     store.spawn_detached(async move {
         let _ = task_store.compare_and_delete_many("release", &entry).await;
@@ -419,6 +426,9 @@ pub struct SharedClaim {
     key: String,
     /// The value the key holds now (ours): compared by every change.
     value: String,
+    /// A value of ours the key may hold instead: written by a call whose answer was lost (the
+    /// store went away mid-call). Released too, or the claim would outlive its aborted record.
+    unsure: Option<String>,
     /// TTL of every write.
     window: Duration,
     /// The committed state is written (or the claim deliberately left pending): nothing to release.
@@ -469,7 +479,16 @@ impl Ticket {
     pub fn swapped(&mut self, swap: &Swap, committed: bool) {
         if let Some(shared) = &mut self.shared {
             shared.value = swap.new.clone();
+            shared.unsure = None;
             shared.settled = committed;
+        }
+    }
+
+    /// Records that `swap` (one of this ticket's) was sent but its answer lost: the key holds its
+    /// old value or its new one, and a release deletes either.
+    pub fn maybe_swapped(&mut self, swap: &Swap) {
+        if let Some(shared) = &mut self.shared {
+            shared.unsure = Some(swap.new.clone());
         }
     }
 
@@ -517,7 +536,11 @@ impl SharedClaim {
         if self.settled {
             return;
         }
-        release_value(&self.store, &self.key, &self.value);
+        release_values(
+            &self.store,
+            &self.key,
+            [Some(self.value.as_str()), self.unsure.as_deref()].into_iter().flatten(),
+        );
     }
 
     /// Writes the committed state in the background, retrying for as long as the claim lives (the

@@ -1267,3 +1267,42 @@ async fn a_claim_cancelled_while_queued_for_the_next_burst_leaves_nothing_behind
         "the cancelled request's claim is in the store: retries elsewhere would wait for it"
     );
 }
+
+/// Regression: an offsets write that landed although its answer was lost (the store restarted
+/// mid-call) left the aborted batch's claim pending with offsets: the release compared the old
+/// value only, so every retry of that delivery waited until the claim's transaction had surely
+/// ended, then for a read-back (found by the replicas chaos test: an event never acknowledged).
+/// A write whose answer was lost now leaves the ticket knowing both values, and the release
+/// deletes whichever the key holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aborted_claim_whose_offsets_write_lost_its_answer_is_released() {
+    let redis = PrivateRedis::start();
+    let store = redis.client().await;
+    let (a, b) = (deduper(&store, "replica-a"), deduper(&store, "replica-b"));
+    let body = [14u8; 32];
+    for landed in [true, false] {
+        let correlation = unique(&format!("corr-lost-answer-{landed}"));
+        let key = claim_key(&correlation, &body);
+        let mut owner = ticket(a.admit(&correlation, body, "req-1", soon(2_000)).await);
+        let offsets = Offsets { topic: "t".into(), partition: 0, offset: 7, written_at: Some(now_ms()) };
+        let swap = owner.offsets_swap("req-1", offsets).expect("a shared claim");
+        if landed {
+            assert!(store.compare_and_set("offsets", &swap, WINDOW).await.unwrap());
+        }
+        // The committer only knows that the write may have landed; the batch is aborted.
+        owner.maybe_swapped(&swap);
+        owner.finish(None);
+        let gone = poll_until(Duration::from_secs(10), || async {
+            stored(&store, &key).await.is_none().then_some(())
+        })
+        .await;
+        assert!(
+            gone.is_some(),
+            "write landed {landed}: the aborted claim is left: {:?}",
+            stored(&store, &key).await
+        );
+        // A retry on another replica claims it at once.
+        let retry = ticket(b.admit(&correlation, body, "req-2", soon(2_000)).await);
+        retry.finish(None);
+    }
+}

@@ -91,7 +91,7 @@ impl ClaimBurst {
 }
 
 /// Sends one call for `claims` and answers each; releases the claims whose request is gone.
-async fn call(store: &RedisStore, claims: Vec<QueuedClaim>) {
+async fn call(store: &Arc<RedisStore>, claims: Vec<QueuedClaim>) {
     // A request that is gone before its claim was sent: nothing to claim, nothing to release.
     let claims: Vec<QueuedClaim> = claims.into_iter().filter(|c| !c.answer.is_closed()).collect();
     if claims.is_empty() {
@@ -125,7 +125,5 @@ async fn call(store: &RedisStore, claims: Vec<QueuedClaim>) {
             }
         }
     }
-    if !orphans.is_empty() {
-        let _ = store.compare_and_delete_many("release", &orphans).await;
-    }
+    store.release_later("release", orphans);
 }

@@ -390,7 +390,7 @@ async fn within<T>(
     }
 }
 
-/// Deletes `key` if it still holds `value` (fire and forget). Used when a claim's own write may
+/// Deletes `key` if it still holds `value` (in the background, retried). Used when a claim's own write may
 /// have reached the store although its answer did not arrive in time (the deadline cut the wait
 /// short, or the connection broke): without it the delivery would stay claimed by a request that
 /// is gone, and a retry on another replica would wait for the transaction timeout.
@@ -398,14 +398,12 @@ fn release_value(store: &Arc<RedisStore>, key: &str, value: &str) {
     release_values(store, key, [value]);
 }
 
-/// Deletes `key` if it holds any of `values` (fire and forget, one call).
+/// Deletes `key` if it holds any of `values` (in the background, retried while the store cannot
+/// be reached: [`RedisStore::release_later`]).
 fn release_values<'a>(store: &Arc<RedisStore>, key: &str, values: impl IntoIterator<Item = &'a str>) {
-    let entry: Vec<(String, String)> =
+    let entries: Vec<(String, String)> =
         values.into_iter().map(|value| (key.to_owned(), value.to_owned())).collect();
-    let task_store = Arc::clone(store);
-    store.spawn_detached(async move {
-        let _ = task_store.compare_and_delete_many("release", &entry).await;
-    });
+    store.release_later("release", entries);
 }
 
 fn unavailable(e: StoreError) -> SinkError {

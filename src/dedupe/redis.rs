@@ -20,6 +20,8 @@ use crate::sinks::Readiness;
 
 /// Per call: an answer slower than this counts as the store being unavailable (503, retry).
 const RESPONSE_TIMEOUT: Duration = Duration::from_millis(1_000);
+/// How long a release is retried while the store cannot be reached (a restart, a failover).
+pub const RELEASE_RETRY_FOR: Duration = Duration::from_secs(120);
 /// How often readiness is re-checked with a PING.
 const PING_EVERY: Duration = Duration::from_secs(1);
 
@@ -202,6 +204,39 @@ impl RedisStore {
     /// Starts `work` on the home runtime without waiting for it (releases, late writes).
     pub fn spawn_detached(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
         drop(self.home.spawn(work));
+    }
+
+    /// Deletes each `(key, value)` whose key still holds `value`, in the background, retried with
+    /// a backoff for up to [`RELEASE_RETRY_FOR`] while the store cannot be reached: a claim left
+    /// behind by a request that gave up makes every retry of its delivery wait (until the
+    /// transaction timeout, or for a read-back when the claim carries offsets).
+    pub fn release_later(self: &Arc<Self>, op: &'static str, entries: Vec<(String, String)>) {
+        if entries.is_empty() {
+            return;
+        }
+        let store = Arc::clone(self);
+        self.spawn_detached(async move {
+            let give_up = Instant::now() + RELEASE_RETRY_FOR;
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                match store.compare_and_delete_many(op, &entries).await {
+                    Ok(_) => return,
+                    Err(e) if Instant::now() + backoff < give_up => {
+                        tracing::debug!(error = %e, claims = entries.len(), "releasing dedupe claims failed; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            error = %e,
+                            claims = entries.len(),
+                            "could not release dedupe claims: their deliveries wait for the takeover rules"
+                        );
+                        return;
+                    }
+                }
+            }
+        });
     }
 
     /// Runs one command (or pipeline), timing it as `op` and recording failures.

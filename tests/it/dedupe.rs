@@ -1306,3 +1306,34 @@ async fn an_aborted_claim_whose_offsets_write_lost_its_answer_is_released() {
         retry.finish(None);
     }
 }
+
+/// Regression: a claim's release was sent once; when the store refused it (a restarting store
+/// answers `LOADING`), the claim stayed pending and every retry of its delivery waited for the
+/// takeover rules (found by the replicas chaos test). Releases are now retried until they go
+/// through. The store refuses writes here with `min-replicas-to-write` (no replica exists).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_refused_by_the_store_is_retried_until_it_goes_through() {
+    let redis = PrivateRedis::start();
+    let store = redis.client().await;
+    let a = deduper(&store, "replica-a");
+    let correlation = unique("corr-refused-release");
+    let body = [15u8; 32];
+    let key = claim_key(&correlation, &body);
+    let owner = ticket(a.admit(&correlation, body, "req-1", soon(2_000)).await);
+    redis_cli(&redis, &["config", "resetstat"]);
+    redis_cli(&redis, &["config", "set", "min-replicas-to-write", "1"]);
+    // Not committed: the release is sent, and refused.
+    owner.finish(None);
+    let refused = poll_until(Duration::from_secs(10), || async {
+        let stats = redis_cli(&redis, &["info", "errorstats"]);
+        stats.contains("errorstat_NOREPLICAS").then_some(())
+    })
+    .await;
+    assert!(refused.is_some(), "the release was refused: {}", redis_cli(&redis, &["info", "errorstats"]));
+    assert!(stored(&store, &key).await.is_some(), "the claim is still there while writes are refused");
+    redis_cli(&redis, &["config", "set", "min-replicas-to-write", "0"]);
+    let gone =
+        poll_until(Duration::from_secs(10), || async { stored(&store, &key).await.is_none().then_some(()) })
+            .await;
+    assert!(gone.is_some(), "the release was not tried again: {:?}", stored(&store, &key).await);
+}

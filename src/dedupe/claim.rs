@@ -390,10 +390,10 @@ async fn within<T>(
     }
 }
 
-/// Deletes `key` if it still holds `value` (in the background, retried). Used when a claim's own write may
-/// have reached the store although its answer did not arrive in time (the deadline cut the wait
-/// short, or the connection broke): without it the delivery would stay claimed by a request that
-/// is gone, and a retry on another replica would wait for the transaction timeout.
+/// Deletes `key` if it still holds `value` (in the background, retried). Used when a claim's own
+/// write may have reached the store although its answer did not arrive in time (the deadline cut
+/// the wait short, or the connection broke): without it the delivery would stay claimed by a
+/// request that is gone, and a retry on another replica would wait for the transaction timeout.
 fn release_value(store: &Arc<RedisStore>, key: &str, value: &str) {
     release_values(store, key, [value]);
 }

@@ -222,7 +222,11 @@ impl RedisStore {
                 match store.compare_and_delete_many(op, &entries).await {
                     Ok(_) => return,
                     Err(e) if Instant::now() + backoff < give_up => {
-                        tracing::debug!(error = %e, claims = entries.len(), "releasing dedupe claims failed; retrying");
+                        tracing::debug!(
+                            error = %e,
+                            claims = entries.len(),
+                            "releasing dedupe claims failed; retrying"
+                        );
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(5));
                     }

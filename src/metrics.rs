@@ -111,6 +111,8 @@ pub const CORRELATION_ID_REUSE: &str = "cxone_ingest_correlation_id_reuse_total"
 pub const DEDUPE_STORE_ERRORS: &str = "cxone_ingest_dedupe_store_errors_total";
 /// Shared dedupe store call latency, by `op`.
 pub const DEDUPE_STORE_DURATION: &str = "cxone_ingest_dedupe_store_seconds";
+/// Requests' claims sent to the shared dedupe store per call (one call per burst).
+pub const DEDUPE_CLAIMS_PER_CALL: &str = "cxone_ingest_dedupe_claims_per_call";
 /// Deliveries whose commit outcome nobody knew, resolved, by `outcome`: `committed` (read back:
 /// answered `duplicate_of`), `aborted` (read back, or a claim without offsets, which never
 /// committed: published), `open` (read back, still undecided: 503, retried later), `unknown`
@@ -159,6 +161,12 @@ pub fn install() -> PrometheusHandle {
                 .and_then(|builder| {
                     builder
                         .set_buckets_for_metric(Matcher::Full(KAFKA_BATCH_EVENTS.to_owned()), BATCH_BUCKETS)
+                })
+                .and_then(|builder| {
+                    builder.set_buckets_for_metric(
+                        Matcher::Full(DEDUPE_CLAIMS_PER_CALL.to_owned()),
+                        BATCH_BUCKETS,
+                    )
                 })
                 .and_then(|builder| {
                     builder.set_buckets_for_metric(
@@ -241,6 +249,7 @@ fn describe() {
         Unit::Seconds,
         "Shared dedupe store call latency, by operation."
     );
+    describe_histogram!(DEDUPE_CLAIMS_PER_CALL, "Claims sent to the shared dedupe store per call.");
     describe_counter!(
         DEDUPE_RESOLUTIONS,
         "Unknown commit outcomes resolved by reading Kafka back, by outcome."

@@ -3,7 +3,8 @@
 //! The in-process table ([`super::memory`]) is always in front: committed deliveries it remembers
 //! are answered without a network call, and concurrent repeats inside one process wait there.
 //! With a shared store, the one request of this process that owns a delivery locally then claims
-//! it in the store (`SET NX`, one round trip): a delivery is never published without that claim.
+//! it in the store (`SET NX` semantics, sent with the other claims of its burst in one round trip:
+//! [`super::burst`]): a delivery is never published without that claim.
 //!
 //! - The store holds *committed* → the repeat is answered `duplicate_of` at once.
 //! - It holds *pending* → another request (here or on another replica) is publishing it: poll
@@ -188,10 +189,11 @@ impl Deduper {
         let mut retried = false;
         loop {
             // Should the request be cancelled while the claim is on its way, the claim must not
-            // stay behind (other replicas would wait for it until the transaction timeout).
+            // stay behind (other replicas would wait for it until the transaction timeout). The
+            // claim goes out with the other claims of its burst ([`super::burst`]), which also
+            // releases it when its answer finds the request gone.
             let in_flight = ReleaseIfCancelled::new(store, &key, &value);
-            let found =
-                within(deadline, store.set_if_absent("claim", &key, &value, self.timings.window)).await;
+            let found = within(deadline, store.claim(&key, &value, self.timings.window)).await;
             in_flight.disarm();
             let found = match found {
                 Ok(found) => found,
@@ -335,6 +337,7 @@ impl Deduper {
                 store: Arc::clone(store),
                 key,
                 value,
+                unsure: None,
                 window: self.timings.window,
                 settled: false,
             }),
@@ -387,16 +390,20 @@ async fn within<T>(
     }
 }
 
-/// Deletes `key` if it still holds `value` (fire and forget). Used when a claim's own write may
-/// have reached the store although its answer did not arrive in time (the deadline cut the wait
-/// short, or the connection broke): without it the delivery would stay claimed by a request that
-/// is gone, and a retry on another replica would wait for the transaction timeout.
+/// Deletes `key` if it still holds `value` (in the background, retried). Used when a claim's own
+/// write may have reached the store although its answer did not arrive in time (the deadline cut
+/// the wait short, or the connection broke): without it the delivery would stay claimed by a
+/// request that is gone, and a retry on another replica would wait for the transaction timeout.
 fn release_value(store: &Arc<RedisStore>, key: &str, value: &str) {
-    let entry = vec![(key.to_owned(), value.to_owned())];
-    let task_store = Arc::clone(store);
-    store.spawn_detached(async move {
-        let _ = task_store.compare_and_delete_many("release", &entry).await;
-    });
+    release_values(store, key, [value]);
+}
+
+/// Deletes `key` if it holds any of `values` (in the background, retried while the store cannot
+/// be reached: [`RedisStore::release_later`]).
+fn release_values<'a>(store: &Arc<RedisStore>, key: &str, values: impl IntoIterator<Item = &'a str>) {
+    let entries: Vec<(String, String)> =
+        values.into_iter().map(|value| (key.to_owned(), value.to_owned())).collect();
+    store.release_later("release", entries);
 }
 
 fn unavailable(e: StoreError) -> SinkError {
@@ -417,6 +424,9 @@ pub struct SharedClaim {
     key: String,
     /// The value the key holds now (ours): compared by every change.
     value: String,
+    /// A value of ours the key may hold instead: written by a call whose answer was lost (the
+    /// store went away mid-call). Released too, or the claim would outlive its aborted record.
+    unsure: Option<String>,
     /// TTL of every write.
     window: Duration,
     /// The committed state is written (or the claim deliberately left pending): nothing to release.
@@ -467,7 +477,16 @@ impl Ticket {
     pub fn swapped(&mut self, swap: &Swap, committed: bool) {
         if let Some(shared) = &mut self.shared {
             shared.value = swap.new.clone();
+            shared.unsure = None;
             shared.settled = committed;
+        }
+    }
+
+    /// Records that `swap` (one of this ticket's) was sent but its answer lost: the key holds its
+    /// old value or its new one, and a release deletes either.
+    pub fn maybe_swapped(&mut self, swap: &Swap) {
+        if let Some(shared) = &mut self.shared {
+            shared.unsure = Some(swap.new.clone());
         }
     }
 
@@ -515,7 +534,11 @@ impl SharedClaim {
         if self.settled {
             return;
         }
-        release_value(&self.store, &self.key, &self.value);
+        release_values(
+            &self.store,
+            &self.key,
+            [Some(self.value.as_str()), self.unsure.as_deref()].into_iter().flatten(),
+        );
     }
 
     /// Writes the committed state in the background, retrying for as long as the claim lives (the

@@ -6,9 +6,11 @@
 //!   front of the shared store otherwise).
 //! - [`store`]: a shared claim: its key, its states as stored, the store's errors.
 //! - [`redis`]: the Redis/Valkey client (atomic set-if-absent, compare-and-set/-delete/-expire).
+//! - [`burst`]: the requests' concurrent claims sent as one store call per burst.
 //! - [`lock`]: the replay lock (one `replay` at a time per dead-letter location).
 //! - [`claim`]: the flow: claim, wait for another owner, take over an abandoned claim, settle.
 
+pub mod burst;
 pub mod claim;
 pub mod config;
 pub mod lock;

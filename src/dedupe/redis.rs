@@ -13,12 +13,15 @@ use std::time::{Duration, Instant};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, Cmd, ErrorKind, RedisError, Script, ServerErrorKind, TlsCertificates};
 
+use super::burst::ClaimBurst;
 use super::store::{ClaimState, StoreError};
 use crate::metrics as m;
 use crate::sinks::Readiness;
 
 /// Per call: an answer slower than this counts as the store being unavailable (503, retry).
 const RESPONSE_TIMEOUT: Duration = Duration::from_millis(1_000);
+/// How long a release is retried while the store cannot be reached (a restart, a failover).
+pub const RELEASE_RETRY_FOR: Duration = Duration::from_secs(120);
 /// How often readiness is re-checked with a PING.
 const PING_EVERY: Duration = Duration::from_secs(1);
 
@@ -43,6 +46,11 @@ const READINESS_KEY: &str = "cxone-ingest:readiness";
 /// 1 or 0 per key.
 const COMPARE_AND_DELETE: &str = "local out={} for i,k in ipairs(KEYS) do \
      if redis.call('get',k)==ARGV[i] then out[i]=redis.call('del',k) else out[i]=0 end end return out";
+/// `SET KEYS[i] ARGV[2i-1] NX PX ARGV[2i] GET` for every key of a burst of claims: per key, what
+/// it held (false: it was absent and now holds the new value). Two claims of one key in a call
+/// are run in order: the first creates it, the second finds the first's value.
+const CLAIM_MANY: &str = "local out={} for i,k in ipairs(KEYS) do \
+     out[i]=redis.call('set',k,ARGV[2*i-1],'NX','PX',ARGV[2*i],'GET') end return out";
 /// `PEXPIRE key ttl` only while it still holds `value` (renewing only one's own lock).
 const COMPARE_AND_EXPIRE: &str = "if redis.call('get',KEYS[1])==ARGV[1] then \
      return redis.call('pexpire',KEYS[1],ARGV[2]) else return 0 end";
@@ -51,6 +59,7 @@ const COMPARE_AND_EXPIRE: &str = "if redis.call('get',KEYS[1])==ARGV[1] then \
 /// since, or failed over to a replica without its script cache) answers `NOSCRIPT`, and the
 /// client loads it (`SCRIPT LOAD`) and calls again (redis-rs [`Script`]).
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
+    claim_many: Script::new(CLAIM_MANY),
     compare_and_set: Script::new(COMPARE_AND_SET),
     settle_committed: Script::new(SETTLE_COMMITTED),
     compare_and_delete: Script::new(COMPARE_AND_DELETE),
@@ -58,6 +67,7 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
 });
 
 struct Scripts {
+    claim_many: Script,
     compare_and_set: Script,
     settle_committed: Script,
     compare_and_delete: Script,
@@ -95,6 +105,8 @@ pub struct RedisStore {
     readiness: Mutex<Readiness>,
     /// The server refused `EVALSHA`/`SCRIPT LOAD` (renamed or denied): scripts are sent whole (`EVAL`).
     eval_only: AtomicBool,
+    /// The requests' claims, sent a burst per call.
+    claims: ClaimBurst,
 }
 
 impl RedisStore {
@@ -129,13 +141,16 @@ impl RedisStore {
             .map_err(|_| StoreError::Unavailable("the dedupe store needs a tokio runtime".to_owned()))?;
         let connection = ConnectionManager::new_lazy_with_config(client, config)
             .map_err(|e| StoreError::Unavailable(describe(&e)))?;
+        let (claims, queued) = ClaimBurst::new();
         let store = Arc::new(RedisStore {
             connection,
             home,
             readiness: Mutex::new(Readiness::NotReady(format!("connecting to {redacted_url}"))),
             redacted_url,
             eval_only: AtomicBool::new(false),
+            claims,
         });
+        store.home.spawn(ClaimBurst::run(Arc::downgrade(&store), queued));
         m::set_ready("dedupe_store", false);
         let weak = Arc::downgrade(&store);
         store.home.spawn(async move {
@@ -189,6 +204,43 @@ impl RedisStore {
     /// Starts `work` on the home runtime without waiting for it (releases, late writes).
     pub fn spawn_detached(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
         drop(self.home.spawn(work));
+    }
+
+    /// Deletes each `(key, value)` whose key still holds `value`, in the background, retried with
+    /// a backoff for up to [`RELEASE_RETRY_FOR`] while the store cannot be reached: a claim left
+    /// behind by a request that gave up makes every retry of its delivery wait (until the
+    /// transaction timeout, or for a read-back when the claim carries offsets).
+    pub fn release_later(self: &Arc<Self>, op: &'static str, entries: Vec<(String, String)>) {
+        if entries.is_empty() {
+            return;
+        }
+        let store = Arc::clone(self);
+        self.spawn_detached(async move {
+            let give_up = Instant::now() + RELEASE_RETRY_FOR;
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                match store.compare_and_delete_many(op, &entries).await {
+                    Ok(_) => return,
+                    Err(e) if Instant::now() + backoff < give_up => {
+                        tracing::debug!(
+                            error = %e,
+                            claims = entries.len(),
+                            "releasing dedupe claims failed; retrying"
+                        );
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            error = %e,
+                            claims = entries.len(),
+                            "could not release dedupe claims: their deliveries wait for the takeover rules"
+                        );
+                        return;
+                    }
+                }
+            }
+        });
     }
 
     /// Runs one command (or pipeline), timing it as `op` and recording failures.
@@ -277,6 +329,38 @@ impl RedisStore {
             None => SetIfAbsent::Created,
             Some(value) => SetIfAbsent::Exists(value),
         })
+    }
+
+    /// Claims `key` with `value` (`SET NX PX GET` semantics), sent together with the other claims
+    /// of its burst ([`super::burst`]): created, or what the key holds.
+    pub async fn claim(&self, key: &str, value: &str, ttl: Duration) -> Result<SetIfAbsent, StoreError> {
+        self.claims.claim(key, value, ttl).await
+    }
+
+    /// One script call claiming every `(key, value, ttl)`, in order: per key, created or what it held.
+    pub async fn claim_many(
+        &self,
+        claims: &[(&str, &str, Duration)],
+    ) -> Result<Vec<SetIfAbsent>, StoreError> {
+        if claims.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ttls: Vec<String> = claims.iter().map(|(_, _, ttl)| ttl_ms(*ttl).to_string()).collect();
+        let call = ScriptCall {
+            script: &SCRIPTS.claim_many,
+            source: CLAIM_MANY,
+            keys: claims.iter().map(|(key, _, _)| *key).collect(),
+            args: claims.iter().zip(&ttls).flat_map(|((_, value, _), ttl)| [*value, ttl.as_str()]).collect(),
+        };
+        let found: Vec<Option<String>> = self.run("claim", Packed::Script(call)).await?;
+        if found.len() != claims.len() {
+            return Err(StoreError::Unavailable(format!(
+                "claim: the store answered {} results for {} keys",
+                found.len(),
+                claims.len()
+            )));
+        }
+        Ok(found.into_iter().map(|old| old.map_or(SetIfAbsent::Created, SetIfAbsent::Exists)).collect())
     }
 
     /// `GET key`.

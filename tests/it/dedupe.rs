@@ -994,7 +994,8 @@ async fn a_retry_between_the_commit_and_the_committed_state_is_answered_duplicat
     let polled = tokio::time::timeout(Duration::from_secs(10), async {
         let mut claims = 0;
         while let Ok(Some(line)) = lines.next_line().await {
-            if line.contains(&key) && line.contains("\"SET\"") {
+            // The claim's `set` as the burst's script runs it (MONITOR shows a script's commands).
+            if line.contains(&key) && line.to_ascii_lowercase().contains("\"set\"") {
                 claims += 1;
                 if claims == 2 {
                     return;
@@ -1093,4 +1094,246 @@ async fn scripts_are_reloaded_after_a_flush_and_sent_whole_where_evalsha_is_refu
             assert!(evalsha.contains("cmdstat_eval:"), "{name}: sent whole: {evalsha}");
         }
     }
+}
+
+/// `redis-cli -p <port> ARGS…`: its output, trimmed.
+fn redis_cli(redis: &PrivateRedis, args: &[&str]) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli");
+    assert!(out.status.success(), "redis-cli {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// How many `EVALSHA` calls the server ran (`INFO commandstats`).
+fn evalsha_calls(redis: &PrivateRedis) -> u64 {
+    let stats = redis_cli(redis, &["info", "commandstats"]);
+    stats
+        .lines()
+        .find_map(|line| line.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Claims of one key sent in one burst (one script call) have exactly one winner: the first
+/// creates the key, every other one finds the winner's value, in the call and through the
+/// request path (many replicas' requests at once, while the store is held so that they queue
+/// into one burst).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_claims_of_one_key_in_one_burst_have_exactly_one_winner() {
+    use cxone_ingest::dedupe::redis::SetIfAbsent;
+    let redis = PrivateRedis::start();
+    let store = redis.client().await;
+    // One call with the same key twice: run in order, per key.
+    let (k1, k2) =
+        (format!("cxone-ingest:test:{}", unique("a")), format!("cxone-ingest:test:{}", unique("b")));
+    let found = store
+        .claim_many(&[(&k1, "first", WINDOW), (&k1, "second", WINDOW), (&k2, "other", WINDOW)])
+        .await
+        .expect("claim_many");
+    assert_eq!(found, [SetIfAbsent::Created, SetIfAbsent::Exists("first".into()), SetIfAbsent::Created]);
+    assert!(store.ttl_ms(&k1).await.unwrap() > 0, "claims carry the window as TTL");
+
+    // Claims of one key queued while the store is held go out in one burst.
+    const CLAIMS: usize = 12;
+    let key = format!("cxone-ingest:test:{}", unique("burst"));
+    let values: Vec<String> = (0..CLAIMS).map(|i| format!("value-{i}")).collect();
+    redis_cli(&redis, &["config", "resetstat"]);
+    redis.pause();
+    let claims = futures::future::join_all(values.iter().map(|v| store.claim(&key, v, WINDOW)));
+    // join polls every claim once (each queues itself) before the store is let go.
+    let (found, ()) = futures::join!(claims, async { redis.resume() });
+    let found: Vec<SetIfAbsent> = found.into_iter().map(|f| f.expect("claim")).collect();
+    let created: Vec<usize> = (0..CLAIMS).filter(|&i| found[i] == SetIfAbsent::Created).collect();
+    assert_eq!(created.len(), 1, "exactly one winner: {found:?}");
+    let winner = &values[created[0]];
+    for (i, f) in found.iter().enumerate().filter(|(i, _)| *i != created[0]) {
+        assert_eq!(*f, SetIfAbsent::Exists(winner.clone()), "claim {i} finds the winner's value");
+    }
+    assert_eq!(redis_cli(&redis, &["get", &key]), *winner);
+    // The first claim's call (sent before the store was held) and one for the rest.
+    let calls = evalsha_calls(&redis);
+    assert!((1..=2).contains(&calls), "{CLAIMS} claims in {calls} script calls");
+
+    // Through the request path: many replicas' requests for one delivery at once.
+    const REPLICAS: usize = 12;
+    let dedupers: Vec<Deduper> = (0..REPLICAS).map(|i| deduper(&store, &format!("replica-{i}"))).collect();
+    let correlation = unique("corr-burst");
+    let body = [11u8; 32];
+    let key = claim_key(&correlation, &body);
+    redis.pause();
+    let request_ids: Vec<String> = (0..REPLICAS).map(|i| format!("req-{i}")).collect();
+    let admissions = futures::future::join_all(
+        dedupers.iter().zip(&request_ids).map(|(d, id)| d.admit(&correlation, body, id, soon(1_500))),
+    );
+    let (admissions, ()) = futures::join!(admissions, async { redis.resume() });
+    let mut winners = Vec::new();
+    for (i, admission) in admissions.into_iter().enumerate() {
+        match admission {
+            Ok(Admission::Publish(ticket)) => winners.push((i, ticket)),
+            // The others find a live owner's pending claim and wait for it until their deadline.
+            Err(SinkError::DeadlineExceeded { .. }) => {}
+            Ok(Admission::Duplicate(c)) => panic!("request {i}: a duplicate of nothing committed: {c:?}"),
+            Err(e) => panic!("request {i}: {e}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one winner: {:?}", winners.iter().map(|w| w.0).collect::<Vec<_>>());
+    let Some(ClaimState::Pending { request_id, .. }) = stored(&store, &key).await else {
+        panic!("the winner's claim is not in the store: {:?}", stored(&store, &key).await);
+    };
+    assert_eq!(request_id, format!("req-{}", winners[0].0), "the store holds the winner's claim");
+    for (_, ticket) in winners {
+        ticket.finish(None);
+    }
+}
+
+/// A burst's call that fails (the store refuses writes) answers every claim in it with the
+/// store unavailable (503: the sender retries), leaves nothing claimed, and the retries go
+/// through once the store takes writes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_burst_answers_every_claim_in_it_retryably() {
+    let redis = PrivateRedis::start();
+    let store = redis.client().await;
+    let a = deduper(&store, "replica-a");
+    const CLAIMS: usize = 8;
+    let correlations: Vec<String> = (0..CLAIMS).map(|i| unique(&format!("corr-failed-burst-{i}"))).collect();
+    let body = [12u8; 32];
+    // Out of memory under noeviction: every write is refused, with the connection up.
+    redis_cli(&redis, &["config", "set", "maxmemory-policy", "noeviction"]);
+    redis_cli(&redis, &["config", "set", "maxmemory", "1"]);
+    redis.pause();
+    let request_ids: Vec<String> = (0..CLAIMS).map(|i| format!("req-{i}")).collect();
+    let admissions = futures::future::join_all(
+        correlations.iter().zip(&request_ids).map(|(c, id)| a.admit(c, body, id, soon(5_000))),
+    );
+    let (admissions, ()) = futures::join!(admissions, async { redis.resume() });
+    for (i, admission) in admissions.into_iter().enumerate() {
+        match admission {
+            Err(SinkError::Unavailable { sink, detail }) => {
+                assert_eq!(sink, "dedupe_store", "request {i}");
+                assert!(detail.contains("OOM"), "request {i}: the store's reason: {detail}");
+            }
+            Ok(_) => panic!("request {i}: admitted while the store refuses every write"),
+            Err(e) => panic!("request {i}: not answered 'store unavailable' at once: {e}"),
+        }
+    }
+    redis_cli(&redis, &["config", "set", "maxmemory", "0"]);
+    for (i, correlation) in correlations.iter().enumerate() {
+        assert_eq!(stored(&store, &claim_key(correlation, &body)).await, None, "claim {i} left behind");
+        let retry = ticket(a.admit(correlation, body, &format!("retry-{i}"), soon(2_000)).await);
+        retry.finish(None);
+    }
+}
+
+/// A request that goes away while its claim waits for the next burst (the call before it still in
+/// flight) leaves nothing claimed: its release (sent at once) reaches the store before the burst
+/// would, so the burst must drop the claim unsent, or take it back once its answer finds the
+/// request gone. The client reaches a private redis through a relay that holds the first call back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_cancelled_while_queued_for_the_next_burst_leaves_nothing_behind() {
+    let redis = PrivateRedis::start();
+    let relay = HoldingRelay::start(redis.port).await;
+    let store = RedisStore::connect(&relay.url(), "relayed redis".to_owned()).expect("redis client");
+    let ready = poll_until(Duration::from_secs(10), || async { store.ping().await.ok() }).await;
+    assert!(ready.is_some(), "the private redis answers through the relay");
+    let a = Arc::new(deduper(&store, "replica-a"));
+    let body = [13u8; 32];
+    let (first, queued) = (unique("corr-in-flight"), unique("corr-queued"));
+    let queued_key = claim_key(&queued, &body);
+    // The first claim's call leaves the client and is held: it is in flight.
+    relay.hold_from(claim_key(&first, &body).as_bytes());
+    let in_flight = {
+        let (a, first) = (Arc::clone(&a), first.clone());
+        tokio::spawn(async move { a.admit(&first, body, "req-first", soon(10_000)).await })
+    };
+    let held = poll_until(Duration::from_secs(10), || async { (relay.held_bytes() > 0).then_some(()) });
+    assert!(held.await.is_some(), "the first claim's call is on its way");
+    // The second claim queues behind it, and its request goes away.
+    let cancelled =
+        tokio::time::timeout(Duration::from_millis(200), a.admit(&queued, body, "req-gone", soon(10_000)))
+            .await;
+    assert!(cancelled.is_err(), "the queued claim cannot be answered while the call before it is held");
+    relay.release();
+    ticket(in_flight.await.expect("first admission")).finish(None);
+    // One more claim through the same queue: everything queued before it has been dealt with.
+    let later = unique("corr-later");
+    ticket(a.admit(&later, body, "req-later", soon(5_000)).await).finish(None);
+    assert_eq!(
+        stored(&store, &queued_key).await,
+        None,
+        "the cancelled request's claim is in the store: retries elsewhere would wait for it"
+    );
+}
+
+/// Regression: an offsets write that landed although its answer was lost (the store restarted
+/// mid-call) left the aborted batch's claim pending with offsets: the release compared the old
+/// value only, so every retry of that delivery waited until the claim's transaction had surely
+/// ended, then for a read-back (found by the replicas chaos test: an event never acknowledged).
+/// A write whose answer was lost now leaves the ticket knowing both values, and the release
+/// deletes whichever the key holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aborted_claim_whose_offsets_write_lost_its_answer_is_released() {
+    let redis = PrivateRedis::start();
+    let store = redis.client().await;
+    let (a, b) = (deduper(&store, "replica-a"), deduper(&store, "replica-b"));
+    let body = [14u8; 32];
+    for landed in [true, false] {
+        let correlation = unique(&format!("corr-lost-answer-{landed}"));
+        let key = claim_key(&correlation, &body);
+        let mut owner = ticket(a.admit(&correlation, body, "req-1", soon(2_000)).await);
+        let offsets = Offsets { topic: "t".into(), partition: 0, offset: 7, written_at: Some(now_ms()) };
+        let swap = owner.offsets_swap("req-1", offsets).expect("a shared claim");
+        if landed {
+            assert!(store.compare_and_set("offsets", &swap, WINDOW).await.unwrap());
+        }
+        // The committer only knows that the write may have landed; the batch is aborted.
+        owner.maybe_swapped(&swap);
+        owner.finish(None);
+        let gone = poll_until(Duration::from_secs(10), || async {
+            stored(&store, &key).await.is_none().then_some(())
+        })
+        .await;
+        assert!(
+            gone.is_some(),
+            "write landed {landed}: the aborted claim is left: {:?}",
+            stored(&store, &key).await
+        );
+        // A retry on another replica claims it at once.
+        let retry = ticket(b.admit(&correlation, body, "req-2", soon(2_000)).await);
+        retry.finish(None);
+    }
+}
+
+/// Regression: a claim's release was sent once; when the store refused it (a restarting store
+/// answers `LOADING`), the claim stayed pending and every retry of its delivery waited for the
+/// takeover rules (found by the replicas chaos test). Releases are now retried until they go
+/// through. The store refuses writes here with `min-replicas-to-write` (no replica exists).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_refused_by_the_store_is_retried_until_it_goes_through() {
+    let redis = PrivateRedis::start();
+    let store = redis.client().await;
+    let a = deduper(&store, "replica-a");
+    let correlation = unique("corr-refused-release");
+    let body = [15u8; 32];
+    let key = claim_key(&correlation, &body);
+    let owner = ticket(a.admit(&correlation, body, "req-1", soon(2_000)).await);
+    redis_cli(&redis, &["config", "resetstat"]);
+    redis_cli(&redis, &["config", "set", "min-replicas-to-write", "1"]);
+    // Not committed: the release is sent, and refused.
+    owner.finish(None);
+    let refused = poll_until(Duration::from_secs(10), || async {
+        let stats = redis_cli(&redis, &["info", "errorstats"]);
+        stats.contains("errorstat_NOREPLICAS").then_some(())
+    })
+    .await;
+    assert!(refused.is_some(), "the release was refused: {}", redis_cli(&redis, &["info", "errorstats"]));
+    assert!(stored(&store, &key).await.is_some(), "the claim is still there while writes are refused");
+    redis_cli(&redis, &["config", "set", "min-replicas-to-write", "0"]);
+    let gone =
+        poll_until(Duration::from_secs(10), || async { stored(&store, &key).await.is_none().then_some(()) })
+            .await;
+    assert!(gone.is_some(), "the release was not tried again: {:?}", stored(&store, &key).await);
 }

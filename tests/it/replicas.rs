@@ -344,7 +344,10 @@ async fn restart_replicas_and_store_failures_publish_every_acknowledged_event_on
     // The attempts of every event a problem names.
     let troubled: std::collections::HashSet<&str> =
         problems.iter().filter_map(|p| p.split("event ").nth(1)?.split(':').next()).collect();
-    for delivery in deliveries.iter().filter(|d| troubled.contains(d.event.correlation_id.as_str())) {
+    for delivery in deliveries
+        .iter()
+        .filter(|d| troubled.contains(d.event.correlation_id.as_str()) || unacknowledged.contains(&d.n))
+    {
         let tried: Vec<String> = delivery
             .attempts
             .iter()

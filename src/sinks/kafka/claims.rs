@@ -52,11 +52,14 @@ impl ClaimSwaps {
 
 /// The pre-commit step: writes where each record landed into its pending shared claim (one
 /// script call for the batch). A failure (store down, a claim no longer ours) vetoes the commit:
-/// an event is never committed without its claim saying where it is.
+/// an event is never committed without its claim saying where it is. `written` gets each swap
+/// that was applied (`true`), or, when the call failed, each swap that may have been (`false`: the
+/// store may have run it although its answer was lost), so that the aborted batch's claims are
+/// released whichever value they hold.
 pub async fn write_offsets(
     batch: &[Pending],
     landed: Vec<Option<Landed>>,
-    written: &mut Vec<(usize, Swap)>,
+    written: &mut Vec<(usize, Swap, bool)>,
 ) -> Result<(), String> {
     let written_at = now_ms();
     let pairs = batch.iter().zip(landed).enumerate().filter_map(|(index, (p, at))| {
@@ -70,8 +73,14 @@ pub async fn write_offsets(
         Some((index, ticket, ticket.offsets_swap(&p.record.request_id, offsets)?))
     });
     let Some(claims) = ClaimSwaps::collect(pairs) else { return Ok(()) };
-    let replaced =
-        claims.send("offsets").await.map_err(|e| format!("recording offsets in the dedupe store: {e}"))?;
+    let replaced = match claims.send("offsets").await {
+        Ok(replaced) => replaced,
+        Err(e) => {
+            *written =
+                claims.indexes.into_iter().zip(claims.swaps).map(|(i, swap)| (i, swap, false)).collect();
+            return Err(format!("recording offsets in the dedupe store: {e}"));
+        }
+    };
     let lost = replaced.iter().filter(|ok| !**ok).count();
     *written = claims
         .indexes
@@ -79,7 +88,7 @@ pub async fn write_offsets(
         .zip(claims.swaps)
         .zip(replaced)
         .filter(|(_, ok)| *ok)
-        .map(|(w, _)| w)
+        .map(|((i, swap), _)| (i, swap, true))
         .collect();
     if lost > 0 {
         return Err(format!("{lost} dedupe claim(s) of this batch are no longer this replica's"));

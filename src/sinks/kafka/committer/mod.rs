@@ -344,17 +344,22 @@ impl GroupCommitter {
             .map(|p| OutRecord { topic: &p.topic, record: &p.record, coercions: &p.coercions })
             .collect();
         let started = Instant::now();
-        // Offsets written into the shared claims before the commit: (index in `live`, the write).
-        let mut offsets_written: Vec<(usize, Swap)> = Vec::new();
+        // Offsets written into the shared claims before the commit: (index in `live`, the write,
+        // whether it surely landed: else its answer was lost and it may have).
+        let mut offsets_written: Vec<(usize, Swap, bool)> = Vec::new();
         let outcome = {
             let (batch, written) = (&live, &mut offsets_written);
             producer.transact(&records, move |landed| write_offsets(batch, landed, written)).await
         };
         drop(records);
         let mut live = live;
-        for (index, swap) in &offsets_written {
+        for (index, swap, landed) in &offsets_written {
             if let Some(ticket) = live.get_mut(*index).and_then(|p| p.completion.ticket.as_mut()) {
-                ticket.swapped(swap, false);
+                if *landed {
+                    ticket.swapped(swap, false);
+                } else {
+                    ticket.maybe_swapped(swap);
+                }
             }
         }
         let outcome = match outcome {

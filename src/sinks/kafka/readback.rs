@@ -69,8 +69,14 @@ pub struct OutcomeReader {
     mode: Mutex<ReadBackMode>,
 }
 
-/// How long after a first "aborted" verdict the offset is read again.
-const CONFIRM_AFTER: Duration = Duration::from_secs(1);
+/// When an "aborted" verdict about a transaction ended moments ago (by the `init_transactions`
+/// that preceded the read) is read again, each pause counted from the previous read: the verdict
+/// stands only when every read agrees (about 7 s in all; only batches of unknown outcome pay it).
+pub const CONFIRM_JUST_ENDED: &[Duration] =
+    &[Duration::from_secs(1), Duration::from_secs(2), Duration::from_secs(4)];
+/// The same for a transaction that ended long ago (an abandoned claim past its takeover bound) or
+/// for the start-up probe: one read again, a second later.
+pub const CONFIRM_SETTLED: &[Duration] = &[Duration::from_secs(1)];
 
 /// The header of the probe's record, so that a reader that does see aborted records can skip it.
 pub const PROBE_HEADER: &str = "cxone_ingest_probe";
@@ -118,20 +124,37 @@ impl OutcomeReader {
     /// `spawn_blocking`). The answers are in `targets`' order; `Err` when no consumer could be
     /// made or assigned.
     ///
-    /// "Aborted" is the verdict that publishes an event again, so it is read twice,
-    /// [`CONFIRM_AFTER`] apart, and kept only when both reads agree: right after a producer's
+    /// "Aborted" is the verdict that publishes an event again, so it is read again after each
+    /// pause of `confirm` ([`CONFIRM_JUST_ENDED`], [`CONFIRM_SETTLED`]) and kept only when every
+    /// read agrees: right after a producer's
     /// `init_transactions` a broker can still be settling the transaction it just ended (seen on
-    /// noida-db: a committed record hidden for a moment), while a committed record, once seen with
-    /// its request id, is proof.
-    pub fn read(&self, targets: &[Target], budget: Duration) -> Result<Vec<ReadBack>, String> {
+    /// noida-db after a pause: a committed record hidden for more than a second), while a
+    /// committed record, once seen with its request id, is proof.
+    pub fn read(
+        &self,
+        targets: &[Target],
+        budget: Duration,
+        confirm: &[Duration],
+    ) -> Result<Vec<ReadBack>, String> {
         let started = Instant::now();
         let result = self.read_inner(targets, budget).and_then(|mut answers| {
-            let again: Vec<usize> = (0..answers.len()).filter(|&i| answers[i] == ReadBack::Aborted).collect();
-            if !again.is_empty() {
-                std::thread::sleep(CONFIRM_AFTER);
+            for &pause in confirm {
+                let again: Vec<usize> =
+                    (0..answers.len()).filter(|&i| answers[i] == ReadBack::Aborted).collect();
+                if again.is_empty() {
+                    break;
+                }
+                std::thread::sleep(pause);
                 let retargets: Vec<Target> = again.iter().map(|&i| targets[i].clone()).collect();
-                for (i, second) in again.into_iter().zip(self.read_inner(&retargets, budget)?) {
-                    answers[i] = second;
+                for (i, later) in again.into_iter().zip(self.read_inner(&retargets, budget)?) {
+                    if later != ReadBack::Aborted {
+                        tracing::warn!(
+                            after_ms = started.elapsed().as_millis() as u64,
+                            verdict = ?later,
+                            "a record read back as aborted was not, read again later: the broker was still settling its transaction"
+                        );
+                    }
+                    answers[i] = later;
                 }
             }
             Ok(answers)
@@ -253,8 +276,10 @@ impl CommitReader for ClaimReadBack {
             request_id: request_id.to_owned(),
         };
         let reader = Arc::clone(&self.reader);
-        let read =
-            tokio::task::spawn_blocking(move || reader.read(std::slice::from_ref(&target), budget)).await;
+        let read = tokio::task::spawn_blocking(move || {
+            reader.read(std::slice::from_ref(&target), budget, CONFIRM_SETTLED)
+        })
+        .await;
         match read {
             Ok(Ok(found)) => match found.first() {
                 Some(ReadBack::Committed) => ReadBackAnswer::Committed,

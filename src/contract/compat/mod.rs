@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use super::{Contract, ContractError, SchemaRef};
 
+mod coercion;
 mod walker;
 
 /// Who a change breaks.
@@ -193,6 +194,7 @@ fn compare_family(old: &[&SchemaFile], new: &[&SchemaFile]) -> Family {
                 push(format!("event {event:?} now served"), READERS);
             }
             changes.extend(walker::diff(&old_file.document, &new_file.document));
+            changes.extend(coercion::diff(&old_file.document, &new_file.document));
         }
         _ => push(format!("events regrouped across several schema files; {CANNOT_JUDGE}"), BOTH),
     }

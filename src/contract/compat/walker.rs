@@ -116,9 +116,7 @@ impl<'a> Walker<'a> {
 
     /// Follows a `$ref` within the document (`#/json/pointer`, or the document's own `$id` before it).
     fn resolve(root: &'a Value, reference: &str) -> Option<At<'a>> {
-        let id = root.get("$id").and_then(Value::as_str).unwrap_or_default();
-        let fragment = reference.strip_prefix(id).unwrap_or(reference).strip_prefix('#')?;
-        let pointer = percent_decode(fragment)?;
+        let pointer = ref_pointer(root, reference)?;
         root.pointer(&pointer).map(|value| At { value, pointer })
     }
 
@@ -245,17 +243,6 @@ impl<'a> Walker<'a> {
             (false, true) => self.push(path, "array items must now be unique".into(), SENDERS),
             (true, false) => self.push(path, "array items need no longer be unique".into(), READERS),
             _ => {}
-        }
-        if om.get("x-cxone-normalize") != nm.get("x-cxone-normalize") {
-            let show = |value: Option<&Value>| value.map_or_else(|| "none".to_owned(), Value::to_string);
-            self.cannot_judge(
-                path,
-                format!(
-                    "normalisation (`x-cxone-normalize`) changed from {} to {}",
-                    show(om.get("x-cxone-normalize")),
-                    show(nm.get("x-cxone-normalize"))
-                ),
-            );
         }
         self.object(path, old, new, om, nm);
         self.array(path, om, nm, &o, &n);
@@ -669,13 +656,25 @@ impl Bound {
     }
 }
 
+/// The JSON pointer a local `$ref` names (`#/json/pointer`, or the document's own `$id` before it).
+fn ref_pointer(root: &Value, reference: &str) -> Option<String> {
+    let id = root.get("$id").and_then(Value::as_str).unwrap_or_default();
+    let fragment = reference.strip_prefix(id).unwrap_or(reference).strip_prefix('#')?;
+    percent_decode(fragment)
+}
+
+/// The subschema a local `$ref` names, if it resolves within the document.
+pub(super) fn resolve_pointer<'a>(root: &'a Value, reference: &str) -> Option<&'a Value> {
+    root.pointer(&ref_pointer(root, reference)?)
+}
+
 /// Whether `keyword` is the only assertion of a schema (the others are annotations).
-fn only_keyword(map: &Map<String, Value>, keyword: &str) -> bool {
+pub(super) fn only_keyword(map: &Map<String, Value>, keyword: &str) -> bool {
     map.keys().all(|key| key == keyword || ANNOTATIONS.contains(&key.as_str()))
 }
 
 /// Whether a schema accepts every value (`true`, `{}`, or annotations only).
-fn accepts_all(schema: &Value) -> bool {
+pub(super) fn accepts_all(schema: &Value) -> bool {
     match schema {
         Value::Bool(flag) => *flag,
         Value::Object(map) => map.keys().all(|key| ANNOTATIONS.contains(&key.as_str())),

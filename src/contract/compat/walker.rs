@@ -9,6 +9,8 @@ use serde_json::{Map, Value};
 use super::{BOTH, CANNOT_JUDGE, Change, READERS, SENDERS, Side};
 use crate::contract::{EVENTS_ANNOTATION, VERSION_ANNOTATION};
 
+mod object;
+
 /// Every change from `old` to `new` (two whole schema documents).
 pub(super) fn diff(old: &Value, new: &Value) -> Vec<Change> {
     let mut walker = Walker::new(old, new);
@@ -67,6 +69,7 @@ const JUDGED: &[&str] = &[
     "required",
     "properties",
     "additionalProperties",
+    "patternProperties",
     "items",
     "prefixItems",
     "allOf",
@@ -176,6 +179,8 @@ impl<'a> Walker<'a> {
         let o = |key: &str| At { value: &om[key], pointer: format!("{}/{}", old.pointer, escape(key)) };
         let n = |key: &str| At { value: &nm[key], pointer: format!("{}/{}", new.pointer, escape(key)) };
 
+        // Changes from here that may change which members count as evaluated.
+        let mark = self.changes.len();
         // Keywords compared as text, or judged as opaque subschemas.
         let keys: BTreeSet<&String> = om.keys().chain(nm.keys()).collect();
         for key in keys {
@@ -213,6 +218,7 @@ impl<'a> Walker<'a> {
             _ => self.cannot_judge(path, "`$ref` next to other keywords added or removed".into()),
         }
 
+        let applied_changes = self.changes.len() - mark;
         self.types(path, om, nm);
         self.values(path, om, nm);
         self.number_bound(path, Bound::Lower, om, nm);
@@ -246,7 +252,55 @@ impl<'a> Walker<'a> {
         }
         self.object(path, old, new, om, nm);
         self.array(path, om, nm, &o, &n);
+        let mark = self.changes.len();
         self.combinators(path, om, nm, &o, &n);
+        self.unevaluated(path, om, nm, applied_changes + self.changes.len() - mark);
+    }
+
+    /// `unevaluatedProperties`/`unevaluatedItems` judge what the other keywords did not evaluate:
+    /// when those changed (`applied_changes`: changes found in the node's subschema keywords and
+    /// `$ref`), the members they leave over changed too.
+    fn unevaluated(
+        &mut self,
+        path: &str,
+        om: &Map<String, Value>,
+        nm: &Map<String, Value>,
+        applied_changes: usize,
+    ) {
+        const UNEVALUATED: &[&str] = &["unevaluatedProperties", "unevaluatedItems"];
+        const EVALUATING: &[&str] = &[
+            "additionalProperties",
+            "patternProperties",
+            "prefixItems",
+            "items",
+            "contains",
+            "allOf",
+            "anyOf",
+            "oneOf",
+            "if",
+            "then",
+            "else",
+            "dependentSchemas",
+            "$ref",
+        ];
+        if !UNEVALUATED.iter().any(|key| om.contains_key(*key) || nm.contains_key(*key)) {
+            return;
+        }
+        let names = |map: &Map<String, Value>| -> Vec<String> {
+            map.get("properties")
+                .and_then(Value::as_object)
+                .map(|map| map.keys().cloned().collect())
+                .unwrap_or_default()
+        };
+        if applied_changes > 0
+            || names(om) != names(nm)
+            || EVALUATING.iter().any(|key| om.get(*key) != nm.get(*key))
+        {
+            self.cannot_judge(
+                path,
+                "what `unevaluatedProperties`/`unevaluatedItems` applies to changed".into(),
+            );
+        }
     }
 
     /// The old schema kept as one branch of a new `anyOf` (e.g. made nullable with
@@ -453,100 +507,6 @@ impl<'a> Walker<'a> {
                 self.push(path, format!("`{keyword}` loosened from {a} to {b}"), READERS);
             }
             _ => {}
-        }
-    }
-
-    /// `required`, `properties` and `additionalProperties` (with `patternProperties` compared as text).
-    fn object(
-        &mut self,
-        path: &str,
-        old: &At<'a>,
-        new: &At<'a>,
-        om: &'a Map<String, Value>,
-        nm: &'a Map<String, Value>,
-    ) {
-        let required = |map: &Map<String, Value>| -> BTreeSet<String> {
-            map.get("required")
-                .and_then(Value::as_array)
-                .map(|names| names.iter().filter_map(Value::as_str).map(str::to_owned).collect())
-                .unwrap_or_default()
-        };
-        let (old_required, new_required) = (required(om), required(nm));
-        for name in new_required.difference(&old_required) {
-            self.push(&child(path, name), format!("property `{name}` now required"), SENDERS);
-        }
-        for name in old_required.difference(&new_required) {
-            self.push(&child(path, name), format!("property `{name}` no longer required"), READERS);
-        }
-
-        static TRUE: Value = Value::Bool(true);
-        let extra = |map: &'a Map<String, Value>, at: &At<'a>| -> At<'a> {
-            match map.get("additionalProperties") {
-                Some(value) => At { value, pointer: format!("{}/additionalProperties", at.pointer) },
-                None => At { value: &TRUE, pointer: "true".into() },
-            }
-        };
-        let (old_extra, new_extra) = (extra(om, old), extra(nm, new));
-        let properties = |map: &'a Map<String, Value>| map.get("properties").and_then(Value::as_object);
-        let (old_properties, new_properties) =
-            (properties(om).unwrap_or(&EMPTY), properties(nm).unwrap_or(&EMPTY));
-        let names: BTreeSet<&String> = old_properties.keys().chain(new_properties.keys()).collect();
-        let property = |properties: &'a Map<String, Value>, at: &At<'a>, name: &str| -> Option<At<'a>> {
-            properties
-                .get(name)
-                .map(|value| At { value, pointer: format!("{}/properties/{}", at.pointer, escape(name)) })
-        };
-        for name in names {
-            let path = child(path, name);
-            match (property(old_properties, old, name), property(new_properties, new, name)) {
-                (Some(a), Some(b)) => self.walk(&path, a, b),
-                (Some(a), None) => {
-                    if new_extra.value == &Value::Bool(false) {
-                        self.push(
-                            &path,
-                            "property removed from a closed object: now refused".into(),
-                            SENDERS,
-                        );
-                    } else {
-                        let inner = self.walk_apart(&path, a, new_extra.clone());
-                        if !inner.is_empty() {
-                            let change = "property no longer declared: judged by `additionalProperties` now";
-                            self.push(&path, change.into(), &union(&inner));
-                        }
-                    }
-                }
-                (None, Some(b)) => {
-                    if old_extra.value == &Value::Bool(false) {
-                        self.push(&path, "property added to a closed object".into(), READERS);
-                    } else {
-                        let inner = self.walk_apart(&path, old_extra.clone(), b);
-                        if !inner.is_empty() {
-                            let reasons: Vec<&str> =
-                                inner.iter().map(|change| change.change.as_str()).collect();
-                            let change = format!(
-                                "property declared on an object that already accepted it undeclared ({})",
-                                reasons.join("; ")
-                            );
-                            self.push(&path, change, &union(&inner));
-                        }
-                    }
-                }
-                (None, None) => {}
-            }
-        }
-        let extra_path = child(path, "*");
-        match (accepts_all(old_extra.value), accepts_all(new_extra.value)) {
-            (true, true) => {}
-            (true, false) if new_extra.value == &Value::Bool(false) => {
-                self.push(path, "object closed (`additionalProperties: false`)".into(), SENDERS);
-            }
-            (false, true) if old_extra.value == &Value::Bool(false) => {
-                self.push(path, "object opened (undeclared properties accepted)".into(), READERS);
-            }
-            _ => self.walk(&extra_path, old_extra, new_extra),
-        }
-        if om.get("patternProperties") != nm.get("patternProperties") {
-            self.cannot_judge(path, "`patternProperties` changed".into());
         }
     }
 

@@ -10,6 +10,7 @@ use super::{BOTH, CANNOT_JUDGE, Change, READERS, SENDERS, Side};
 use crate::contract::{EVENTS_ANNOTATION, VERSION_ANNOTATION};
 
 mod object;
+mod scalar;
 
 /// Every change from `old` to `new` (two whole schema documents).
 pub(super) fn diff(old: &Value, new: &Value) -> Vec<Change> {
@@ -185,7 +186,8 @@ impl<'a> Walker<'a> {
         let keys: BTreeSet<&String> = om.keys().chain(nm.keys()).collect();
         for key in keys {
             let key = key.as_str();
-            if ANNOTATIONS.contains(&key) || JUDGED.contains(&key) {
+            // `x-` keywords are annotations to the validator (`x-cxone-normalize`: the coercion pass).
+            if ANNOTATIONS.contains(&key) || JUDGED.contains(&key) || key.starts_with("x-") {
                 continue;
             }
             match (om.contains_key(key), nm.contains_key(key)) {
@@ -219,39 +221,14 @@ impl<'a> Walker<'a> {
         }
 
         let applied_changes = self.changes.len() - mark;
-        self.types(path, om, nm);
-        self.values(path, om, nm);
-        self.number_bound(path, Bound::Lower, om, nm);
-        self.number_bound(path, Bound::Upper, om, nm);
-        self.multiple_of(path, om, nm);
-        for (keyword, bound) in [
-            ("minLength", Bound::Lower),
-            ("maxLength", Bound::Upper),
-            ("minItems", Bound::Lower),
-            ("maxItems", Bound::Upper),
-            ("minProperties", Bound::Lower),
-            ("maxProperties", Bound::Upper),
-        ] {
-            self.count_bound(path, keyword, bound, om, nm);
+        let classes = self.assertions(path, om, nm);
+        // Object and array keywords say nothing when a side admits no object (array).
+        if classes.object {
+            self.object(path, old, new, om, nm);
         }
-        for keyword in ["pattern", "format"] {
-            match (om.get(keyword), nm.get(keyword)) {
-                (None, None) => {}
-                (Some(a), Some(b)) if a == b => {}
-                (None, Some(b)) => self.push(path, format!("`{keyword}` {b} added"), SENDERS),
-                (Some(a), None) => self.push(path, format!("`{keyword}` {a} removed"), READERS),
-                (Some(a), Some(b)) => self.cannot_judge(path, format!("`{keyword}` changed from {a} to {b}")),
-            }
+        if classes.array {
+            self.array(path, om, nm, &o, &n);
         }
-        let unique =
-            |map: &Map<String, Value>| map.get("uniqueItems").and_then(Value::as_bool).unwrap_or(false);
-        match (unique(om), unique(nm)) {
-            (false, true) => self.push(path, "array items must now be unique".into(), SENDERS),
-            (true, false) => self.push(path, "array items need no longer be unique".into(), READERS),
-            _ => {}
-        }
-        self.object(path, old, new, om, nm);
-        self.array(path, om, nm, &o, &n);
         let mark = self.changes.len();
         self.combinators(path, om, nm, &o, &n);
         self.unevaluated(path, om, nm, applied_changes + self.changes.len() - mark);
@@ -341,175 +318,6 @@ impl<'a> Walker<'a> {
         false
     }
 
-    fn types(&mut self, path: &str, om: &Map<String, Value>, nm: &Map<String, Value>) {
-        fn types(map: &Map<String, Value>) -> Option<BTreeSet<String>> {
-            match map.get("type")? {
-                Value::String(name) => Some(BTreeSet::from([name.clone()])),
-                Value::Array(names) => {
-                    Some(names.iter().filter_map(Value::as_str).map(str::to_owned).collect())
-                }
-                _ => None,
-            }
-        }
-        let covers = |set: &BTreeSet<String>, name: &str| {
-            set.contains(name) || (name == "integer" && set.contains("number"))
-        };
-        let (old_set, new_set) = match (types(om), types(nm)) {
-            (None, None) => return,
-            (None, Some(new_set)) => {
-                if ALL_TYPES.iter().any(|name| !covers(&new_set, name)) {
-                    self.push(path, format!("type constrained to {}", list(&new_set)), SENDERS);
-                }
-                return;
-            }
-            (Some(old_set), None) => {
-                if ALL_TYPES.iter().any(|name| !covers(&old_set, name)) {
-                    self.push(path, format!("type constraint {} removed", list(&old_set)), READERS);
-                }
-                return;
-            }
-            (Some(old_set), Some(new_set)) => (old_set, new_set),
-        };
-        for name in old_set.iter().filter(|name| !covers(&new_set, name)) {
-            let change = if name == "number" && new_set.contains("integer") {
-                "type narrowed from number to integer".to_owned()
-            } else if name == "null" {
-                "no longer nullable (type `null` removed)".to_owned()
-            } else {
-                format!("type `{name}` removed ({} -> {})", list(&old_set), list(&new_set))
-            };
-            self.push(path, change, SENDERS);
-        }
-        for name in new_set.iter().filter(|name| !covers(&old_set, name)) {
-            let change = if name == "number" && old_set.contains("integer") {
-                "type widened from integer to number".to_owned()
-            } else if name == "null" {
-                "made nullable (type `null` added)".to_owned()
-            } else {
-                format!("type `{name}` added ({} -> {})", list(&old_set), list(&new_set))
-            };
-            self.push(path, change, READERS);
-        }
-    }
-
-    /// `enum` and `const`: the allowed values.
-    fn values(&mut self, path: &str, om: &Map<String, Value>, nm: &Map<String, Value>) {
-        fn values(map: &Map<String, Value>) -> Option<Vec<&Value>> {
-            let listed =
-                map.get("enum").and_then(Value::as_array).map(|values| values.iter().collect::<Vec<_>>());
-            match (map.get("const"), listed) {
-                (Some(value), Some(listed)) => {
-                    Some(listed.into_iter().filter(|other| *other == value).collect())
-                }
-                (Some(value), None) => Some(vec![value]),
-                (None, listed) => listed,
-            }
-        }
-        match (values(om), values(nm)) {
-            (None, None) => {}
-            (None, Some(new_values)) => {
-                self.push(path, format!("values restricted to {}", show_values(&new_values)), SENDERS);
-            }
-            (Some(old_values), None) => {
-                self.push(path, format!("value restriction {} removed", show_values(&old_values)), READERS);
-            }
-            (Some(old_values), Some(new_values)) => {
-                for value in old_values.iter().filter(|value| !new_values.contains(value)) {
-                    self.push(path, format!("value {value} removed (enum/const)"), SENDERS);
-                }
-                for value in new_values.iter().filter(|value| !old_values.contains(value)) {
-                    self.push(path, format!("value {value} added (enum/const)"), READERS);
-                }
-            }
-        }
-    }
-
-    fn number_bound(&mut self, path: &str, bound: Bound, om: &Map<String, Value>, nm: &Map<String, Value>) {
-        // (limit, exclusive): the tightest of the inclusive and the exclusive keyword.
-        let limit = |map: &Map<String, Value>| -> Option<(f64, bool)> {
-            let (inclusive, exclusive) = match bound {
-                Bound::Lower => ("minimum", "exclusiveMinimum"),
-                Bound::Upper => ("maximum", "exclusiveMaximum"),
-            };
-            let inclusive = map.get(inclusive).and_then(Value::as_f64).map(|limit| (limit, false));
-            let exclusive = map.get(exclusive).and_then(Value::as_f64).map(|limit| (limit, true));
-            match (inclusive, exclusive) {
-                (Some(a), Some(b)) => Some(if bound.tighter(b, a) { b } else { a }),
-                (a, b) => a.or(b),
-            }
-        };
-        let show = |(limit, exclusive): (f64, bool)| {
-            let operator = match (bound, exclusive) {
-                (Bound::Lower, false) => ">=",
-                (Bound::Lower, true) => ">",
-                (Bound::Upper, false) => "<=",
-                (Bound::Upper, true) => "<",
-            };
-            format!("{operator} {limit}")
-        };
-        let name = bound.name("minimum", "maximum");
-        match (limit(om), limit(nm)) {
-            (None, None) => {}
-            (None, Some(b)) => self.push(path, format!("{name} {} added", show(b)), SENDERS),
-            (Some(a), None) => self.push(path, format!("{name} {} removed", show(a)), READERS),
-            (Some(a), Some(b)) if bound.tighter(b, a) => {
-                self.push(path, format!("{name} tightened from {} to {}", show(a), show(b)), SENDERS);
-            }
-            (Some(a), Some(b)) if bound.tighter(a, b) => {
-                self.push(path, format!("{name} loosened from {} to {}", show(a), show(b)), READERS);
-            }
-            _ => {}
-        }
-    }
-
-    fn multiple_of(&mut self, path: &str, om: &Map<String, Value>, nm: &Map<String, Value>) {
-        let divides =
-            |small: f64, big: f64| small != 0.0 && (big / small - (big / small).round()).abs() < 1e-9;
-        match (om.get("multipleOf").and_then(Value::as_f64), nm.get("multipleOf").and_then(Value::as_f64)) {
-            (None, None) => {}
-            (None, Some(b)) => self.push(path, format!("`multipleOf` {b} added"), SENDERS),
-            (Some(a), None) => self.push(path, format!("`multipleOf` {a} removed"), READERS),
-            (Some(a), Some(b)) if a == b => {}
-            (Some(a), Some(b)) => {
-                let breaks = match (divides(a, b), divides(b, a)) {
-                    (true, _) => SENDERS,
-                    (false, true) => READERS,
-                    (false, false) => BOTH,
-                };
-                self.push(path, format!("`multipleOf` changed from {a} to {b}"), breaks);
-            }
-        }
-    }
-
-    /// `minLength`/`maxLength`, `minItems`/`maxItems`, `minProperties`/`maxProperties`.
-    fn count_bound(
-        &mut self,
-        path: &str,
-        keyword: &str,
-        bound: Bound,
-        om: &Map<String, Value>,
-        nm: &Map<String, Value>,
-    ) {
-        let get = |map: &Map<String, Value>| map.get(keyword).and_then(Value::as_f64);
-        // A missing lower bound is 0; a missing upper bound is none.
-        let (old_limit, new_limit) = match bound {
-            Bound::Lower => (get(om).or(Some(0.0)), get(nm).or(Some(0.0))),
-            Bound::Upper => (get(om), get(nm)),
-        };
-        match (old_limit, new_limit) {
-            (None, None) => {}
-            (None, Some(b)) => self.push(path, format!("`{keyword}` {b} added"), SENDERS),
-            (Some(a), None) => self.push(path, format!("`{keyword}` {a} removed"), READERS),
-            (Some(a), Some(b)) if bound.tighter((b, false), (a, false)) => {
-                self.push(path, format!("`{keyword}` tightened from {a} to {b}"), SENDERS);
-            }
-            (Some(a), Some(b)) if bound.tighter((a, false), (b, false)) => {
-                self.push(path, format!("`{keyword}` loosened from {a} to {b}"), READERS);
-            }
-            _ => {}
-        }
-    }
-
     /// `prefixItems` and `items`.
     fn array(
         &mut self,
@@ -593,29 +401,6 @@ impl<'a> Walker<'a> {
     }
 }
 
-#[derive(Clone, Copy)]
-enum Bound {
-    Lower,
-    Upper,
-}
-
-impl Bound {
-    fn name(self, lower: &'static str, upper: &'static str) -> &'static str {
-        match self {
-            Bound::Lower => lower,
-            Bound::Upper => upper,
-        }
-    }
-
-    /// Whether limit `a` admits strictly fewer values than limit `b`.
-    fn tighter(self, a: (f64, bool), b: (f64, bool)) -> bool {
-        match self {
-            Bound::Lower => a.0 > b.0 || (a.0 == b.0 && a.1 && !b.1),
-            Bound::Upper => a.0 < b.0 || (a.0 == b.0 && a.1 && !b.1),
-        }
-    }
-}
-
 /// The JSON pointer a local `$ref` names (`#/json/pointer`, or the document's own `$id` before it).
 fn ref_pointer(root: &Value, reference: &str) -> Option<String> {
     let id = root.get("$id").and_then(Value::as_str).unwrap_or_default();
@@ -673,14 +458,4 @@ fn percent_decode(fragment: &str) -> Option<String> {
         }
     }
     String::from_utf8(out).ok()
-}
-
-fn list(types: &BTreeSet<String>) -> String {
-    let names: Vec<&str> = types.iter().map(String::as_str).collect();
-    format!("[{}]", names.join(", "))
-}
-
-fn show_values(values: &[&Value]) -> String {
-    let shown: Vec<String> = values.iter().map(|value| value.to_string()).collect();
-    format!("[{}]", shown.join(", "))
 }

@@ -187,11 +187,21 @@ fn compare_family(old: &[&SchemaFile], new: &[&SchemaFile]) -> Family {
         ([], _) => push("family added: its events now reach the topic".into(), READERS),
         (_, []) => push("family removed: its events are refused as unknown".into(), SENDERS),
         ([old_file], [new_file]) => {
+            // An event whose schema refuses it by its own `event` property was never accepted.
             for event in old_events.difference(&new_events) {
-                push(format!("event {event:?} no longer served: refused as unknown"), SENDERS);
+                if admits_event(&old_file.document, event) {
+                    push(format!("event {event:?} no longer served: refused as unknown"), SENDERS);
+                }
             }
             for event in new_events.difference(&old_events) {
-                push(format!("event {event:?} now served"), READERS);
+                if admits_event(&new_file.document, event) {
+                    push(format!("event {event:?} now served"), READERS);
+                } else {
+                    push(
+                        format!("event {event:?} now routed here, but refused by the schema's `event`"),
+                        &[],
+                    );
+                }
             }
             changes.extend(walker::diff(&old_file.document, &new_file.document));
             changes.extend(coercion::diff(&old_file.document, &new_file.document));
@@ -207,4 +217,28 @@ fn compare_family(old: &[&SchemaFile], new: &[&SchemaFile]) -> Family {
         breaks_readers: breaks(Side::Readers),
         changes,
     }
+}
+
+/// Whether a schema's own `event` property lets `event` through (its `const`, `enum`, `pattern`).
+fn admits_event(document: &Value, event: &str) -> bool {
+    let mut schema = document.pointer("/properties/event");
+    for _ in 0..64 {
+        match schema.and_then(|at| at.get("$ref")).and_then(Value::as_str) {
+            Some(reference) => schema = walker::resolve_pointer(document, reference),
+            None => break,
+        }
+    }
+    let Some(schema) = schema else { return true };
+    if schema == &Value::Bool(false) {
+        return false;
+    }
+    let value = Value::String(event.to_owned());
+    let const_ok = schema.get("const").is_none_or(|allowed| allowed == &value);
+    let enum_ok = schema.get("enum").and_then(Value::as_array).is_none_or(|allowed| allowed.contains(&value));
+    let pattern_ok = schema
+        .get("pattern")
+        .and_then(Value::as_str)
+        .and_then(|pattern| regex::Regex::new(pattern).ok())
+        .is_none_or(|pattern| pattern.is_match(event));
+    const_ok && enum_ok && pattern_ok
 }

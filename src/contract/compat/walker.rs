@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 use super::{BOTH, CANNOT_JUDGE, Change, READERS, SENDERS, Side};
 use crate::contract::{EVENTS_ANNOTATION, VERSION_ANNOTATION};
 
+mod combinators;
 mod object;
 mod scalar;
 
@@ -230,7 +231,7 @@ impl<'a> Walker<'a> {
             self.array(path, om, nm, &o, &n);
         }
         let mark = self.changes.len();
-        self.combinators(path, om, nm, &o, &n);
+        self.combinators(path, old, new, om, nm, &o, &n);
         self.unevaluated(path, om, nm, applied_changes + self.changes.len() - mark);
     }
 
@@ -351,52 +352,6 @@ impl<'a> Walker<'a> {
             (true, true) => self.walk(&child(path, "*"), o("items"), n("items")),
             (true, false) => self.walk(&child(path, "*"), o("items"), any()),
             (false, true) => self.walk(&child(path, "*"), any(), n("items")),
-        }
-    }
-
-    /// `allOf`, `anyOf`, `oneOf`.
-    fn combinators(
-        &mut self,
-        path: &str,
-        om: &'a Map<String, Value>,
-        nm: &'a Map<String, Value>,
-        o: &impl Fn(&str) -> At<'a>,
-        n: &impl Fn(&str) -> At<'a>,
-    ) {
-        let item = |at: At<'a>, index: usize| At {
-            value: &at.value[index],
-            pointer: format!("{}/{index}", at.pointer),
-        };
-        for keyword in ["allOf", "anyOf", "oneOf"] {
-            let (a, b) =
-                (om.get(keyword).and_then(Value::as_array), nm.get(keyword).and_then(Value::as_array));
-            match (a, b) {
-                (None, None) => {}
-                // Pairwise: a conjunction (allOf) or a disjunction (anyOf) of wider parts is wider.
-                (Some(a), Some(b)) if a.len() == b.len() && keyword != "oneOf" => {
-                    for index in 0..a.len() {
-                        self.walk(path, item(o(keyword), index), item(n(keyword), index));
-                    }
-                }
-                (Some(a), Some(b)) if a.len() == b.len() => {
-                    let mut inner = Vec::new();
-                    for index in 0..a.len() {
-                        inner.extend(self.walk_apart(path, item(o(keyword), index), item(n(keyword), index)));
-                    }
-                    if !inner.is_empty() {
-                        self.cannot_judge(path, "a `oneOf` branch changed".into());
-                    }
-                }
-                (None, Some(_)) if keyword == "allOf" => {
-                    self.push(path, "`allOf` added (more constraints)".into(), SENDERS);
-                }
-                (Some(_), None) if keyword == "allOf" => {
-                    self.push(path, "`allOf` removed (fewer constraints)".into(), READERS);
-                }
-                (None, Some(_)) => self.cannot_judge(path, format!("`{keyword}` added")),
-                (Some(_), None) => self.cannot_judge(path, format!("`{keyword}` removed")),
-                (Some(_), Some(_)) => self.cannot_judge(path, format!("`{keyword}` changed in length")),
-            }
         }
     }
 }

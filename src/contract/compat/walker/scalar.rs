@@ -46,6 +46,10 @@ fn type_admits(types: &Option<BTreeSet<String>>, value: &Value) -> bool {
     covers(types, name)
 }
 
+/// Types with so few values that they are lists of values themselves.
+const FEW_TYPES: &[&str] = &["null", "boolean"];
+static FEW: [Value; 3] = [Value::Null, Value::Bool(false), Value::Bool(true)];
+
 /// JSON equality as the validator sees it: numbers by value (1 equals 1.0).
 fn same(a: &Value, b: &Value) -> bool {
     match (a, b) {
@@ -236,7 +240,16 @@ impl Walker<'_> {
                     listed.into_iter().filter(|other| same(other, value)).collect()
                 }
                 (Some(value), None) => vec![value],
-                (None, listed) => listed?,
+                (None, Some(listed)) => listed,
+                // `null` and `boolean` are short lists of values themselves.
+                (None, None)
+                    if types
+                        .as_ref()
+                        .is_some_and(|types| types.iter().all(|name| FEW_TYPES.contains(&name.as_str()))) =>
+                {
+                    FEW.iter().collect()
+                }
+                (None, None) => return None,
             };
             Some(values.into_iter().filter(|value| type_admits(types, value)).collect())
         }

@@ -3,9 +3,10 @@
 //! break (a payload valid now was refused before).
 //!
 //! Families are matched by their `x-cxone-events`. Two schemas are compared by a structural walk
-//! over their JSON, keyword by keyword, following local `$ref`s. The walk is conservative: every
-//! change it cannot place in one direction (a changed `pattern`, `if`/`then`, `not`, a keyword it
-//! does not know, ...) is reported as breaking both ways, and says so.
+//! over their JSON, keyword by keyword, following local `$ref`s (`walker`), and by their coercion
+//! plans, path by path (`coercion`). Both are conservative: every change they cannot place in one
+//! direction (a changed `pattern`, `if`/`then`, `not`, `oneOf`, a keyword the walk does not know,
+//! ...) is reported as breaking both ways, and says so.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

@@ -231,7 +231,7 @@ impl<'a> Walker<'a> {
             self.array(path, om, nm, &o, &n);
         }
         let mark = self.changes.len();
-        self.combinators(path, old, new, om, nm, &o, &n);
+        self.combinators(path, old, new, om, nm);
         self.unevaluated(path, om, nm, applied_changes + self.changes.len() - mark);
     }
 

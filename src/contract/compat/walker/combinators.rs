@@ -5,7 +5,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{At, READERS, SENDERS, Side, Walker};
+use super::{At, READERS, SENDERS, Side, Walker, escape};
 
 impl<'a> Walker<'a> {
     pub(super) fn combinators(
@@ -15,9 +15,9 @@ impl<'a> Walker<'a> {
         new: &At<'a>,
         om: &'a Map<String, Value>,
         nm: &'a Map<String, Value>,
-        o: &impl Fn(&str) -> At<'a>,
-        n: &impl Fn(&str) -> At<'a>,
     ) {
+        let o = |key: &str| At { value: &om[key], pointer: format!("{}/{}", old.pointer, escape(key)) };
+        let n = |key: &str| At { value: &nm[key], pointer: format!("{}/{}", new.pointer, escape(key)) };
         let item = |at: At<'a>, index: usize| At {
             value: &at.value[index],
             pointer: format!("{}/{index}", at.pointer),
@@ -48,7 +48,7 @@ impl<'a> Walker<'a> {
                     }
                 }
                 _ if keyword == "allOf" => {
-                    let (old_branches, new_branches) = (branches(om, o, keyword), branches(nm, n, keyword));
+                    let (old_branches, new_branches) = (branches(om, &o, keyword), branches(nm, &n, keyword));
                     // new = (the rest of new) and every new branch: a branch the old schema does
                     // not imply refuses something it accepted. Symmetrically for readers.
                     for branch in new_branches.iter().filter(|branch| !contains(&old_branches, branch)) {
@@ -59,7 +59,7 @@ impl<'a> Walker<'a> {
                     }
                 }
                 _ if keyword == "anyOf" => {
-                    let (old_branches, new_branches) = (branches(om, o, keyword), branches(nm, n, keyword));
+                    let (old_branches, new_branches) = (branches(om, &o, keyword), branches(nm, &n, keyword));
                     let kept_all =
                         |from: &[At<'a>], to: &[At<'a>]| from.iter().all(|branch| contains(to, branch));
                     match (a, b) {

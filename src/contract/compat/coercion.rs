@@ -60,8 +60,8 @@ pub(super) fn diff(old: &Value, new: &Value) -> Vec<Change> {
     changes
 }
 
-/// Whether the schema at `path` of `document` surely lets a string through unconverted by its
-/// type alone (`type` naming `string`, no combinator), or accepts anything.
+/// Whether the schema at `path` of `document` surely lets a numeric string through unconverted
+/// (`type` naming `string` and no keyword a string could fail), or accepts anything.
 fn takes_strings(document: &Value, path: &[String]) -> bool {
     let Some(schema) = schema_at(document, path) else { return false };
     if accepts_all(schema) {
@@ -73,7 +73,22 @@ fn takes_strings(document: &Value, path: &[String]) -> bool {
         Some(Value::Array(names)) => names.iter().any(|name| name == "string"),
         _ => false,
     };
-    names_string && ["allOf", "anyOf", "oneOf", "not", "$ref"].iter().all(|key| !map.contains_key(*key))
+    // Only the type, and nothing a numeric string could fail as a string.
+    const REFUSING: &[&str] = &[
+        "allOf",
+        "anyOf",
+        "oneOf",
+        "not",
+        "if",
+        "$ref",
+        "enum",
+        "const",
+        "pattern",
+        "format",
+        "minLength",
+        "maxLength",
+    ];
+    names_string && REFUSING.iter().all(|key| !map.contains_key(*key))
 }
 
 /// The subschema judging the value at `path`, through `properties`, `prefixItems`,

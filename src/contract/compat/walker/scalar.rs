@@ -3,6 +3,7 @@
 //! so a keyword class is skipped when either side's `type` admits none of those values (the type
 //! change itself is reported).
 
+use std::cmp::Ordering;
 use std::collections::BTreeSet;
 
 use serde_json::{Map, Value};
@@ -33,8 +34,12 @@ fn covers(set: &BTreeSet<String>, name: &str) -> bool {
 
 /// Whether a schema admits `value` by its `type` alone (1.0 is an integer, as for the validator).
 fn type_admits(types: &Option<BTreeSet<String>>, value: &Value) -> bool {
-    let Some(types) = types else { return true };
-    let name = match value {
+    types.as_ref().is_none_or(|types| covers(types, type_name(value)))
+}
+
+/// The JSON Schema type of a value (`integer` for whole numbers).
+fn type_name(value: &Value) -> &'static str {
+    match value {
         Value::Null => "null",
         Value::Bool(_) => "boolean",
         Value::Number(number) if number.as_f64().is_some_and(|x| x.fract() == 0.0) => "integer",
@@ -42,8 +47,7 @@ fn type_admits(types: &Option<BTreeSet<String>>, value: &Value) -> bool {
         Value::String(_) => "string",
         Value::Array(_) => "array",
         Value::Object(_) => "object",
-    };
-    covers(types, name)
+    }
 }
 
 /// Types with so few values that they are lists of values themselves.
@@ -86,20 +90,69 @@ impl Bound {
     }
 
     /// Whether limit `a` admits strictly fewer values than limit `b`.
-    fn tighter(self, a: (f64, bool), b: (f64, bool)) -> bool {
+    fn tighter(self, a: (Num, bool), b: (Num, bool)) -> bool {
+        let order = a.0.compare(b.0);
+        let same_but_exclusive = order == Ordering::Equal && a.1 && !b.1;
         match self {
-            Bound::Lower => a.0 > b.0 || (a.0 == b.0 && a.1 && !b.1),
-            Bound::Upper => a.0 < b.0 || (a.0 == b.0 && a.1 && !b.1),
+            Bound::Lower => order == Ordering::Greater || same_but_exclusive,
+            Bound::Upper => order == Ordering::Less || same_but_exclusive,
         }
     }
 
     /// The same limit over the integers, inclusive (`> 0` is `>= 1`).
-    fn over_integers(self, (limit, exclusive): (f64, bool)) -> (f64, bool) {
-        match (self, exclusive) {
-            (Bound::Lower, false) => (limit.ceil(), false),
-            (Bound::Lower, true) => (limit.floor() + 1.0, false),
-            (Bound::Upper, false) => (limit.floor(), false),
-            (Bound::Upper, true) => (limit.ceil() - 1.0, false),
+    fn over_integers(self, (limit, exclusive): (Num, bool)) -> (Num, bool) {
+        let limit = match (self, exclusive, limit) {
+            (Bound::Lower, false, Num::Float(x)) => Num::whole(x.ceil()),
+            (Bound::Lower, true, Num::Float(x)) => Num::whole(x.floor() + 1.0),
+            (Bound::Upper, false, Num::Float(x)) => Num::whole(x.floor()),
+            (Bound::Upper, true, Num::Float(x)) => Num::whole(x.ceil() - 1.0),
+            (Bound::Lower, true, Num::Int(x)) => Num::Int(x + 1),
+            (Bound::Upper, true, Num::Int(x)) => Num::Int(x - 1),
+            (_, false, limit) => limit,
+        };
+        (limit, false)
+    }
+}
+
+/// A number as the validator compares it: integers exactly (beyond 2^53 too), others as floats.
+#[derive(Clone, Copy, PartialEq)]
+enum Num {
+    Int(i128),
+    Float(f64),
+}
+
+impl Num {
+    fn of(value: &Value) -> Option<Num> {
+        let number = value.as_number()?;
+        let int = number.as_i64().map(i128::from).or_else(|| number.as_u64().map(i128::from));
+        int.map(Num::Int).or_else(|| number.as_f64().map(Num::Float))
+    }
+
+    /// A whole float as an integer when it fits.
+    fn whole(x: f64) -> Num {
+        if x.is_finite() && x.abs() < 9.2e18 { Num::Int(x as i128) } else { Num::Float(x) }
+    }
+
+    fn compare(self, other: Num) -> Ordering {
+        match (self, other) {
+            (Num::Int(a), Num::Int(b)) => a.cmp(&b),
+            _ => self.float().partial_cmp(&other.float()).unwrap_or(Ordering::Equal),
+        }
+    }
+
+    fn float(self) -> f64 {
+        match self {
+            Num::Int(x) => x as f64,
+            Num::Float(x) => x,
+        }
+    }
+}
+
+impl std::fmt::Display for Num {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Num::Int(x) => write!(f, "{x}"),
+            Num::Float(x) => write!(f, "{x}"),
         }
     }
 }
@@ -124,9 +177,16 @@ impl Walker<'_> {
             array: both_admit(&["array"]),
             object: both_admit(&["object"]),
         };
-        // Two lists of values: each filtered by its own type says everything the types say.
-        if !self.values(path, om, nm, &old_types, &new_types) {
-            self.types(path, &old_types, &new_types);
+        // A list of values, filtered by its side's type, says everything that type says: two
+        // lists need no type comparison; one list stands for the types of its values.
+        let (old_values, new_values) = (value_list(om, &old_types), value_list(nm, &new_types));
+        self.values(path, &old_values, &new_values);
+        if old_values.is_none() || new_values.is_none() {
+            self.types(
+                path,
+                &types_of(&old_values).or(old_types.clone()),
+                &types_of(&new_values).or(new_types.clone()),
+            );
         }
         if classes.number {
             let integers = integers_only(&old_types) && integers_only(&new_types);
@@ -219,59 +279,24 @@ impl Walker<'_> {
         }
     }
 
-    /// `enum` and `const`: the allowed values. Returns true when both sides list values: the lists,
-    /// each filtered by its side's `type`, were compared and the types need no comparison.
-    fn values(
-        &mut self,
-        path: &str,
-        om: &Map<String, Value>,
-        nm: &Map<String, Value>,
-        old_types: &Option<BTreeSet<String>>,
-        new_types: &Option<BTreeSet<String>>,
-    ) -> bool {
-        fn values<'v>(
-            map: &'v Map<String, Value>,
-            types: &Option<BTreeSet<String>>,
-        ) -> Option<Vec<&'v Value>> {
-            let listed =
-                map.get("enum").and_then(Value::as_array).map(|values| values.iter().collect::<Vec<_>>());
-            let values = match (map.get("const"), listed) {
-                (Some(value), Some(listed)) => {
-                    listed.into_iter().filter(|other| same(other, value)).collect()
-                }
-                (Some(value), None) => vec![value],
-                (None, Some(listed)) => listed,
-                // `null` and `boolean` are short lists of values themselves.
-                (None, None)
-                    if types
-                        .as_ref()
-                        .is_some_and(|types| types.iter().all(|name| FEW_TYPES.contains(&name.as_str()))) =>
-                {
-                    FEW.iter().collect()
-                }
-                (None, None) => return None,
-            };
-            Some(values.into_iter().filter(|value| type_admits(types, value)).collect())
-        }
-        match (values(om, old_types), values(nm, new_types)) {
-            (None, None) => false,
+    /// `enum` and `const`: the allowed values (each side's list filtered by its `type`).
+    fn values(&mut self, path: &str, old_values: &Option<Vec<&Value>>, new_values: &Option<Vec<&Value>>) {
+        match (old_values, new_values) {
+            (None, None) => {}
             (None, Some(new_values)) => {
-                self.push(path, format!("values restricted to {}", show_values(&new_values)), SENDERS);
-                false
+                self.push(path, format!("values restricted to {}", show_values(new_values)), SENDERS);
             }
             (Some(old_values), None) => {
-                self.push(path, format!("value restriction {} removed", show_values(&old_values)), READERS);
-                false
+                self.push(path, format!("value restriction {} removed", show_values(old_values)), READERS);
             }
             (Some(old_values), Some(new_values)) => {
                 let missing = |from: &[&Value], value: &Value| !from.iter().any(|other| same(other, value));
-                for value in old_values.iter().filter(|value| missing(&new_values, value)) {
+                for value in old_values.iter().filter(|value| missing(new_values, value)) {
                     self.push(path, format!("value {value} removed (enum/const)"), SENDERS);
                 }
-                for value in new_values.iter().filter(|value| missing(&old_values, value)) {
+                for value in new_values.iter().filter(|value| missing(old_values, value)) {
                     self.push(path, format!("value {value} added (enum/const)"), READERS);
                 }
-                true
             }
         }
     }
@@ -285,13 +310,13 @@ impl Walker<'_> {
         integers: bool,
     ) {
         // (limit, exclusive): the tightest of the inclusive and the exclusive keyword.
-        let limit = |map: &Map<String, Value>| -> Option<(f64, bool)> {
+        let limit = |map: &Map<String, Value>| -> Option<(Num, bool)> {
             let (inclusive, exclusive) = match bound {
                 Bound::Lower => ("minimum", "exclusiveMinimum"),
                 Bound::Upper => ("maximum", "exclusiveMaximum"),
             };
-            let inclusive = map.get(inclusive).and_then(Value::as_f64).map(|limit| (limit, false));
-            let exclusive = map.get(exclusive).and_then(Value::as_f64).map(|limit| (limit, true));
+            let inclusive = map.get(inclusive).and_then(Num::of).map(|limit| (limit, false));
+            let exclusive = map.get(exclusive).and_then(Num::of).map(|limit| (limit, true));
             let limit = match (inclusive, exclusive) {
                 (Some(a), Some(b)) => Some(if bound.tighter(b, a) { b } else { a }),
                 (a, b) => a.or(b),
@@ -299,7 +324,7 @@ impl Walker<'_> {
             // Over the integers, `> 0` and `>= 1` are the same limit.
             limit.map(|limit| if integers { bound.over_integers(limit) } else { limit })
         };
-        let show = |(limit, exclusive): (f64, bool)| {
+        let show = |(limit, exclusive): (Num, bool)| {
             let operator = match (bound, exclusive) {
                 (Bound::Lower, false) => ">=",
                 (Bound::Lower, true) => ">",
@@ -372,15 +397,37 @@ impl Walker<'_> {
             (None, None) => {}
             (None, Some(b)) => self.push(path, format!("`{keyword}` {b} added"), SENDERS),
             (Some(a), None) => self.push(path, format!("`{keyword}` {a} removed"), READERS),
-            (Some(a), Some(b)) if bound.tighter((b, false), (a, false)) => {
+            (Some(a), Some(b)) if bound.tighter((Num::Float(b), false), (Num::Float(a), false)) => {
                 self.push(path, format!("`{keyword}` tightened from {a} to {b}"), SENDERS);
             }
-            (Some(a), Some(b)) if bound.tighter((a, false), (b, false)) => {
+            (Some(a), Some(b)) if bound.tighter((Num::Float(a), false), (Num::Float(b), false)) => {
                 self.push(path, format!("`{keyword}` loosened from {a} to {b}"), READERS);
             }
             _ => {}
         }
     }
+}
+
+/// The values a schema allows by `enum`/`const` (`null`/`boolean` types alone count as lists),
+/// filtered by its `type`; `None` when it lists none.
+fn value_list<'v>(map: &'v Map<String, Value>, types: &Option<BTreeSet<String>>) -> Option<Vec<&'v Value>> {
+    let listed = map.get("enum").and_then(Value::as_array).map(|values| values.iter().collect::<Vec<_>>());
+    let few_types =
+        types.as_ref().is_some_and(|types| types.iter().all(|name| FEW_TYPES.contains(&name.as_str())));
+    let values = match (map.get("const"), listed) {
+        (Some(value), Some(listed)) => listed.into_iter().filter(|other| same(other, value)).collect(),
+        (Some(value), None) => vec![value],
+        (None, Some(listed)) => listed,
+        (None, None) if few_types => FEW.iter().collect(),
+        (None, None) => return None,
+    };
+    Some(values.into_iter().filter(|value| type_admits(types, value)).collect())
+}
+
+/// The types of a list of values (`integer` for whole numbers).
+fn types_of(values: &Option<Vec<&Value>>) -> Option<BTreeSet<String>> {
+    let names = values.as_ref()?.iter().map(|value| type_name(value).to_owned()).collect();
+    Some(names)
 }
 
 fn list(types: &BTreeSet<String>) -> String {

@@ -60,23 +60,17 @@ pub(super) fn diff(old: &Value, new: &Value) -> Vec<Change> {
     changes
 }
 
-/// Whether the schema at `path` of `document` surely lets a numeric string through unconverted
-/// (`type` naming `string` and no keyword a string could fail), or accepts anything.
+/// Whether the schema at `path` of `document` surely lets a numeric string through unconverted.
 fn takes_strings(document: &Value, path: &[String]) -> bool {
-    let Some(schema) = schema_at(document, path) else { return false };
-    if accepts_all(schema) {
-        return true;
-    }
-    let Some(map) = schema.as_object() else { return false };
-    let names_string = match map.get("type") {
-        Some(Value::String(name)) => name == "string",
-        Some(Value::Array(names)) => names.iter().any(|name| name == "string"),
-        _ => false,
-    };
-    // Only the type, and nothing a numeric string could fail as a string.
+    schema_at(document, path).is_some_and(|schema| passes_strings(document, schema, 0))
+}
+
+/// Whether a schema accepts any string (`type` naming `string` and no keyword a string could
+/// fail), or accepts anything, or is an `anyOf` with such a branch.
+fn passes_strings(document: &Value, schema: &Value, depth: usize) -> bool {
+    // Keywords a numeric string could fail as a string.
     const REFUSING: &[&str] = &[
         "allOf",
-        "anyOf",
         "oneOf",
         "not",
         "if",
@@ -88,7 +82,27 @@ fn takes_strings(document: &Value, path: &[String]) -> bool {
         "minLength",
         "maxLength",
     ];
-    names_string && REFUSING.iter().all(|key| !map.contains_key(*key))
+    if accepts_all(schema) {
+        return true;
+    }
+    let Some(map) = schema.as_object() else { return false };
+    if depth > 8 || REFUSING.iter().any(|key| map.contains_key(*key)) {
+        return false;
+    }
+    let names_string = match map.get("type") {
+        None => true,
+        Some(Value::String(name)) => name == "string",
+        Some(Value::Array(names)) => names.iter().any(|name| name == "string"),
+        _ => false,
+    };
+    let branch_passes = match map.get("anyOf").and_then(Value::as_array) {
+        None => map.contains_key("type"),
+        Some(branches) => branches
+            .iter()
+            .filter_map(|branch| follow(document, branch))
+            .any(|branch| passes_strings(document, branch, depth + 1)),
+    };
+    names_string && branch_passes
 }
 
 /// The subschema judging the value at `path`, through `properties`, `prefixItems`,

@@ -207,7 +207,7 @@ fn compare_family(old: &[&SchemaFile], new: &[&SchemaFile]) -> Family {
             changes.extend(walker::diff(&old_file.document, &new_file.document));
             changes.extend(coercion::diff(&old_file.document, &new_file.document));
         }
-        _ => push(format!("events regrouped across several schema files; {CANNOT_JUDGE}"), BOTH),
+        _ => changes = regrouped(old, new, &old_events, &new_events),
     }
     let breaks = |side: Side| changes.iter().any(|change| change.breaks.contains(&side));
     Family {
@@ -218,6 +218,47 @@ fn compare_family(old: &[&SchemaFile], new: &[&SchemaFile]) -> Family {
         breaks_readers: breaks(Side::Readers),
         changes,
     }
+}
+
+/// A family whose events moved between schema files: each payload is judged by the schema its
+/// `event` routes it to, so each event is compared from its old schema to its new one, its own
+/// `event` value only (the schemas' `event` properties may list the other files' events).
+fn regrouped(
+    old: &[&SchemaFile],
+    new: &[&SchemaFile],
+    old_events: &BTreeSet<String>,
+    new_events: &BTreeSet<String>,
+) -> Vec<Change> {
+    let mut changes: Vec<Change> = Vec::new();
+    let serving = |files: &[&'_ SchemaFile], event: &str| -> Option<Value> {
+        files
+            .iter()
+            .find(|file| file.events.iter().any(|served| served == event))
+            .map(|file| file.document.clone())
+    };
+    for event in old_events.union(new_events) {
+        let before = serving(old, event).filter(|document| admits_event(document, event));
+        let after = serving(new, event).filter(|document| admits_event(document, event));
+        let change =
+            |change: String, breaks: &[Side]| Change { path: String::new(), change, breaks: breaks.to_vec() };
+        let found = match (before, after) {
+            (None, None) => Vec::new(),
+            (Some(_), None) => vec![change(format!("event {event:?} no longer accepted"), SENDERS)],
+            (None, Some(_)) => vec![change(format!("event {event:?} now accepted"), READERS)],
+            (Some(before), Some(after)) => {
+                let mut found = walker::diff(&before, &after);
+                found.extend(coercion::diff(&before, &after));
+                found.retain(|change| change.path != "/event");
+                found
+            }
+        };
+        for change in found {
+            if !changes.contains(&change) {
+                changes.push(change);
+            }
+        }
+    }
+    changes
 }
 
 /// Whether a schema's own `event` property lets `event` through (its `const`, `enum`, `pattern`).

@@ -187,27 +187,7 @@ fn compare_family(old: &[&SchemaFile], new: &[&SchemaFile]) -> Family {
     match (old, new) {
         ([], _) => push("family added: its events now reach the topic".into(), READERS),
         (_, []) => push("family removed: its events are refused as unknown".into(), SENDERS),
-        ([old_file], [new_file]) => {
-            // An event whose schema refuses it by its own `event` property was never accepted.
-            for event in old_events.difference(&new_events) {
-                if admits_event(&old_file.document, event) {
-                    push(format!("event {event:?} no longer served: refused as unknown"), SENDERS);
-                }
-            }
-            for event in new_events.difference(&old_events) {
-                if admits_event(&new_file.document, event) {
-                    push(format!("event {event:?} now served"), READERS);
-                } else {
-                    push(
-                        format!("event {event:?} now routed here, but refused by the schema's `event`"),
-                        &[],
-                    );
-                }
-            }
-            changes.extend(walker::diff(&old_file.document, &new_file.document));
-            changes.extend(coercion::diff(&old_file.document, &new_file.document));
-        }
-        _ => changes = regrouped(old, new, &old_events, &new_events),
+        _ => changes = per_event(old, new, &old_events, &new_events),
     }
     let breaks = |side: Side| changes.iter().any(|change| change.breaks.contains(&side));
     Family {
@@ -220,10 +200,11 @@ fn compare_family(old: &[&SchemaFile], new: &[&SchemaFile]) -> Family {
     }
 }
 
-/// A family whose events moved between schema files: each payload is judged by the schema its
-/// `event` routes it to, so each event is compared from its old schema to its new one, its own
-/// `event` value only (the schemas' `event` properties may list the other files' events).
-fn regrouped(
+/// Each payload is judged by the schema its `event` routes it to: each event of the family is
+/// compared from the schema that served it to the one that serves it now (events may also have
+/// moved between files), for its own `event` value only (a schema's `event` property may list
+/// other files' events, or refuse an event its `x-cxone-events` names).
+fn per_event(
     old: &[&SchemaFile],
     new: &[&SchemaFile],
     old_events: &BTreeSet<String>,
@@ -237,15 +218,35 @@ fn regrouped(
             .map(|file| file.document.clone())
     };
     for event in old_events.union(new_events) {
-        let before = serving(old, event).filter(|document| admits_event(document, event));
-        let after = serving(new, event).filter(|document| admits_event(document, event));
-        let change =
-            |change: String, breaks: &[Side]| Change { path: String::new(), change, breaks: breaks.to_vec() };
-        let found = match (before, after) {
-            (None, None) => Vec::new(),
-            (Some(_), None) => vec![change(format!("event {event:?} no longer accepted"), SENDERS)],
-            (None, Some(_)) => vec![change(format!("event {event:?} now accepted"), READERS)],
-            (Some(before), Some(after)) => {
+        let (before, after) = (serving(old, event), serving(new, event));
+        let admits = |document: &Option<Value>| {
+            document.as_ref().is_some_and(|document| admits_event(document, event))
+        };
+        let change = |change: String, breaks: &[Side]| Change {
+            path: "/event".into(),
+            change,
+            breaks: breaks.to_vec(),
+        };
+        let found = match (admits(&before), admits(&after)) {
+            (false, false) if before.is_none() && after.is_some() => {
+                vec![change(
+                    format!("event {event:?} now routed here, but refused by the schema's `event`"),
+                    &[],
+                )]
+            }
+            (false, false) => Vec::new(),
+            (true, false) if after.is_none() => {
+                vec![change(format!("event {event:?} no longer served: refused as unknown"), SENDERS)]
+            }
+            (true, false) => {
+                vec![change(format!("event {event:?} refused by the new schema's `event`"), SENDERS)]
+            }
+            (false, true) if before.is_none() => vec![change(format!("event {event:?} now served"), READERS)],
+            (false, true) => {
+                vec![change(format!("event {event:?} now accepted by the schema's `event`"), READERS)]
+            }
+            (true, true) => {
+                let (Some(before), Some(after)) = (before, after) else { continue };
                 let mut found = walker::diff(&before, &after);
                 found.extend(coercion::diff(&before, &after));
                 found.retain(|change| change.path != "/event");

@@ -69,16 +69,16 @@ impl<'a> Walker<'a> {
                         (Some(_), Some(_)) if kept_all(&new_branches, &old_branches) => {
                             self.push(path, "`anyOf` branch removed (fewer alternatives)".into(), SENDERS);
                         }
-                        // Added: nothing breaks senders when the old schema implies one branch.
+                        // Added: nothing breaks senders when the old schema implies one branch; otherwise the
+                        // branches together may still take every old payload.
                         (None, Some(_)) => {
                             if !new_branches
                                 .iter()
                                 .any(|branch| self.implies(path, old.clone(), branch.clone()))
                             {
-                                self.push(
+                                self.cannot_judge(
                                     path,
-                                    "`anyOf` added: no branch takes every old payload".into(),
-                                    SENDERS,
+                                    "`anyOf` added: no one branch takes every old payload".into(),
                                 );
                             }
                         }
@@ -87,10 +87,9 @@ impl<'a> Walker<'a> {
                                 .iter()
                                 .any(|branch| self.implies(path, new.clone(), branch.clone()))
                             {
-                                self.push(
+                                self.cannot_judge(
                                     path,
-                                    "`anyOf` removed: no old branch takes every new payload".into(),
-                                    READERS,
+                                    "`anyOf` removed: no one old branch takes every new payload".into(),
                                 );
                             }
                         }

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use regex::Regex;
 use serde_json::{Map, Value};
 
-use super::{At, EMPTY, READERS, SENDERS, Walker, accepts_all, child, escape, union};
+use super::{At, Change, EMPTY, READERS, SENDERS, Side, Walker, accepts_all, child, escape, union};
 
 static TRUE: Value = Value::Bool(true);
 
@@ -28,8 +28,14 @@ impl<'a> Patterns<'a> {
         Ok(Patterns { map, compiled })
     }
 
-    fn matches(&self, name: &str) -> bool {
-        self.compiled.iter().any(|regex| regex.is_match(name))
+    /// The patterns matching `name`.
+    fn matching(&self, name: &str) -> Vec<&'a String> {
+        self.map
+            .keys()
+            .zip(&self.compiled)
+            .filter(|(_, regex)| regex.is_match(name))
+            .map(|(key, _)| key)
+            .collect()
     }
 }
 
@@ -90,23 +96,49 @@ impl<'a> Walker<'a> {
         };
         // An undeclared name is judged by the patterns it matches (compared on their own above),
         // else by `additionalProperties`.
-        let undeclared = |patterns: &Patterns<'a>, extra: &At<'a>, name: &str| -> At<'a> {
-            if patterns.matches(name) { At { value: &TRUE, pointer: "true".into() } } else { extra.clone() }
+        // A name one pattern matches (the same pattern on both sides) meets that pattern's schema
+        // before and after: only the property's own schema against it can matter, one way.
+        let undeclared =
+            |patterns: &Patterns<'a>, extra: &At<'a>, side: &At<'a>, name: &str| -> (At<'a>, bool) {
+                match patterns.matching(name).as_slice() {
+                    [] => (extra.clone(), false),
+                    [pattern] if same_patterns => (
+                        At {
+                            value: &patterns.map[pattern.as_str()],
+                            pointer: format!("{}/patternProperties/{}", side.pointer, escape(pattern)),
+                        },
+                        true,
+                    ),
+                    _ => (At { value: &TRUE, pointer: "true".into() }, false),
+                }
+            };
+        let keep = |inner: Vec<Change>, pattern: bool, side: Side| -> Vec<Change> {
+            inner
+                .into_iter()
+                .filter(|change| !pattern || change.breaks.contains(&side))
+                .map(|mut change| {
+                    if pattern && change.breaks.len() == 1 {
+                        change.breaks = vec![side];
+                    }
+                    change
+                })
+                .collect()
         };
         for name in names {
             let path = child(path, name);
             match (property(old_properties, old, name), property(new_properties, new, name)) {
                 (Some(a), Some(b)) => self.walk(&path, a, b),
                 (Some(a), None) => {
-                    let now = undeclared(&new_patterns, &new_extra, name);
-                    if now.value == &Value::Bool(false) && a.value != &Value::Bool(false) {
+                    let (now, pattern) = undeclared(&new_patterns, &new_extra, new, name);
+                    if now.value == &Value::Bool(false) && a.value != &Value::Bool(false) && !pattern {
                         self.push(
                             &path,
                             "property removed from a closed object: now refused".into(),
                             SENDERS,
                         );
                     } else {
-                        let inner = self.walk_apart(&path, a, now);
+                        // Old: the property and the pattern; new: the pattern alone.
+                        let inner = keep(self.walk_apart(&path, a, now), pattern, Side::Readers);
                         if !inner.is_empty() {
                             let change = "property no longer declared: judged by `additionalProperties` or `patternProperties` now";
                             self.push(&path, change.into(), &union(&inner));
@@ -114,11 +146,12 @@ impl<'a> Walker<'a> {
                     }
                 }
                 (None, Some(b)) => {
-                    let before = undeclared(&old_patterns, &old_extra, name);
-                    if before.value == &Value::Bool(false) && b.value != &Value::Bool(false) {
+                    let (before, pattern) = undeclared(&old_patterns, &old_extra, old, name);
+                    if before.value == &Value::Bool(false) && b.value != &Value::Bool(false) && !pattern {
                         self.push(&path, "property added to a closed object".into(), READERS);
                     } else {
-                        let inner = self.walk_apart(&path, before, b);
+                        // Old: the pattern alone; new: the pattern and the property.
+                        let inner = keep(self.walk_apart(&path, before, b), pattern, Side::Senders);
                         if !inner.is_empty() {
                             let reasons: Vec<&str> =
                                 inner.iter().map(|change| change.change.as_str()).collect();

@@ -338,6 +338,114 @@ impl Plan {
     }
 }
 
+/// What coercion does to a value at one place of the payload (the compatibility check compares
+/// these between two versions of a schema).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Numeric strings become numbers (`integer`: whole numbers only); integral floats become integers.
+    Numeric { integer: bool },
+    /// Strings are normalised: the `x-cxone-normalize` names, in order.
+    Normalize(Vec<&'static str>),
+}
+
+impl Plan {
+    /// Every place where coercion changes a scalar, as JSON-pointer segments (`*` for every
+    /// undeclared property or every array item after the prefix), with what it does there. A
+    /// recursive schema is listed once around each cycle.
+    pub fn effects(&self) -> Vec<(Vec<String>, Effect)> {
+        let mut out = Vec::new();
+        self.list_effects(0, &mut Vec::new(), &mut Vec::new(), &mut out);
+        out
+    }
+
+    fn list_effects(
+        &self,
+        node: NodeId,
+        path: &mut Vec<String>,
+        active: &mut Vec<NodeId>,
+        out: &mut Vec<(Vec<String>, Effect)>,
+    ) {
+        let target = match self.nodes[node] {
+            Node::Ref(target) => target,
+            _ => node,
+        };
+        if active.contains(&target) {
+            return;
+        }
+        let mut children: Vec<(String, NodeId)> = Vec::new();
+        match &self.nodes[target] {
+            Node::Object { properties, additional } => {
+                children.extend(properties.iter().cloned());
+                children.extend(additional.map(|id| ("*".to_owned(), id)));
+            }
+            Node::Array { prefix, items } => {
+                children.extend(prefix.iter().enumerate().map(|(index, id)| (index.to_string(), *id)));
+                children.extend(items.map(|id| ("*".to_owned(), id)));
+            }
+            _ => {
+                if let Some(effect) = self.effect_of(target) {
+                    out.push((path.clone(), effect));
+                }
+                return;
+            }
+        }
+        active.push(target);
+        for (segment, child) in children {
+            path.push(segment);
+            self.list_effects(child, path, active, out);
+            path.pop();
+        }
+        active.pop();
+    }
+
+    /// What coercion does at `path` (segments as [`Plan::effects`] gives them; a property name
+    /// not declared is judged by `additionalProperties`, an index past the prefix by `items`).
+    pub fn effect_at(&self, path: &[String]) -> Option<Effect> {
+        let mut node = 0;
+        for segment in path {
+            node = match self.resolve(node) {
+                Node::Object { properties, additional } => {
+                    let declared = (segment != "*")
+                        .then(|| properties.binary_search_by(|(key, _)| key.as_str().cmp(segment)).ok())
+                        .flatten();
+                    match declared {
+                        Some(index) => properties[index].1,
+                        None => (*additional)?,
+                    }
+                }
+                Node::Array { prefix, items } => {
+                    match segment.parse::<usize>().ok().and_then(|index| prefix.get(index)) {
+                        Some(id) => *id,
+                        None => (*items)?,
+                    }
+                }
+                _ => return None,
+            };
+        }
+        let target = match self.nodes[node] {
+            Node::Ref(target) => target,
+            _ => node,
+        };
+        self.effect_of(target)
+    }
+
+    fn effect_of(&self, node: NodeId) -> Option<Effect> {
+        match &self.nodes[node] {
+            Node::Numeric { integer } => Some(Effect::Numeric { integer: *integer }),
+            Node::String { normalize } if !normalize.is_empty() => Some(Effect::Normalize(
+                normalize
+                    .iter()
+                    .map(|step| match step {
+                        Normalize::Trim => "trim",
+                        Normalize::Lowercase => "lowercase",
+                    })
+                    .collect(),
+            )),
+            _ => None,
+        }
+    }
+}
+
 /// Appends `/segment` to a JSON pointer, escaping `~` as `~0` and `/` as `~1` (RFC 6901).
 pub fn push_pointer_segment(pointer: &mut String, segment: &str) {
     pointer.push('/');

@@ -3,9 +3,10 @@
 //! break (a payload valid now was refused before).
 //!
 //! Families are matched by their `x-cxone-events`. Two schemas are compared by a structural walk
-//! over their JSON, keyword by keyword, following local `$ref`s. The walk is conservative: every
-//! change it cannot place in one direction (a changed `pattern`, `if`/`then`, `not`, a keyword it
-//! does not know, ...) is reported as breaking both ways, and says so.
+//! over their JSON, keyword by keyword, following local `$ref`s (`walker`), and by their coercion
+//! plans, path by path (`coercion`). Both are conservative: every change they cannot place in one
+//! direction (a changed `pattern`, `if`/`then`, `not`, `oneOf`, a keyword the walk does not know,
+//! ...) is reported as breaking both ways, and says so.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -15,6 +16,7 @@ use serde_json::Value;
 
 use super::{Contract, ContractError, SchemaRef};
 
+mod coercion;
 mod walker;
 
 /// Who a change breaks.
@@ -185,16 +187,7 @@ fn compare_family(old: &[&SchemaFile], new: &[&SchemaFile]) -> Family {
     match (old, new) {
         ([], _) => push("family added: its events now reach the topic".into(), READERS),
         (_, []) => push("family removed: its events are refused as unknown".into(), SENDERS),
-        ([old_file], [new_file]) => {
-            for event in old_events.difference(&new_events) {
-                push(format!("event {event:?} no longer served: refused as unknown"), SENDERS);
-            }
-            for event in new_events.difference(&old_events) {
-                push(format!("event {event:?} now served"), READERS);
-            }
-            changes.extend(walker::diff(&old_file.document, &new_file.document));
-        }
-        _ => push(format!("events regrouped across several schema files; {CANNOT_JUDGE}"), BOTH),
+        _ => changes = per_event(old, new, &old_events, &new_events),
     }
     let breaks = |side: Side| changes.iter().any(|change| change.breaks.contains(&side));
     Family {
@@ -205,4 +198,90 @@ fn compare_family(old: &[&SchemaFile], new: &[&SchemaFile]) -> Family {
         breaks_readers: breaks(Side::Readers),
         changes,
     }
+}
+
+/// Each payload is judged by the schema its `event` routes it to: each event of the family is
+/// compared from the schema that served it to the one that serves it now (events may also have
+/// moved between files), for its own `event` value only (a schema's `event` property may list
+/// other files' events, or refuse an event its `x-cxone-events` names).
+fn per_event(
+    old: &[&SchemaFile],
+    new: &[&SchemaFile],
+    old_events: &BTreeSet<String>,
+    new_events: &BTreeSet<String>,
+) -> Vec<Change> {
+    let mut changes: Vec<Change> = Vec::new();
+    let serving = |files: &[&'_ SchemaFile], event: &str| -> Option<Value> {
+        files
+            .iter()
+            .find(|file| file.events.iter().any(|served| served == event))
+            .map(|file| file.document.clone())
+    };
+    for event in old_events.union(new_events) {
+        let (before, after) = (serving(old, event), serving(new, event));
+        let admits = |document: &Option<Value>| {
+            document.as_ref().is_some_and(|document| admits_event(document, event))
+        };
+        let change = |change: String, breaks: &[Side]| Change {
+            path: "/event".into(),
+            change,
+            breaks: breaks.to_vec(),
+        };
+        let found = match (admits(&before), admits(&after)) {
+            (false, false) if before.is_none() && after.is_some() => {
+                vec![change(
+                    format!("event {event:?} now routed here, but refused by the schema's `event`"),
+                    &[],
+                )]
+            }
+            (false, false) => Vec::new(),
+            (true, false) if after.is_none() => {
+                vec![change(format!("event {event:?} no longer served: refused as unknown"), SENDERS)]
+            }
+            (true, false) => {
+                vec![change(format!("event {event:?} refused by the new schema's `event`"), SENDERS)]
+            }
+            (false, true) if before.is_none() => vec![change(format!("event {event:?} now served"), READERS)],
+            (false, true) => {
+                vec![change(format!("event {event:?} now accepted by the schema's `event`"), READERS)]
+            }
+            (true, true) => {
+                let (Some(before), Some(after)) = (before, after) else { continue };
+                let mut found = walker::diff(&before, &after);
+                found.extend(coercion::diff(&before, &after));
+                found.retain(|change| change.path != "/event");
+                found
+            }
+        };
+        for change in found {
+            if !changes.contains(&change) {
+                changes.push(change);
+            }
+        }
+    }
+    changes
+}
+
+/// Whether a schema's own `event` property lets `event` through (its `const`, `enum`, `pattern`).
+fn admits_event(document: &Value, event: &str) -> bool {
+    let mut schema = document.pointer("/properties/event");
+    for _ in 0..64 {
+        match schema.and_then(|at| at.get("$ref")).and_then(Value::as_str) {
+            Some(reference) => schema = walker::resolve_pointer(document, reference),
+            None => break,
+        }
+    }
+    let Some(schema) = schema else { return true };
+    if schema == &Value::Bool(false) {
+        return false;
+    }
+    let value = Value::String(event.to_owned());
+    let const_ok = schema.get("const").is_none_or(|allowed| allowed == &value);
+    let enum_ok = schema.get("enum").and_then(Value::as_array).is_none_or(|allowed| allowed.contains(&value));
+    let pattern_ok = schema
+        .get("pattern")
+        .and_then(Value::as_str)
+        .and_then(|pattern| regex::Regex::new(pattern).ok())
+        .is_none_or(|pattern| pattern.is_match(event));
+    const_ok && enum_ok && pattern_ok
 }

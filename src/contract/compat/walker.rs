@@ -9,6 +9,10 @@ use serde_json::{Map, Value};
 use super::{BOTH, CANNOT_JUDGE, Change, READERS, SENDERS, Side};
 use crate::contract::{EVENTS_ANNOTATION, VERSION_ANNOTATION};
 
+mod combinators;
+mod object;
+mod scalar;
+
 /// Every change from `old` to `new` (two whole schema documents).
 pub(super) fn diff(old: &Value, new: &Value) -> Vec<Change> {
     let mut walker = Walker::new(old, new);
@@ -67,6 +71,7 @@ const JUDGED: &[&str] = &[
     "required",
     "properties",
     "additionalProperties",
+    "patternProperties",
     "items",
     "prefixItems",
     "allOf",
@@ -116,9 +121,7 @@ impl<'a> Walker<'a> {
 
     /// Follows a `$ref` within the document (`#/json/pointer`, or the document's own `$id` before it).
     fn resolve(root: &'a Value, reference: &str) -> Option<At<'a>> {
-        let id = root.get("$id").and_then(Value::as_str).unwrap_or_default();
-        let fragment = reference.strip_prefix(id).unwrap_or(reference).strip_prefix('#')?;
-        let pointer = percent_decode(fragment)?;
+        let pointer = ref_pointer(root, reference)?;
         root.pointer(&pointer).map(|value| At { value, pointer })
     }
 
@@ -178,11 +181,14 @@ impl<'a> Walker<'a> {
         let o = |key: &str| At { value: &om[key], pointer: format!("{}/{}", old.pointer, escape(key)) };
         let n = |key: &str| At { value: &nm[key], pointer: format!("{}/{}", new.pointer, escape(key)) };
 
+        // Changes from here that may change which members count as evaluated.
+        let mark = self.changes.len();
         // Keywords compared as text, or judged as opaque subschemas.
         let keys: BTreeSet<&String> = om.keys().chain(nm.keys()).collect();
         for key in keys {
             let key = key.as_str();
-            if ANNOTATIONS.contains(&key) || JUDGED.contains(&key) {
+            // `x-` keywords are annotations to the validator (`x-cxone-normalize`: the coercion pass).
+            if ANNOTATIONS.contains(&key) || JUDGED.contains(&key) || key.starts_with("x-") {
                 continue;
             }
             match (om.contains_key(key), nm.contains_key(key)) {
@@ -215,51 +221,64 @@ impl<'a> Walker<'a> {
             _ => self.cannot_judge(path, "`$ref` next to other keywords added or removed".into()),
         }
 
-        self.types(path, om, nm);
-        self.values(path, om, nm);
-        self.number_bound(path, Bound::Lower, om, nm);
-        self.number_bound(path, Bound::Upper, om, nm);
-        self.multiple_of(path, om, nm);
-        for (keyword, bound) in [
-            ("minLength", Bound::Lower),
-            ("maxLength", Bound::Upper),
-            ("minItems", Bound::Lower),
-            ("maxItems", Bound::Upper),
-            ("minProperties", Bound::Lower),
-            ("maxProperties", Bound::Upper),
-        ] {
-            self.count_bound(path, keyword, bound, om, nm);
+        let applied_changes = self.changes.len() - mark;
+        let classes = self.assertions(path, om, nm);
+        // Object and array keywords say nothing when a side admits no object (array).
+        if classes.object {
+            self.object(path, old, new, om, nm);
         }
-        for keyword in ["pattern", "format"] {
-            match (om.get(keyword), nm.get(keyword)) {
-                (None, None) => {}
-                (Some(a), Some(b)) if a == b => {}
-                (None, Some(b)) => self.push(path, format!("`{keyword}` {b} added"), SENDERS),
-                (Some(a), None) => self.push(path, format!("`{keyword}` {a} removed"), READERS),
-                (Some(a), Some(b)) => self.cannot_judge(path, format!("`{keyword}` changed from {a} to {b}")),
-            }
+        if classes.array {
+            self.array(path, om, nm, &o, &n);
         }
-        let unique =
-            |map: &Map<String, Value>| map.get("uniqueItems").and_then(Value::as_bool).unwrap_or(false);
-        match (unique(om), unique(nm)) {
-            (false, true) => self.push(path, "array items must now be unique".into(), SENDERS),
-            (true, false) => self.push(path, "array items need no longer be unique".into(), READERS),
-            _ => {}
+        let mark = self.changes.len();
+        self.combinators(path, old, new, om, nm);
+        self.unevaluated(path, om, nm, applied_changes + self.changes.len() - mark);
+    }
+
+    /// `unevaluatedProperties`/`unevaluatedItems` judge what the other keywords did not evaluate:
+    /// when those changed (`applied_changes`: changes found in the node's subschema keywords and
+    /// `$ref`), the members they leave over changed too.
+    fn unevaluated(
+        &mut self,
+        path: &str,
+        om: &Map<String, Value>,
+        nm: &Map<String, Value>,
+        applied_changes: usize,
+    ) {
+        const UNEVALUATED: &[&str] = &["unevaluatedProperties", "unevaluatedItems"];
+        const EVALUATING: &[&str] = &[
+            "additionalProperties",
+            "patternProperties",
+            "prefixItems",
+            "items",
+            "contains",
+            "allOf",
+            "anyOf",
+            "oneOf",
+            "if",
+            "then",
+            "else",
+            "dependentSchemas",
+            "$ref",
+        ];
+        if !UNEVALUATED.iter().any(|key| om.contains_key(*key) || nm.contains_key(*key)) {
+            return;
         }
-        if om.get("x-cxone-normalize") != nm.get("x-cxone-normalize") {
-            let show = |value: Option<&Value>| value.map_or_else(|| "none".to_owned(), Value::to_string);
+        let names = |map: &Map<String, Value>| -> Vec<String> {
+            map.get("properties")
+                .and_then(Value::as_object)
+                .map(|map| map.keys().cloned().collect())
+                .unwrap_or_default()
+        };
+        if applied_changes > 0
+            || names(om) != names(nm)
+            || EVALUATING.iter().any(|key| om.get(*key) != nm.get(*key))
+        {
             self.cannot_judge(
                 path,
-                format!(
-                    "normalisation (`x-cxone-normalize`) changed from {} to {}",
-                    show(om.get("x-cxone-normalize")),
-                    show(nm.get("x-cxone-normalize"))
-                ),
+                "what `unevaluatedProperties`/`unevaluatedItems` applies to changed".into(),
             );
         }
-        self.object(path, old, new, om, nm);
-        self.array(path, om, nm, &o, &n);
-        self.combinators(path, om, nm, &o, &n);
     }
 
     /// The old schema kept as one branch of a new `anyOf` (e.g. made nullable with
@@ -300,269 +319,6 @@ impl<'a> Walker<'a> {
         false
     }
 
-    fn types(&mut self, path: &str, om: &Map<String, Value>, nm: &Map<String, Value>) {
-        fn types(map: &Map<String, Value>) -> Option<BTreeSet<String>> {
-            match map.get("type")? {
-                Value::String(name) => Some(BTreeSet::from([name.clone()])),
-                Value::Array(names) => {
-                    Some(names.iter().filter_map(Value::as_str).map(str::to_owned).collect())
-                }
-                _ => None,
-            }
-        }
-        let covers = |set: &BTreeSet<String>, name: &str| {
-            set.contains(name) || (name == "integer" && set.contains("number"))
-        };
-        let (old_set, new_set) = match (types(om), types(nm)) {
-            (None, None) => return,
-            (None, Some(new_set)) => {
-                if ALL_TYPES.iter().any(|name| !covers(&new_set, name)) {
-                    self.push(path, format!("type constrained to {}", list(&new_set)), SENDERS);
-                }
-                return;
-            }
-            (Some(old_set), None) => {
-                if ALL_TYPES.iter().any(|name| !covers(&old_set, name)) {
-                    self.push(path, format!("type constraint {} removed", list(&old_set)), READERS);
-                }
-                return;
-            }
-            (Some(old_set), Some(new_set)) => (old_set, new_set),
-        };
-        for name in old_set.iter().filter(|name| !covers(&new_set, name)) {
-            let change = if name == "number" && new_set.contains("integer") {
-                "type narrowed from number to integer".to_owned()
-            } else if name == "null" {
-                "no longer nullable (type `null` removed)".to_owned()
-            } else {
-                format!("type `{name}` removed ({} -> {})", list(&old_set), list(&new_set))
-            };
-            self.push(path, change, SENDERS);
-        }
-        for name in new_set.iter().filter(|name| !covers(&old_set, name)) {
-            let change = if name == "number" && old_set.contains("integer") {
-                "type widened from integer to number".to_owned()
-            } else if name == "null" {
-                "made nullable (type `null` added)".to_owned()
-            } else {
-                format!("type `{name}` added ({} -> {})", list(&old_set), list(&new_set))
-            };
-            self.push(path, change, READERS);
-        }
-    }
-
-    /// `enum` and `const`: the allowed values.
-    fn values(&mut self, path: &str, om: &Map<String, Value>, nm: &Map<String, Value>) {
-        fn values(map: &Map<String, Value>) -> Option<Vec<&Value>> {
-            let listed =
-                map.get("enum").and_then(Value::as_array).map(|values| values.iter().collect::<Vec<_>>());
-            match (map.get("const"), listed) {
-                (Some(value), Some(listed)) => {
-                    Some(listed.into_iter().filter(|other| *other == value).collect())
-                }
-                (Some(value), None) => Some(vec![value]),
-                (None, listed) => listed,
-            }
-        }
-        match (values(om), values(nm)) {
-            (None, None) => {}
-            (None, Some(new_values)) => {
-                self.push(path, format!("values restricted to {}", show_values(&new_values)), SENDERS);
-            }
-            (Some(old_values), None) => {
-                self.push(path, format!("value restriction {} removed", show_values(&old_values)), READERS);
-            }
-            (Some(old_values), Some(new_values)) => {
-                for value in old_values.iter().filter(|value| !new_values.contains(value)) {
-                    self.push(path, format!("value {value} removed (enum/const)"), SENDERS);
-                }
-                for value in new_values.iter().filter(|value| !old_values.contains(value)) {
-                    self.push(path, format!("value {value} added (enum/const)"), READERS);
-                }
-            }
-        }
-    }
-
-    fn number_bound(&mut self, path: &str, bound: Bound, om: &Map<String, Value>, nm: &Map<String, Value>) {
-        // (limit, exclusive): the tightest of the inclusive and the exclusive keyword.
-        let limit = |map: &Map<String, Value>| -> Option<(f64, bool)> {
-            let (inclusive, exclusive) = match bound {
-                Bound::Lower => ("minimum", "exclusiveMinimum"),
-                Bound::Upper => ("maximum", "exclusiveMaximum"),
-            };
-            let inclusive = map.get(inclusive).and_then(Value::as_f64).map(|limit| (limit, false));
-            let exclusive = map.get(exclusive).and_then(Value::as_f64).map(|limit| (limit, true));
-            match (inclusive, exclusive) {
-                (Some(a), Some(b)) => Some(if bound.tighter(b, a) { b } else { a }),
-                (a, b) => a.or(b),
-            }
-        };
-        let show = |(limit, exclusive): (f64, bool)| {
-            let operator = match (bound, exclusive) {
-                (Bound::Lower, false) => ">=",
-                (Bound::Lower, true) => ">",
-                (Bound::Upper, false) => "<=",
-                (Bound::Upper, true) => "<",
-            };
-            format!("{operator} {limit}")
-        };
-        let name = bound.name("minimum", "maximum");
-        match (limit(om), limit(nm)) {
-            (None, None) => {}
-            (None, Some(b)) => self.push(path, format!("{name} {} added", show(b)), SENDERS),
-            (Some(a), None) => self.push(path, format!("{name} {} removed", show(a)), READERS),
-            (Some(a), Some(b)) if bound.tighter(b, a) => {
-                self.push(path, format!("{name} tightened from {} to {}", show(a), show(b)), SENDERS);
-            }
-            (Some(a), Some(b)) if bound.tighter(a, b) => {
-                self.push(path, format!("{name} loosened from {} to {}", show(a), show(b)), READERS);
-            }
-            _ => {}
-        }
-    }
-
-    fn multiple_of(&mut self, path: &str, om: &Map<String, Value>, nm: &Map<String, Value>) {
-        let divides =
-            |small: f64, big: f64| small != 0.0 && (big / small - (big / small).round()).abs() < 1e-9;
-        match (om.get("multipleOf").and_then(Value::as_f64), nm.get("multipleOf").and_then(Value::as_f64)) {
-            (None, None) => {}
-            (None, Some(b)) => self.push(path, format!("`multipleOf` {b} added"), SENDERS),
-            (Some(a), None) => self.push(path, format!("`multipleOf` {a} removed"), READERS),
-            (Some(a), Some(b)) if a == b => {}
-            (Some(a), Some(b)) => {
-                let breaks = match (divides(a, b), divides(b, a)) {
-                    (true, _) => SENDERS,
-                    (false, true) => READERS,
-                    (false, false) => BOTH,
-                };
-                self.push(path, format!("`multipleOf` changed from {a} to {b}"), breaks);
-            }
-        }
-    }
-
-    /// `minLength`/`maxLength`, `minItems`/`maxItems`, `minProperties`/`maxProperties`.
-    fn count_bound(
-        &mut self,
-        path: &str,
-        keyword: &str,
-        bound: Bound,
-        om: &Map<String, Value>,
-        nm: &Map<String, Value>,
-    ) {
-        let get = |map: &Map<String, Value>| map.get(keyword).and_then(Value::as_f64);
-        // A missing lower bound is 0; a missing upper bound is none.
-        let (old_limit, new_limit) = match bound {
-            Bound::Lower => (get(om).or(Some(0.0)), get(nm).or(Some(0.0))),
-            Bound::Upper => (get(om), get(nm)),
-        };
-        match (old_limit, new_limit) {
-            (None, None) => {}
-            (None, Some(b)) => self.push(path, format!("`{keyword}` {b} added"), SENDERS),
-            (Some(a), None) => self.push(path, format!("`{keyword}` {a} removed"), READERS),
-            (Some(a), Some(b)) if bound.tighter((b, false), (a, false)) => {
-                self.push(path, format!("`{keyword}` tightened from {a} to {b}"), SENDERS);
-            }
-            (Some(a), Some(b)) if bound.tighter((a, false), (b, false)) => {
-                self.push(path, format!("`{keyword}` loosened from {a} to {b}"), READERS);
-            }
-            _ => {}
-        }
-    }
-
-    /// `required`, `properties` and `additionalProperties` (with `patternProperties` compared as text).
-    fn object(
-        &mut self,
-        path: &str,
-        old: &At<'a>,
-        new: &At<'a>,
-        om: &'a Map<String, Value>,
-        nm: &'a Map<String, Value>,
-    ) {
-        let required = |map: &Map<String, Value>| -> BTreeSet<String> {
-            map.get("required")
-                .and_then(Value::as_array)
-                .map(|names| names.iter().filter_map(Value::as_str).map(str::to_owned).collect())
-                .unwrap_or_default()
-        };
-        let (old_required, new_required) = (required(om), required(nm));
-        for name in new_required.difference(&old_required) {
-            self.push(&child(path, name), format!("property `{name}` now required"), SENDERS);
-        }
-        for name in old_required.difference(&new_required) {
-            self.push(&child(path, name), format!("property `{name}` no longer required"), READERS);
-        }
-
-        static TRUE: Value = Value::Bool(true);
-        let extra = |map: &'a Map<String, Value>, at: &At<'a>| -> At<'a> {
-            match map.get("additionalProperties") {
-                Some(value) => At { value, pointer: format!("{}/additionalProperties", at.pointer) },
-                None => At { value: &TRUE, pointer: "true".into() },
-            }
-        };
-        let (old_extra, new_extra) = (extra(om, old), extra(nm, new));
-        let properties = |map: &'a Map<String, Value>| map.get("properties").and_then(Value::as_object);
-        let (old_properties, new_properties) =
-            (properties(om).unwrap_or(&EMPTY), properties(nm).unwrap_or(&EMPTY));
-        let names: BTreeSet<&String> = old_properties.keys().chain(new_properties.keys()).collect();
-        let property = |properties: &'a Map<String, Value>, at: &At<'a>, name: &str| -> Option<At<'a>> {
-            properties
-                .get(name)
-                .map(|value| At { value, pointer: format!("{}/properties/{}", at.pointer, escape(name)) })
-        };
-        for name in names {
-            let path = child(path, name);
-            match (property(old_properties, old, name), property(new_properties, new, name)) {
-                (Some(a), Some(b)) => self.walk(&path, a, b),
-                (Some(a), None) => {
-                    if new_extra.value == &Value::Bool(false) {
-                        self.push(
-                            &path,
-                            "property removed from a closed object: now refused".into(),
-                            SENDERS,
-                        );
-                    } else {
-                        let inner = self.walk_apart(&path, a, new_extra.clone());
-                        if !inner.is_empty() {
-                            let change = "property no longer declared: judged by `additionalProperties` now";
-                            self.push(&path, change.into(), &union(&inner));
-                        }
-                    }
-                }
-                (None, Some(b)) => {
-                    if old_extra.value == &Value::Bool(false) {
-                        self.push(&path, "property added to a closed object".into(), READERS);
-                    } else {
-                        let inner = self.walk_apart(&path, old_extra.clone(), b);
-                        if !inner.is_empty() {
-                            let reasons: Vec<&str> =
-                                inner.iter().map(|change| change.change.as_str()).collect();
-                            let change = format!(
-                                "property declared on an object that already accepted it undeclared ({})",
-                                reasons.join("; ")
-                            );
-                            self.push(&path, change, &union(&inner));
-                        }
-                    }
-                }
-                (None, None) => {}
-            }
-        }
-        let extra_path = child(path, "*");
-        match (accepts_all(old_extra.value), accepts_all(new_extra.value)) {
-            (true, true) => {}
-            (true, false) if new_extra.value == &Value::Bool(false) => {
-                self.push(path, "object closed (`additionalProperties: false`)".into(), SENDERS);
-            }
-            (false, true) if old_extra.value == &Value::Bool(false) => {
-                self.push(path, "object opened (undeclared properties accepted)".into(), READERS);
-            }
-            _ => self.walk(&extra_path, old_extra, new_extra),
-        }
-        if om.get("patternProperties") != nm.get("patternProperties") {
-            self.cannot_judge(path, "`patternProperties` changed".into());
-        }
-    }
-
     /// `prefixItems` and `items`.
     fn array(
         &mut self,
@@ -598,84 +354,27 @@ impl<'a> Walker<'a> {
             (false, true) => self.walk(&child(path, "*"), any(), n("items")),
         }
     }
-
-    /// `allOf`, `anyOf`, `oneOf`.
-    fn combinators(
-        &mut self,
-        path: &str,
-        om: &'a Map<String, Value>,
-        nm: &'a Map<String, Value>,
-        o: &impl Fn(&str) -> At<'a>,
-        n: &impl Fn(&str) -> At<'a>,
-    ) {
-        let item = |at: At<'a>, index: usize| At {
-            value: &at.value[index],
-            pointer: format!("{}/{index}", at.pointer),
-        };
-        for keyword in ["allOf", "anyOf", "oneOf"] {
-            let (a, b) =
-                (om.get(keyword).and_then(Value::as_array), nm.get(keyword).and_then(Value::as_array));
-            match (a, b) {
-                (None, None) => {}
-                // Pairwise: a conjunction (allOf) or a disjunction (anyOf) of wider parts is wider.
-                (Some(a), Some(b)) if a.len() == b.len() && keyword != "oneOf" => {
-                    for index in 0..a.len() {
-                        self.walk(path, item(o(keyword), index), item(n(keyword), index));
-                    }
-                }
-                (Some(a), Some(b)) if a.len() == b.len() => {
-                    let mut inner = Vec::new();
-                    for index in 0..a.len() {
-                        inner.extend(self.walk_apart(path, item(o(keyword), index), item(n(keyword), index)));
-                    }
-                    if !inner.is_empty() {
-                        self.cannot_judge(path, "a `oneOf` branch changed".into());
-                    }
-                }
-                (None, Some(_)) if keyword == "allOf" => {
-                    self.push(path, "`allOf` added (more constraints)".into(), SENDERS);
-                }
-                (Some(_), None) if keyword == "allOf" => {
-                    self.push(path, "`allOf` removed (fewer constraints)".into(), READERS);
-                }
-                (None, Some(_)) => self.cannot_judge(path, format!("`{keyword}` added")),
-                (Some(_), None) => self.cannot_judge(path, format!("`{keyword}` removed")),
-                (Some(_), Some(_)) => self.cannot_judge(path, format!("`{keyword}` changed in length")),
-            }
-        }
-    }
 }
 
-#[derive(Clone, Copy)]
-enum Bound {
-    Lower,
-    Upper,
+/// The JSON pointer a local `$ref` names (`#/json/pointer`, or the document's own `$id` before it).
+fn ref_pointer(root: &Value, reference: &str) -> Option<String> {
+    let id = root.get("$id").and_then(Value::as_str).unwrap_or_default();
+    let fragment = reference.strip_prefix(id).unwrap_or(reference).strip_prefix('#')?;
+    percent_decode(fragment)
 }
 
-impl Bound {
-    fn name(self, lower: &'static str, upper: &'static str) -> &'static str {
-        match self {
-            Bound::Lower => lower,
-            Bound::Upper => upper,
-        }
-    }
-
-    /// Whether limit `a` admits strictly fewer values than limit `b`.
-    fn tighter(self, a: (f64, bool), b: (f64, bool)) -> bool {
-        match self {
-            Bound::Lower => a.0 > b.0 || (a.0 == b.0 && a.1 && !b.1),
-            Bound::Upper => a.0 < b.0 || (a.0 == b.0 && a.1 && !b.1),
-        }
-    }
+/// The subschema a local `$ref` names, if it resolves within the document.
+pub(super) fn resolve_pointer<'a>(root: &'a Value, reference: &str) -> Option<&'a Value> {
+    root.pointer(&ref_pointer(root, reference)?)
 }
 
 /// Whether `keyword` is the only assertion of a schema (the others are annotations).
-fn only_keyword(map: &Map<String, Value>, keyword: &str) -> bool {
+pub(super) fn only_keyword(map: &Map<String, Value>, keyword: &str) -> bool {
     map.keys().all(|key| key == keyword || ANNOTATIONS.contains(&key.as_str()))
 }
 
 /// Whether a schema accepts every value (`true`, `{}`, or annotations only).
-fn accepts_all(schema: &Value) -> bool {
+pub(super) fn accepts_all(schema: &Value) -> bool {
     match schema {
         Value::Bool(flag) => *flag,
         Value::Object(map) => map.keys().all(|key| ANNOTATIONS.contains(&key.as_str())),
@@ -714,14 +413,4 @@ fn percent_decode(fragment: &str) -> Option<String> {
         }
     }
     String::from_utf8(out).ok()
-}
-
-fn list(types: &BTreeSet<String>) -> String {
-    let names: Vec<&str> = types.iter().map(String::as_str).collect();
-    format!("[{}]", names.join(", "))
-}
-
-fn show_values(values: &[&Value]) -> String {
-    let shown: Vec<String> = values.iter().map(|value| value.to_string()).collect();
-    format!("[{}]", shown.join(", "))
 }

@@ -66,6 +66,13 @@ async fn stored(store: &RedisStore, key: &str) -> Option<ClaimState> {
     store.claim_state("get", key).await.expect("get").map(|(_, state)| state)
 }
 
+/// Waits (up to `limit`) until `key`'s claim is gone from the store; fails with `why` and what is
+/// still stored otherwise.
+async fn assert_claim_gone(store: &RedisStore, key: &str, limit: Duration, why: &str) {
+    let gone = poll_until(limit, || async { stored(store, key).await.is_none().then_some(()) }).await;
+    assert!(gone.is_some(), "{why}: {:?}", stored(store, key).await);
+}
+
 /// Commits a ticket the way the committer does: offsets before, committed state after.
 async fn commit(store: &RedisStore, mut ticket: Ticket, request_id: &str, offset: i64) {
     let offsets = Offsets { topic: "t".into(), partition: 0, offset, written_at: Some(now_ms()) };
@@ -102,10 +109,8 @@ async fn a_claim_given_up_at_its_deadline_leaves_nothing_behind() {
     assert!(matches!(gave_up, Err(SinkError::DeadlineExceeded { .. })), "{:?}", gave_up.as_ref().err());
     redis.resume();
     // The store now runs the claim that came too late, and then its release.
-    let gone =
-        poll_until(Duration::from_secs(10), || async { stored(&store, &key).await.is_none().then_some(()) })
-            .await;
-    assert!(gone.is_some(), "the given-up claim is still in the store: {:?}", stored(&store, &key).await);
+    assert_claim_gone(&store, &key, Duration::from_secs(10), "the given-up claim is still in the store")
+        .await;
     // The retry on another replica claims it at once instead of waiting for the transaction timeout.
     let retry = ticket(b.admit(&correlation, body, "req-retry", soon(2_000)).await);
     retry.finish(None);
@@ -164,9 +169,7 @@ async fn a_claim_moves_through_its_states_on_the_real_store() {
         other => panic!("expected the waiter's claim, found {other:?}"),
     }
     second.finish(None);
-    let released =
-        poll_until(Duration::from_secs(5), || async { stored(&store, &key).await.is_none().then_some(()) });
-    assert!(released.await.is_some(), "the owner's release deletes the claim");
+    assert_claim_gone(&store, &key, Duration::from_secs(5), "the owner's release deletes the claim").await;
 
     // Committed (by another claimant c): every replica's repeat is answered duplicate_of at once.
     let c = deduper(&store, "replica-c");
@@ -689,9 +692,8 @@ async fn the_committer_writes_offsets_before_the_commit_and_releases_aborted_cla
     assert!(matches!(failed, Err(SinkError::Unavailable { sink: "kafka", .. })), "{failed:?}");
     mock.clear_request_errors(RDKafkaApiKey::Produce);
     let key = claim_key(&correlation, &<sha2::Sha256 as sha2::Digest>::digest(b"body").into());
-    let released =
-        poll_until(Duration::from_secs(5), || async { stored(&store, &key).await.is_none().then_some(()) });
-    assert!(released.await.is_some(), "the aborted batch's claim was released");
+    assert_claim_gone(&store, &key, Duration::from_secs(5), "the aborted batch's claim was not released")
+        .await;
     let retry = b.publish(kafka_event_record("aborted-2", &correlation, "body"), soon(10_000)).await.unwrap();
     assert_eq!(retry.duplicate_of, None, "published by the retry");
     a.close().await;
@@ -762,14 +764,13 @@ async fn a_claim_whose_request_is_cancelled_in_flight_is_released() {
     );
     assert!(cancelled.await.is_err(), "the claim cannot finish while the store is paused");
     redis.resume();
-    let gone =
-        poll_until(Duration::from_secs(10), || async { stored(&store, &key).await.is_none().then_some(()) })
-            .await;
-    assert!(
-        gone.is_some(),
-        "the cancelled request's claim is still in the store: {:?}",
-        stored(&store, &key).await
-    );
+    assert_claim_gone(
+        &store,
+        &key,
+        Duration::from_secs(10),
+        "the cancelled request's claim is still in the store",
+    )
+    .await;
     let retry = ticket(b.admit(&correlation, body, "req-retry", soon(2_000)).await);
     retry.finish(None);
 }
@@ -1292,15 +1293,8 @@ async fn an_aborted_claim_whose_offsets_write_lost_its_answer_is_released() {
         // The committer only knows that the write may have landed; the batch is aborted.
         owner.maybe_swapped(&swap);
         owner.finish(None);
-        let gone = poll_until(Duration::from_secs(10), || async {
-            stored(&store, &key).await.is_none().then_some(())
-        })
-        .await;
-        assert!(
-            gone.is_some(),
-            "write landed {landed}: the aborted claim is left: {:?}",
-            stored(&store, &key).await
-        );
+        let why = format!("write landed {landed}: the aborted claim is left");
+        assert_claim_gone(&store, &key, Duration::from_secs(10), &why).await;
         // A retry on another replica claims it at once.
         let retry = ticket(b.admit(&correlation, body, "req-2", soon(2_000)).await);
         retry.finish(None);
@@ -1332,8 +1326,5 @@ async fn a_release_refused_by_the_store_is_retried_until_it_goes_through() {
     assert!(refused.is_some(), "the release was refused: {}", redis_cli(&redis, &["info", "errorstats"]));
     assert!(stored(&store, &key).await.is_some(), "the claim is still there while writes are refused");
     redis_cli(&redis, &["config", "set", "min-replicas-to-write", "0"]);
-    let gone =
-        poll_until(Duration::from_secs(10), || async { stored(&store, &key).await.is_none().then_some(()) })
-            .await;
-    assert!(gone.is_some(), "the release was not tried again: {:?}", stored(&store, &key).await);
+    assert_claim_gone(&store, &key, Duration::from_secs(10), "the release was not tried again").await;
 }

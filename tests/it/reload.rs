@@ -349,6 +349,20 @@ async fn assert_published(service: &Service, body: &str) {
     );
 }
 
+/// Posts `body` to `service`'s `path` with a bearer token: the status and the JSON answer.
+async fn post_bearer(service: &Service, path: &str, token: &str, body: String) -> (u16, Value) {
+    let response = e2e_client()
+        .post(service.url(path))
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {token}"))
+        .body(body)
+        .send()
+        .await
+        .expect("post");
+    let status = response.status().as_u16();
+    (status, response.json::<Value>().await.unwrap_or(Value::Null))
+}
+
 const EAST_TOKEN: &str = "reload-east-bearer-token-0123456789abcdef";
 const WEST_TOKEN: &str = "reload-west-bearer-token-0123456789abcdef";
 
@@ -375,23 +389,8 @@ async fn each_source_is_judged_by_its_own_schema_folder() {
     assert_eq!(schema_of_event(&schemas, east.path(), EVENT).map(|s| s.0).as_deref(), Some("1.0.0"));
     assert_eq!(schema_of_event(&schemas, west.path(), EVENT).map(|s| s.0).as_deref(), Some("2.0.0"));
 
-    let client = e2e_client();
-    let post = |path: &'static str, token: &'static str, body: String| {
-        let client = client.clone();
-        let url = service.url(path);
-        async move {
-            let response = client
-                .post(url)
-                .header("content-type", "application/json")
-                .header("authorization", format!("Bearer {token}"))
-                .body(body)
-                .send()
-                .await
-                .expect("post");
-            let status = response.status().as_u16();
-            (status, response.json::<Value>().await.unwrap_or(Value::Null))
-        }
-    };
+    let post =
+        |path: &'static str, token: &'static str, body: String| post_bearer(&service, path, token, body);
     let mut published = Vec::new();
     for (path, token) in [("/in/east", EAST_TOKEN), ("/in/west", WEST_TOKEN)] {
         let id = unique("reload-src");
@@ -477,20 +476,10 @@ async fn replay_judges_each_dead_letter_by_its_sources_schemas() {
     stack_create_topic(&brokers, &options.topic, 3).await;
     options.extra_toml = sources.clone();
     let service = Service::start_ready(options.clone()).await;
-    let client = e2e_client();
     for (path, token) in [("/in/east", EAST_TOKEN), ("/in/west", WEST_TOKEN)] {
-        let body = body_with_source_system(&unique("reload-replay"));
-        let response = client
-            .post(service.url(path))
-            .header("content-type", "application/json")
-            .header("authorization", format!("Bearer {token}"))
-            .body(body)
-            .send()
-            .await
-            .expect("post");
-        assert_eq!(response.status(), 200);
-        let answer: Value = response.json().await.expect("answer");
-        assert_eq!(answer["status"], "dead_lettered", "{path}: {answer}");
+        let (status, answer) =
+            post_bearer(&service, path, token, body_with_source_system(&unique("reload-replay"))).await;
+        assert_eq!((status, answer["status"].as_str()), (200, Some("dead_lettered")), "{path}: {answer}");
     }
     let letters = poll_until(Duration::from_secs(30), || async {
         let letters = e2e_dead_letters(&options.s3_prefix).await;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::e2e::*;
-use crate::support::kafka::{KafkaRecord, kafka_by_request_id, kafka_read_committed};
+use crate::support::kafka::{KafkaRecord, kafka_by_request_id, kafka_read_committed, kafka_sink_config};
 use crate::support::redis::stack_redis_url;
 use crate::support::stack::{require, stack_create_topic};
 use crate::support::{poll_until, unique};
@@ -85,6 +85,61 @@ async fn post_until_answered(service: &Service, body: &str, limit: Duration) -> 
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Read-back of records that follow an aborted transaction of the same producer in their
+/// partition (the start-up probe's record is one; so is any aborted batch): a committed one
+/// reads as committed and an aborted one as aborted. noida-db lists, for a `read_committed` read
+/// that starts at a record, aborted transactions that ended before that start; librdkafka then
+/// skips every later record of that producer, and a read started at the committed record alone
+/// calls it aborted (the retry of an event that did commit would be published again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_back_after_an_earlier_aborted_transaction_of_the_same_producer_tells_committed_from_aborted() {
+    use cxone_ingest::sinks::kafka::readback::{OutcomeReader, ReadBack, Target};
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+
+    let brokers = filtering_brokers();
+    let topic = unique("outcome-earlier-abort");
+    stack_create_topic(&brokers, &topic, 1).await;
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("transactional.id", unique("outcome-earlier-abort"))
+        .create()
+        .expect("producer");
+    let timeout = Duration::from_secs(10);
+    producer.init_transactions(timeout).expect("init_transactions");
+    let mut targets = Vec::new();
+    for (request_id, commit) in [("first-aborted", false), ("committed", true), ("later-aborted", false)] {
+        producer.begin_transaction().expect("begin");
+        let headers = OwnedHeaders::new().insert(Header { key: "request_id", value: Some(request_id) });
+        let delivered = producer
+            .send(
+                FutureRecord::to(&topic).partition(0).key("k").payload(request_id).headers(headers),
+                timeout,
+            )
+            .await
+            .expect("delivered");
+        if commit {
+            producer.commit_transaction(timeout).expect("commit");
+        } else {
+            producer.abort_transaction(timeout).expect("abort");
+        }
+        let (partition, offset) = (delivered.partition, delivered.offset);
+        targets.push(Target { topic: topic.clone(), partition, offset, request_id: request_id.to_owned() });
+    }
+    // Each record read alone, as a batch of unknown outcome or an abandoned claim is.
+    let reader = OutcomeReader::new(&kafka_sink_config(&brokers, &topic));
+    let read = tokio::task::spawn_blocking(move || {
+        targets
+            .iter()
+            .map(|t| reader.read(std::slice::from_ref(t), Duration::from_secs(10)))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .expect("reader thread");
+    let expected = [ReadBack::Aborted, ReadBack::Committed, ReadBack::Aborted];
+    assert_eq!(read, expected.map(|answer| Ok(vec![answer])));
 }
 
 /// A commit stalled past `kafka.call_timeout_ms` and then past the transaction timeout by a paused

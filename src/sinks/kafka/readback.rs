@@ -7,7 +7,8 @@
 //! consumer assigned at the offset returns the record there when it committed; it skips it
 //! when it was aborted (the next record returned is further on, or the partition's end, which for a
 //! `read_committed` reader is the last stable offset, lies beyond it); and it stops short of it
-//! while the transaction is still open. A broker that shows aborted records to `read_committed`
+//! while the transaction is still open. An "aborted" verdict is read again from the start of the
+//! partition before it counts ([`OutcomeReader::read`] says why). A broker that shows aborted records to `read_committed`
 //! readers (tansu, librdkafka's mock cluster) would make an aborted record read as committed:
 //! [`probe`] catches that at start, and read-back then stays off.
 
@@ -69,14 +70,22 @@ pub struct OutcomeReader {
     mode: Mutex<ReadBackMode>,
 }
 
-/// When an "aborted" verdict about a transaction ended moments ago (by the `init_transactions`
-/// that preceded the read) is read again, each pause counted from the previous read: the verdict
-/// stands only when every read agrees (about 7 s in all; only batches of unknown outcome pay it).
-pub const CONFIRM_JUST_ENDED: &[Duration] =
-    &[Duration::from_secs(1), Duration::from_secs(2), Duration::from_secs(4)];
-/// The same for a transaction that ended long ago (an abandoned claim past its takeover bound) or
-/// for the start-up probe: one read again, a second later.
-pub const CONFIRM_SETTLED: &[Duration] = &[Duration::from_secs(1)];
+/// How long after an "aborted" verdict the record is read again, from the start of its partition.
+const CONFIRM_AFTER: Duration = Duration::from_secs(1);
+/// The confirming read starts at the partition's first offset when at most this many offsets lie
+/// before the record (a read of a few seconds at most); past that it starts at the record, as the
+/// first read did.
+const CONFIRM_FROM_START_WITHIN: i64 = 100_000;
+
+/// Where a read starts in each partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadFrom {
+    /// At the partition's first target.
+    Target,
+    /// At the partition's first offset (its low watermark), when within
+    /// [`CONFIRM_FROM_START_WITHIN`] offsets of the first target.
+    PartitionStart,
+}
 
 /// The header of the probe's record, so that a reader that does see aborted records can skip it.
 pub const PROBE_HEADER: &str = "cxone_ingest_probe";
@@ -124,38 +133,34 @@ impl OutcomeReader {
     /// `spawn_blocking`). The answers are in `targets`' order; `Err` when no consumer could be
     /// made or assigned.
     ///
-    /// "Aborted" is the verdict that publishes an event again, so it is read again after each
-    /// pause of `confirm` ([`CONFIRM_JUST_ENDED`], [`CONFIRM_SETTLED`]) and kept only when every
-    /// read agrees: right after a producer's
-    /// `init_transactions` a broker can still be settling the transaction it just ended (seen on
-    /// noida-db after a pause: a committed record hidden for more than a second), while a
-    /// committed record, once seen with its request id, is proof.
-    pub fn read(
-        &self,
-        targets: &[Target],
-        budget: Duration,
-        confirm: &[Duration],
-    ) -> Result<Vec<ReadBack>, String> {
+    /// "Aborted" is the verdict that publishes an event again, so it is read again
+    /// [`CONFIRM_AFTER`] later, from the start of the record's partition, and the second read's
+    /// verdict stands. A `read_committed` reader that starts in the middle of a partition trusts
+    /// the broker to list only the aborted transactions that reach past its start; one that lists
+    /// earlier ones too (seen on the noida-db emulator) makes librdkafka skip every later record of
+    /// the same producer, committed ones included, until an abort marker that lies before the
+    /// start. Read from the partition's first offset, the reader meets those markers.
+    pub fn read(&self, targets: &[Target], budget: Duration) -> Result<Vec<ReadBack>, String> {
         let started = Instant::now();
-        let result = self.read_inner(targets, budget).and_then(|mut answers| {
-            for &pause in confirm {
-                let again: Vec<usize> =
-                    (0..answers.len()).filter(|&i| answers[i] == ReadBack::Aborted).collect();
-                if again.is_empty() {
-                    break;
+        let result = self.read_inner(targets, budget, ReadFrom::Target).and_then(|mut answers| {
+            let again: Vec<usize> = (0..answers.len()).filter(|&i| answers[i] == ReadBack::Aborted).collect();
+            if again.is_empty() {
+                return Ok(answers);
+            }
+            std::thread::sleep(CONFIRM_AFTER);
+            let retargets: Vec<Target> = again.iter().map(|&i| targets[i].clone()).collect();
+            for (i, later) in
+                again.into_iter().zip(self.read_inner(&retargets, budget, ReadFrom::PartitionStart)?)
+            {
+                if later != ReadBack::Aborted {
+                    tracing::warn!(
+                        after_ms = started.elapsed().as_millis() as u64,
+                        verdict = ?later,
+                        "a record read back as aborted was not when read from its partition's start: \
+                         the broker lists aborted transactions that ended before a read's start"
+                    );
                 }
-                std::thread::sleep(pause);
-                let retargets: Vec<Target> = again.iter().map(|&i| targets[i].clone()).collect();
-                for (i, later) in again.into_iter().zip(self.read_inner(&retargets, budget)?) {
-                    if later != ReadBack::Aborted {
-                        tracing::warn!(
-                            after_ms = started.elapsed().as_millis() as u64,
-                            verdict = ?later,
-                            "a record read back as aborted was not, read again later: the broker was still settling its transaction"
-                        );
-                    }
-                    answers[i] = later;
-                }
+                answers[i] = later;
             }
             Ok(answers)
         });
@@ -163,7 +168,12 @@ impl OutcomeReader {
         result
     }
 
-    fn read_inner(&self, targets: &[Target], budget: Duration) -> Result<Vec<ReadBack>, String> {
+    fn read_inner(
+        &self,
+        targets: &[Target],
+        budget: Duration,
+        from: ReadFrom,
+    ) -> Result<Vec<ReadBack>, String> {
         let mut answers = vec![ReadBack::Open; targets.len()];
         if targets.is_empty() {
             return Ok(answers);
@@ -178,7 +188,16 @@ impl OutcomeReader {
         }
         let mut assignment = TopicPartitionList::new();
         for ((topic, partition), offsets) in &open {
-            let first = offsets.keys().next().copied().unwrap_or(0);
+            let mut first = offsets.keys().next().copied().unwrap_or(0);
+            if from == ReadFrom::PartitionStart {
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                let (low, _) = consumer
+                    .fetch_watermarks(topic, *partition, remaining.max(Duration::from_millis(1)))
+                    .map_err(|e| format!("read-back watermarks: {e}"))?;
+                if first - low <= CONFIRM_FROM_START_WITHIN {
+                    first = low.min(first);
+                }
+            }
             assignment
                 .add_partition_offset(topic, *partition, Offset::Offset(first))
                 .map_err(|e| format!("read-back assignment: {e}"))?;
@@ -276,10 +295,8 @@ impl CommitReader for ClaimReadBack {
             request_id: request_id.to_owned(),
         };
         let reader = Arc::clone(&self.reader);
-        let read = tokio::task::spawn_blocking(move || {
-            reader.read(std::slice::from_ref(&target), budget, CONFIRM_SETTLED)
-        })
-        .await;
+        let read =
+            tokio::task::spawn_blocking(move || reader.read(std::slice::from_ref(&target), budget)).await;
         match read {
             Ok(Ok(found)) => match found.first() {
                 Some(ReadBack::Committed) => ReadBackAnswer::Committed,

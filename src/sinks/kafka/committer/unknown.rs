@@ -6,7 +6,7 @@ use crate::metrics as m;
 use crate::sinks::SinkError;
 use crate::sinks::kafka::pending::Pending;
 use crate::sinks::kafka::producer::{Landed, ProbeFailure, Refusal, TxProducer};
-use crate::sinks::kafka::readback::{CONFIRM_JUST_ENDED, CONFIRM_SETTLED, ReadBack, ReadBackMode, Target};
+use crate::sinks::kafka::readback::{ReadBack, ReadBackMode, Target};
 
 /// A batch of unknown commit outcome (its requests have been answered 503; their claims are held).
 pub(super) struct Unresolved {
@@ -45,9 +45,7 @@ impl GroupCommitter {
             })
             .collect();
         let (indexes, targets): (Vec<usize>, Vec<Target>) = targets.into_iter().unzip();
-        // The transaction was ended moments ago by the new producer's init: a broker may still be
-        // settling it, so an "aborted" verdict is read again for a while.
-        let answers = match self.reader.read(&targets, self.cfg.call_timeout(), CONFIRM_JUST_ENDED) {
+        let answers = match self.reader.read(&targets, self.cfg.call_timeout()) {
             Ok(answers) => answers,
             Err(e) => {
                 tracing::warn!(error = %e, "reading back a batch of unknown outcome failed");
@@ -113,11 +111,7 @@ impl GroupCommitter {
                     offset: at.offset,
                     request_id,
                 };
-                match self.reader.read(
-                    std::slice::from_ref(&target),
-                    self.cfg.call_timeout(),
-                    CONFIRM_SETTLED,
-                ) {
+                match self.reader.read(std::slice::from_ref(&target), self.cfg.call_timeout()) {
                     Ok(found) => match found.first() {
                         Some(ReadBack::Aborted) => ReadBackMode::On,
                         Some(ReadBack::Committed) => ReadBackMode::Off(

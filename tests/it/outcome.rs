@@ -46,13 +46,40 @@ fn options(name: &str, hold_ms: u64) -> ServiceOptions {
     options
 }
 
-/// Waits until the service's log says the test hook holds the commit.
-async fn wait_for_the_hold(service: &Service) {
-    let held = poll_until(Duration::from_secs(20), || async {
-        service.log_tail(64 * 1024).contains("test hook: holding the commit").then_some(())
-    })
-    .await;
-    assert!(held.is_some(), "the commit was never held\n{}", service.log_tail(6000));
+/// Posts `body` to `service` in the background and waits until the test hook holds its commit.
+/// An attempt answered before its commit was held (the broker was slow to take the record: the
+/// transaction was aborted and the answer was 503, as it should be) is posted again.
+async fn post_until_held(
+    service: &Service,
+    body: &str,
+) -> tokio::task::JoinHandle<Result<Posted, reqwest::Error>> {
+    let client = e2e_client();
+    let give_up = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let task = {
+            let (client, url, body) = (client.clone(), service.webhook_url(), body.to_owned());
+            tokio::spawn(
+                async move { e2e_post(&client, &url, &body, &e2e_sign(body.as_bytes()), None).await },
+            )
+        };
+        let held = poll_until(Duration::from_secs(20), || async {
+            let held = service.log_tail(64 * 1024).contains("test hook: holding the commit");
+            (held || task.is_finished()).then_some(held)
+        })
+        .await;
+        match held {
+            Some(true) => return task,
+            Some(false) if std::time::Instant::now() < give_up => {
+                let answered = task.await.expect("post task");
+                assert!(
+                    matches!(&answered, Ok(posted) if posted.status == 503),
+                    "answered before its commit was held, and not with 503: {answered:?}\n{}",
+                    service.log_tail(6000)
+                );
+            }
+            _ => panic!("the commit was never held\n{}", service.log_tail(6000)),
+        }
+    }
 }
 
 async fn read_topic(brokers: &str, topic: &str, want: usize) -> Vec<KafkaRecord> {
@@ -162,11 +189,7 @@ async fn restart_a_commit_of_unknown_outcome_is_read_back_and_its_retry_agrees_w
 
     let body = e2e_valid_body(&unique("corr-paused"));
     let client = e2e_client();
-    let first = {
-        let (client, url, body) = (client.clone(), service.webhook_url(), body.clone());
-        tokio::spawn(async move { e2e_post(&client, &url, &body, &e2e_sign(body.as_bytes()), None).await })
-    };
-    wait_for_the_hold(&service).await;
+    let first = post_until_held(&service, &body).await;
     signal_filtering_broker("-STOP");
     // The commit goes out to the paused broker; past the transaction timeout its outcome is unknown.
     let unknown = poll_until(Duration::from_secs(20), || async {
@@ -232,11 +255,7 @@ async fn restart_a_replica_killed_before_its_commit_leaves_a_claim_read_back_as_
 
     let body = e2e_valid_body(&unique("corr-killed"));
     let client = e2e_client();
-    let first = {
-        let (client, url, body) = (client.clone(), a.webhook_url(), body.clone());
-        tokio::spawn(async move { e2e_post(&client, &url, &body, &e2e_sign(body.as_bytes()), None).await })
-    };
-    wait_for_the_hold(&a).await;
+    let first = post_until_held(&a, &body).await;
     a.kill();
     assert!(first.await.expect("first post task").is_err(), "replica A answered although it was killed");
 

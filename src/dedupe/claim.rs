@@ -185,7 +185,8 @@ impl Deduper {
             }
             .to_json()
         };
-        let mut value = pending(now_ms());
+        let mut claimed_at = now_ms();
+        let mut value = pending(claimed_at);
         let mut retried = false;
         loop {
             // Should the request be cancelled while the claim is on its way, the claim must not
@@ -209,9 +210,11 @@ impl Deduper {
                 }
             };
             let raw = match found {
-                SetIfAbsent::Created => return Ok(self.ticket(store, local, key, value)),
+                SetIfAbsent::Created => return Ok(self.ticket(store, local, key, value, claimed_at)),
                 // Our own value: the failed try landed although its answer was lost.
-                SetIfAbsent::Exists(raw) if raw == value => return Ok(self.ticket(store, local, key, value)),
+                SetIfAbsent::Exists(raw) if raw == value => {
+                    return Ok(self.ticket(store, local, key, value, claimed_at));
+                }
                 SetIfAbsent::Exists(raw) => raw,
             };
             let (first_request, state) = match ClaimState::parse(&raw) {
@@ -277,7 +280,8 @@ impl Deduper {
                 }
             };
             // The owner is gone and its record did not commit (or cannot be read back): take over.
-            value = pending(now_ms());
+            claimed_at = now_ms();
+            value = pending(claimed_at);
             let swap = Swap { key: key.clone(), old: raw, new: value.clone() };
             let in_flight = ReleaseIfCancelled::new(store, &key, &value);
             let taken = within(deadline, store.compare_and_set("claim", &swap, self.timings.window)).await;
@@ -297,7 +301,7 @@ impl Deduper {
             } else {
                 tracing::info!(request_id, previous = %first_request, "took over an abandoned dedupe claim");
             }
-            return Ok(self.ticket(store, local, key, value));
+            return Ok(self.ticket(store, local, key, value, claimed_at));
         }
     }
 
@@ -330,13 +334,22 @@ impl Deduper {
         }
     }
 
-    fn ticket(&self, store: &Arc<RedisStore>, local: DedupeClaim, key: String, value: String) -> Admission {
+    fn ticket(
+        &self,
+        store: &Arc<RedisStore>,
+        local: DedupeClaim,
+        key: String,
+        value: String,
+        claimed_at: u64,
+    ) -> Admission {
         Admission::Publish(Ticket {
             local: Some(local),
             shared: Some(SharedClaim {
                 store: Arc::clone(store),
                 key,
                 value,
+                owner: self.owner.clone(),
+                claimed_at,
                 unsure: None,
                 window: self.timings.window,
                 settled: false,
@@ -424,6 +437,9 @@ pub struct SharedClaim {
     key: String,
     /// The value the key holds now (ours): compared by every change.
     value: String,
+    /// `owner` and `claimed_at` of our pending value, carried into the one with offsets.
+    owner: String,
+    claimed_at: u64,
     /// A value of ours the key may hold instead: written by a call whose answer was lost (the
     /// store went away mid-call). Released too, or the claim would outlive its aborted record.
     unsure: Option<String>,
@@ -445,40 +461,30 @@ impl Ticket {
     }
 
     /// The change of this pending claim to carry the record's offsets (written before the commit).
-    pub fn offsets_swap(&self, request_id: &str, owner_value: Offsets) -> Option<Swap> {
+    pub fn offsets_swap(&self, request_id: &str, offsets: Offsets) -> Option<Swap> {
         let shared = self.shared.as_ref()?;
-        let ClaimState::Pending { owner, claimed_at, .. } = ClaimState::parse(&shared.value)? else {
-            return None;
-        };
         let new = ClaimState::Pending {
-            owner,
+            owner: shared.owner.clone(),
             request_id: request_id.to_owned(),
-            claimed_at,
-            offsets: Some(owner_value),
+            claimed_at: shared.claimed_at,
+            offsets: Some(offsets),
         }
         .to_json();
         Some(Swap { key: shared.key.clone(), old: shared.value.clone(), new })
     }
 
-    /// The change of this claim to *committed*.
-    pub fn committed_swap(&self, request_id: &str, committed: &Committed) -> Option<Swap> {
+    /// This claim's key and its *committed* state.
+    pub fn committed_state(&self, request_id: &str, committed: &Committed) -> Option<(String, String)> {
         let shared = self.shared.as_ref()?;
-        let new = ClaimState::Committed {
-            request_id: request_id.to_owned(),
-            topic: committed.topic.clone(),
-            partition: committed.partition,
-            offset: committed.offset,
-        }
-        .to_json();
-        Some(Swap { key: shared.key.clone(), old: shared.value.clone(), new })
+        Some((shared.key.clone(), committed_json(request_id, committed)))
     }
 
-    /// Records that `swap` (one of this ticket's) was written: the key now holds its new value.
-    pub fn swapped(&mut self, swap: &Swap, committed: bool) {
+    /// Records that `swap` (its offsets, written before the commit) was written: the key now
+    /// holds its new value.
+    pub fn swapped(&mut self, swap: &Swap) {
         if let Some(shared) = &mut self.shared {
             shared.value = swap.new.clone();
             shared.unsure = None;
-            shared.settled = committed;
         }
     }
 
@@ -545,17 +551,7 @@ impl SharedClaim {
     /// dedupe window): meanwhile it stays pending with its offsets, and a repeat waits. A key that
     /// vanished (a store restarted without its data, an eviction) is written again.
     fn write_committed_later(self, request_id: &str, committed: &Committed) {
-        let swap = Swap {
-            key: self.key.clone(),
-            old: self.value.clone(),
-            new: ClaimState::Committed {
-                request_id: request_id.to_owned(),
-                topic: committed.topic.clone(),
-                partition: committed.partition,
-                offset: committed.offset,
-            }
-            .to_json(),
-        };
+        let entries = [(self.key.clone(), committed_json(request_id, committed))];
         let store = Arc::clone(&self.store);
         let window = self.window;
         let task_store = Arc::clone(&store);
@@ -563,20 +559,11 @@ impl SharedClaim {
             let give_up = Instant::now() + window;
             let mut backoff = Duration::from_millis(200);
             while Instant::now() < give_up {
-                match task_store.settle_committed_many("commit", std::slice::from_ref(&swap), window).await {
-                    Ok(written) if written.first() == Some(&true) => return,
-                    Ok(_) => {
-                        tracing::error!(
-                            "a committed delivery's dedupe claim was taken by another replica before its \
-                             committed state could be written"
-                        );
-                        return;
-                    }
-                    Err(_) => {
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
-                    }
+                if task_store.write_committed_many("commit", &entries, window).await.is_ok() {
+                    return;
                 }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
             tracing::error!(
                 "could not record a committed delivery in the dedupe store within the dedupe window: \
@@ -584,4 +571,15 @@ impl SharedClaim {
             );
         });
     }
+}
+
+/// The stored *committed* state of `request_id`'s record.
+fn committed_json(request_id: &str, committed: &Committed) -> String {
+    ClaimState::Committed {
+        request_id: request_id.to_owned(),
+        topic: committed.topic.clone(),
+        partition: committed.partition,
+        offset: committed.offset,
+    }
+    .to_json()
 }

@@ -32,12 +32,6 @@ const COMPARE_AND_SET: &str = "local ttl=ARGV[#ARGV] local out={} \
      for i,k in ipairs(KEYS) do local old,new=ARGV[2*i-1],ARGV[2*i] local v=redis.call('get',k) \
      if v==old or v==new then redis.call('set',k,new,'PX',ttl) out[i]=1 else out[i]=0 end end \
      return out";
-/// [`COMPARE_AND_SET`] that also writes a key that is gone: a committed claim is recorded even
-/// when the store lost it (restarted without its data, evicted).
-const SETTLE_COMMITTED: &str = "local ttl=ARGV[#ARGV] local out={} \
-     for i,k in ipairs(KEYS) do local old,new=ARGV[2*i-1],ARGV[2*i] local v=redis.call('get',k) \
-     if v==old or v==new or not v then redis.call('set',k,new,'PX',ttl) out[i]=1 else out[i]=0 end end \
-     return out";
 /// The readiness probe's key: written (`SET NX PX GET`, the claims' own form) every second, so
 /// that a store that cannot take writes (a read-only replica after a failover, out of memory
 /// under `noeviction`, too old for `SET NX GET`) is not ready.
@@ -61,7 +55,6 @@ const COMPARE_AND_EXPIRE: &str = "if redis.call('get',KEYS[1])==ARGV[1] then \
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     claim_many: Script::new(CLAIM_MANY),
     compare_and_set: Script::new(COMPARE_AND_SET),
-    settle_committed: Script::new(SETTLE_COMMITTED),
     compare_and_delete: Script::new(COMPARE_AND_DELETE),
     compare_and_expire: Script::new(COMPARE_AND_EXPIRE),
 });
@@ -69,7 +62,6 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
 struct Scripts {
     claim_many: Script,
     compare_and_set: Script,
-    settle_committed: Script,
     compare_and_delete: Script,
     compare_and_expire: Script,
 }
@@ -253,6 +245,7 @@ impl RedisStore {
         let mut connection = self.connection.clone();
         let result: Result<T, RedisError> = match packed {
             Packed::One(cmd) => cmd.query_async(&mut connection).await,
+            Packed::Pipeline(pipe) => pipe.query_async(&mut connection).await,
             Packed::Script(call) => self.invoke(&mut connection, &call).await,
         };
         m::observe(m::DEDUPE_STORE_DURATION, &[("op", op)], started.elapsed().as_secs_f64());
@@ -381,52 +374,47 @@ impl RedisStore {
         Ok(replaced.first().copied().unwrap_or(false))
     }
 
-    /// [`compare_and_set`](Self::compare_and_set) for many keys in one round trip (one script call).
+    /// [`compare_and_set`](Self::compare_and_set) for many keys in one round trip (one script call
+    /// carrying KEYS = the keys, ARGV = old/new pairs + TTL).
     pub async fn compare_and_set_many(
         &self,
         op: &'static str,
         swaps: &[Swap],
         ttl: Duration,
     ) -> Result<Vec<bool>, StoreError> {
-        self.eval_swaps(op, false, swaps, ttl).await
-    }
-
-    /// Writes each swap's committed state if its key still holds `old`, already holds `new`, or is
-    /// gone (recreated), in one round trip; true where it did (false: another owner's value).
-    pub async fn settle_committed_many(
-        &self,
-        op: &'static str,
-        swaps: &[Swap],
-        ttl: Duration,
-    ) -> Result<Vec<bool>, StoreError> {
-        self.eval_swaps(op, true, swaps, ttl).await
-    }
-
-    /// One script call for every swap of the batch: KEYS = the keys, ARGV = old/new pairs + TTL.
-    async fn eval_swaps(
-        &self,
-        op: &'static str,
-        settle: bool,
-        swaps: &[Swap],
-        ttl: Duration,
-    ) -> Result<Vec<bool>, StoreError> {
         if swaps.is_empty() {
             return Ok(Vec::new());
         }
-        let (script, source) = if settle {
-            (&SCRIPTS.settle_committed, SETTLE_COMMITTED)
-        } else {
-            (&SCRIPTS.compare_and_set, COMPARE_AND_SET)
-        };
         let ttl = ttl_ms(ttl).to_string();
         let call = ScriptCall {
-            script,
-            source,
+            script: &SCRIPTS.compare_and_set,
+            source: COMPARE_AND_SET,
             keys: swaps.iter().map(|s| s.key.as_str()).collect(),
             args: swaps.iter().flat_map(|s| [s.old.as_str(), s.new.as_str()]).chain([ttl.as_str()]).collect(),
         };
         let replaced: Vec<i64> = self.run(op, Packed::Script(call)).await?;
         per_key(op, replaced, swaps.len())
+    }
+
+    /// `SET key value PX ttl` for every `(key, value)`, in one round trip (a pipeline), whatever
+    /// each key holds: for committed states, which are true whoever held the key before (a key
+    /// that vanished is written again; a claim taken over in the meantime is replaced by the
+    /// truth, and its new owner's compare-and-set of offsets then fails, so it publishes nothing).
+    pub async fn write_committed_many(
+        &self,
+        op: &'static str,
+        entries: &[(String, String)],
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let ttl = ttl_ms(ttl);
+        let mut pipe = redis::pipe();
+        for (key, value) in entries {
+            pipe.cmd("SET").arg(key).arg(value).arg("PX").arg(ttl).ignore();
+        }
+        self.run(op, Packed::Pipeline(pipe)).await
     }
 
     /// Deletes each `(key, value)` whose key still holds `value`, in one call; true where it did.
@@ -490,9 +478,10 @@ impl RedisStore {
     }
 }
 
-/// One command, or a script call.
+/// One command, a pipeline of commands, or a script call.
 enum Packed<'a> {
     One(Cmd),
+    Pipeline(redis::Pipeline),
     Script(ScriptCall<'a>),
 }
 

@@ -78,11 +78,11 @@ async fn commit(store: &RedisStore, mut ticket: Ticket, request_id: &str, offset
     let offsets = Offsets { topic: "t".into(), partition: 0, offset, written_at: Some(now_ms()) };
     let swap = ticket.offsets_swap(request_id, offsets).expect("a shared claim");
     assert!(store.compare_and_set("offsets", &swap, WINDOW).await.unwrap());
-    ticket.swapped(&swap, false);
+    ticket.swapped(&swap);
     let committed = Committed { topic: "t".into(), partition: 0, offset, duplicate_of: None };
-    let swap = ticket.committed_swap(request_id, &committed).expect("a shared claim");
-    assert!(store.compare_and_set("commit", &swap, WINDOW).await.unwrap());
-    ticket.swapped(&swap, true);
+    let state = ticket.committed_state(request_id, &committed).expect("a shared claim");
+    store.write_committed_many("commit", &[state], WINDOW).await.unwrap();
+    ticket.keep_pending();
     ticket.finish(Some((&committed, request_id)));
 }
 
@@ -791,7 +791,7 @@ async fn a_committed_claim_whose_key_vanished_is_written_again() {
     let offsets = Offsets { topic: "t".into(), partition: 0, offset: 4, written_at: Some(now_ms()) };
     let swap = owner.offsets_swap("req-1", offsets).expect("a shared claim");
     assert!(store.compare_and_set("offsets", &swap, WINDOW).await.unwrap());
-    owner.swapped(&swap, false);
+    owner.swapped(&swap);
     // The store restarts empty while the transaction commits, and stays away for a moment.
     redis.stop();
     let committed = Committed { topic: "t".into(), partition: 0, offset: 4, duplicate_of: None };
@@ -1062,7 +1062,7 @@ async fn scripts_are_reloaded_after_a_flush_and_sent_whole_where_evalsha_is_refu
                     new: format!("new-{round}"),
                 })
                 .collect();
-            // The third key does not exist: compare-and-set refuses it, settle-committed writes it.
+            // The third key does not exist: compare-and-set refuses it, a committed state writes it.
             let replaced = store.compare_and_set_many("offsets", &swaps, WINDOW).await;
             if round == 0 {
                 assert_eq!(replaced.unwrap(), [true, true, false], "{name}: per key");
@@ -1072,9 +1072,9 @@ async fn scripts_are_reloaded_after_a_flush_and_sent_whole_where_evalsha_is_refu
                     [true, true, false]
                 );
                 assert_eq!(cli(&["get", &keys[0]]), "new-0");
-                let settled = store.settle_committed_many("commit", &swaps[2..], WINDOW).await.unwrap();
-                assert_eq!(settled, [true], "{name}: a vanished key is written");
-                assert_eq!(cli(&["get", &keys[2]]), "new-0");
+                let committed = [(keys[2].clone(), "new-0".to_owned())];
+                store.write_committed_many("commit", &committed, WINDOW).await.unwrap();
+                assert_eq!(cli(&["get", &keys[2]]), "new-0", "{name}: a vanished key is written");
             } else {
                 // After the flush: the old value is "new-0", not "new", so nothing matches;
                 // what matters is that the call went through (NOSCRIPT reloaded, or EVAL).

@@ -1,6 +1,6 @@
 //! The committer's writes to the shared dedupe store: where each record of a batch landed (before
-//! its commit) and the committed state (after it, once the waiters were answered), each one
-//! script call for the whole batch.
+//! its commit: one compare-and-set script call for the batch) and the committed state (after it,
+//! once the waiters were answered: one pipeline of plain writes for the batch).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -98,7 +98,14 @@ pub async fn write_offsets(
 
 /// The committed states of a committed batch's shared claims, written after its waiters were
 /// answered ([`CommittedStates::write_in_background`]).
-pub struct CommittedStates(ClaimSwaps);
+pub struct CommittedStates {
+    /// The store every claim of this process lives in.
+    store: Arc<RedisStore>,
+    /// A claim's TTL (the dedupe window), from the commit on.
+    ttl: Duration,
+    /// Each claim's key and its committed state.
+    entries: Vec<(String, String)>,
+}
 
 /// After a commit returned: takes over writing the committed state of every committed event's
 /// shared claim (its ticket no longer writes or releases it), so that the waiters can be answered
@@ -107,52 +114,51 @@ pub fn committed_states(
     live: &mut [Pending],
     results: &[Result<Committed, producer::Refusal>],
 ) -> Option<CommittedStates> {
-    let pairs = live.iter().zip(results).enumerate().filter_map(|(index, (p, result))| {
-        let (committed, ticket) = (result.as_ref().ok()?, p.completion.ticket.as_ref()?);
-        Some((index, ticket, ticket.committed_swap(&p.record.request_id, committed)?))
-    });
-    let claims = ClaimSwaps::collect(pairs)?;
-    for &index in &claims.indexes {
-        if let Some(ticket) = live.get_mut(index).and_then(|p| p.completion.ticket.as_mut()) {
-            ticket.keep_pending();
-        }
+    let mut states: Option<CommittedStates> = None;
+    for (p, result) in live.iter_mut().zip(results) {
+        let (Ok(committed), Some(ticket)) = (result, p.completion.ticket.as_mut()) else { continue };
+        let (Some(store), Some(entry)) =
+            (ticket.store(), ticket.committed_state(&p.record.request_id, committed))
+        else {
+            continue;
+        };
+        let states = match &mut states {
+            Some(states) => states,
+            None => states.insert(CommittedStates {
+                store: Arc::clone(store),
+                ttl: ticket.ttl(),
+                entries: Vec::new(),
+            }),
+        };
+        states.entries.push(entry);
+        ticket.keep_pending();
     }
-    Some(CommittedStates(claims))
+    states
 }
 
 impl CommittedStates {
-    /// Writes every committed state in one script call on the store's runtime, retried (the whole
-    /// call: it is idempotent) for as long as the claims live. Until it lands the claims stay
-    /// pending with their offsets: a repeat on another replica waits for it (the owner is alive),
-    /// a repeat on this one is answered from the in-process table.
+    /// Writes every committed state in one pipeline on the store's runtime, retried (the whole
+    /// pipeline: plain writes of true values, safe to repeat) for as long as the claims live.
+    /// Until it lands the claims stay pending with their offsets: a repeat on another replica
+    /// waits for it (the owner is alive), a repeat on this one is answered from the in-process
+    /// table.
     pub fn write_in_background(self) {
-        let claims = self.0;
-        let store = Arc::clone(&claims.store);
+        let store = Arc::clone(&self.store);
         store.spawn_detached(async move {
-            let give_up = std::time::Instant::now() + claims.ttl;
+            let give_up = std::time::Instant::now() + self.ttl;
             let mut backoff = Duration::from_millis(100);
             loop {
-                match claims.store.settle_committed_many("commit", &claims.swaps, claims.ttl).await {
-                    Ok(written) => {
-                        let lost = written.iter().filter(|ok| !**ok).count();
-                        if lost > 0 {
-                            tracing::error!(
-                                claims = lost,
-                                "committed deliveries' dedupe claims were taken by another replica before \
-                                 their committed state could be written"
-                            );
-                        }
-                        return;
-                    }
+                match self.store.write_committed_many("commit", &self.entries, self.ttl).await {
+                    Ok(()) => return,
                     Err(e) if std::time::Instant::now() + backoff < give_up => {
-                        tracing::warn!(error = %e, claims = claims.swaps.len(), "recording commits in the dedupe store failed; retrying");
+                        tracing::warn!(error = %e, claims = self.entries.len(), "recording commits in the dedupe store failed; retrying");
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(5));
                     }
                     Err(e) => {
                         tracing::error!(
                             error = %e,
-                            claims = claims.swaps.len(),
+                            claims = self.entries.len(),
                             "could not record committed deliveries in the dedupe store within the dedupe \
                              window: their claims expired pending"
                         );

@@ -356,7 +356,7 @@ impl GroupCommitter {
         for (index, swap, landed) in &offsets_written {
             if let Some(ticket) = live.get_mut(*index).and_then(|p| p.completion.ticket.as_mut()) {
                 if *landed {
-                    ticket.swapped(swap, false);
+                    ticket.swapped(swap);
                 } else {
                     ticket.maybe_swapped(swap);
                 }

@@ -1097,6 +1097,68 @@ async fn scripts_are_reloaded_after_a_flush_and_sent_whole_where_evalsha_is_refu
     }
 }
 
+/// A committed state is written whatever its key holds. Should another replica have taken the
+/// claim over meanwhile (it judged the owner gone), the committed state replaces that claim, the
+/// taker's offsets write before its commit fails (so its committer publishes nothing), and a
+/// repeat is answered `duplicate_of` the committed record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_committed_state_replaces_a_claim_taken_over_meanwhile_and_the_takers_offsets_write_fails() {
+    let store = stack_redis_store().await;
+    let a = deduper(&store, "replica-a");
+    let correlation = unique("corr-taken-over");
+    let body = [11u8; 32];
+    let key = claim_key(&correlation, &body);
+    let mut owner = ticket(a.admit(&correlation, body, "req-a", soon(2_000)).await);
+    let offsets = Offsets { topic: "t".into(), partition: 0, offset: 7, written_at: Some(now_ms()) };
+    let swap = owner.offsets_swap("req-a", offsets).expect("a shared claim");
+    assert!(store.compare_and_set("offsets", &swap, WINDOW).await.unwrap());
+    owner.swapped(&swap);
+
+    // Replica B takes the claim over (compare-and-set from A's value to its own pending one).
+    let taker = ClaimState::Pending {
+        owner: "replica-b".into(),
+        request_id: "req-b".into(),
+        claimed_at: now_ms(),
+        offsets: None,
+    }
+    .to_json();
+    let takeover =
+        cxone_ingest::dedupe::redis::Swap { key: key.clone(), old: swap.new.clone(), new: taker.clone() };
+    assert!(store.compare_and_set("claim", &takeover, WINDOW).await.unwrap());
+
+    // A's commit went through: its committed state is written over B's claim.
+    let committed = Committed { topic: "t".into(), partition: 0, offset: 7, duplicate_of: None };
+    let state = owner.committed_state("req-a", &committed).expect("a shared claim");
+    store.write_committed_many("commit", &[state], WINDOW).await.unwrap();
+    owner.keep_pending();
+    owner.finish(Some((&committed, "req-a")));
+    assert!(
+        matches!(stored(&store, &key).await, Some(ClaimState::Committed { ref request_id, offset: 7, .. }) if request_id == "req-a"),
+        "{:?}",
+        stored(&store, &key).await
+    );
+
+    // B's offsets write before its commit fails: its committer vetoes the commit.
+    let b_offsets = ClaimState::Pending {
+        owner: "replica-b".into(),
+        request_id: "req-b".into(),
+        claimed_at: now_ms(),
+        offsets: Some(Offsets { topic: "t".into(), partition: 1, offset: 3, written_at: Some(now_ms()) }),
+    }
+    .to_json();
+    let b_swap = cxone_ingest::dedupe::redis::Swap { key: key.clone(), old: taker, new: b_offsets };
+    assert_eq!(store.compare_and_set_many("offsets", &[b_swap], WINDOW).await.unwrap(), [false]);
+
+    // A repeat on a third replica: the committed record.
+    match deduper(&store, "replica-c").admit(&correlation, body, "req-c", soon(2_000)).await {
+        Ok(Admission::Duplicate(found)) => {
+            assert_eq!(found.duplicate_of.as_deref(), Some("req-a"), "{found:?}")
+        }
+        Ok(Admission::Publish(_)) => panic!("a committed delivery must not be published again"),
+        Err(e) => panic!("{e}"),
+    }
+}
+
 /// `redis-cli -p <port> ARGS…`: its output, trimmed.
 fn redis_cli(redis: &PrivateRedis, args: &[&str]) -> String {
     let out = std::process::Command::new("redis-cli")

@@ -13,14 +13,15 @@
 //! - A *pending* claim that is older than the transaction timeout (its owner died: its transaction
 //!   has ended one way or the other), or that this replica itself left behind (no request of it
 //!   holds the delivery), is taken over with a compare-and-set. Without offsets it was never
-//!   committed (offsets are written before every commit). With offsets the outcome is unknown
-//!   (reading the offset back would tell; not done: see docs/kafka.md): it is published again,
-//!   which may duplicate it, never lose it.
+//!   committed (offsets are written before every commit). With offsets its record is read back
+//!   (committed → answered `duplicate_of`; aborted → taken over); where the broker makes reading
+//!   back unsound it is published again, which may duplicate it, never lose it.
 //! - The store is unreachable → 503 (`dedupe_store` unavailable); nothing is published.
 //!
-//! The committer then ([`Ticket`]): writes the offsets into the pending claims of a batch before
-//! committing (one pipeline), the committed states after (one pipeline), and releases the claims
-//! of events that definitely did not commit (compare-and-delete, only its own value).
+//! The committer then ([`Ticket`], [`super::ticket`]): writes the offsets into the pending claims
+//! of a batch before committing (one compare-and-set call), the committed states after (one
+//! pipeline), and releases the claims of events that definitely did not commit
+//! (compare-and-delete, only its own value).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,6 +29,7 @@ use std::time::{Duration, Instant};
 use super::memory::{Claim, Dedupe, DedupeClaim};
 use super::redis::{RedisStore, SetIfAbsent, Swap};
 use super::store::{ClaimState, Offsets, StoreError, claim_key, now_ms};
+use super::ticket::Ticket;
 use crate::metrics as m;
 use crate::sinks::{Committed, Readiness, SinkError};
 
@@ -158,7 +160,7 @@ impl Deduper {
                 }
                 Claim::Owner(local) => {
                     let Some(store) = &self.shared else {
-                        return Ok(Admission::Publish(Ticket { local: Some(local), shared: None }));
+                        return Ok(Admission::Publish(Ticket::local_only(local)));
                     };
                     let key = claim_key(correlation_id, &body_sha256);
                     return self.claim_shared(store, local, key, request_id, deadline).await;
@@ -342,19 +344,15 @@ impl Deduper {
         value: String,
         claimed_at: u64,
     ) -> Admission {
-        Admission::Publish(Ticket {
-            local: Some(local),
-            shared: Some(SharedClaim {
-                store: Arc::clone(store),
-                key,
-                value,
-                owner: self.owner.clone(),
-                claimed_at,
-                unsure: None,
-                window: self.timings.window,
-                settled: false,
-            }),
-        })
+        Admission::Publish(Ticket::shared(
+            local,
+            store,
+            key,
+            value,
+            self.owner.clone(),
+            claimed_at,
+            self.timings.window,
+        ))
     }
 }
 
@@ -413,7 +411,11 @@ fn release_value(store: &Arc<RedisStore>, key: &str, value: &str) {
 
 /// Deletes `key` if it holds any of `values` (in the background, retried while the store cannot
 /// be reached: [`RedisStore::release_later`]).
-fn release_values<'a>(store: &Arc<RedisStore>, key: &str, values: impl IntoIterator<Item = &'a str>) {
+pub(super) fn release_values<'a>(
+    store: &Arc<RedisStore>,
+    key: &str,
+    values: impl IntoIterator<Item = &'a str>,
+) {
     let entries: Vec<(String, String)> =
         values.into_iter().map(|value| (key.to_owned(), value.to_owned())).collect();
     store.release_later("release", entries);
@@ -421,165 +423,4 @@ fn release_values<'a>(store: &Arc<RedisStore>, key: &str, values: impl IntoItera
 
 fn unavailable(e: StoreError) -> SinkError {
     SinkError::Unavailable { sink: STORE, detail: e.to_string() }
-}
-
-/// The right (and duty) to publish one delivery, held by the committer until its transaction ended.
-pub struct Ticket {
-    /// The in-process claim (taken by `finish`).
-    local: Option<DedupeClaim>,
-    /// The shared claim, when a store is configured.
-    shared: Option<SharedClaim>,
-}
-
-/// This request's claim in the shared store.
-pub struct SharedClaim {
-    store: Arc<RedisStore>,
-    key: String,
-    /// The value the key holds now (ours): compared by every change.
-    value: String,
-    /// `owner` and `claimed_at` of our pending value, carried into the one with offsets.
-    owner: String,
-    claimed_at: u64,
-    /// A value of ours the key may hold instead: written by a call whose answer was lost (the
-    /// store went away mid-call). Released too, or the claim would outlive its aborted record.
-    unsure: Option<String>,
-    /// TTL of every write.
-    window: Duration,
-    /// The committed state is written (or the claim deliberately left pending): nothing to release.
-    settled: bool,
-}
-
-impl Ticket {
-    /// The TTL of this ticket's shared writes (the dedupe window; zero without a shared claim).
-    pub fn ttl(&self) -> Duration {
-        self.shared.as_ref().map_or(Duration::ZERO, |s| s.window)
-    }
-
-    /// The shared store of this ticket, if any.
-    pub fn store(&self) -> Option<&Arc<RedisStore>> {
-        self.shared.as_ref().map(|s| &s.store)
-    }
-
-    /// The change of this pending claim to carry the record's offsets (written before the commit).
-    pub fn offsets_swap(&self, request_id: &str, offsets: Offsets) -> Option<Swap> {
-        let shared = self.shared.as_ref()?;
-        let new = ClaimState::Pending {
-            owner: shared.owner.clone(),
-            request_id: request_id.to_owned(),
-            claimed_at: shared.claimed_at,
-            offsets: Some(offsets),
-        }
-        .to_json();
-        Some(Swap { key: shared.key.clone(), old: shared.value.clone(), new })
-    }
-
-    /// This claim's key and its *committed* state.
-    pub fn committed_state(&self, request_id: &str, committed: &Committed) -> Option<(String, String)> {
-        let shared = self.shared.as_ref()?;
-        Some((shared.key.clone(), committed_json(request_id, committed)))
-    }
-
-    /// Records that `swap` (its offsets, written before the commit) was written: the key now
-    /// holds its new value.
-    pub fn swapped(&mut self, swap: &Swap) {
-        if let Some(shared) = &mut self.shared {
-            shared.value = swap.new.clone();
-            shared.unsure = None;
-        }
-    }
-
-    /// Records that `swap` (one of this ticket's) was sent but its answer lost: the key holds its
-    /// old value or its new one, and a release deletes either.
-    pub fn maybe_swapped(&mut self, swap: &Swap) {
-        if let Some(shared) = &mut self.shared {
-            shared.unsure = Some(swap.new.clone());
-        }
-    }
-
-    /// Leaves the shared claim as it is (pending, with offsets): the outcome is unknown, and
-    /// releasing it would let a retry publish an event that may have committed.
-    pub fn keep_pending(&mut self) {
-        if let Some(shared) = &mut self.shared {
-            shared.settled = true;
-        }
-    }
-
-    /// Records the outcome: `Some((committed, request id))` when its transaction committed.
-    /// Not committed: the shared claim (if still ours) is released in the background.
-    pub fn finish(mut self, outcome: Option<(&Committed, &str)>) {
-        if let Some(local) = self.local.take() {
-            local.resolve(outcome);
-        }
-        if let Some(shared) = self.shared.take() {
-            match outcome {
-                None => shared.release(),
-                Some((committed, request_id)) if !shared.settled => {
-                    // Committed, but the committed state is not written yet (the store failed):
-                    // keep trying in the background; meanwhile the claim stays pending with offsets.
-                    shared.write_committed_later(request_id, committed);
-                }
-                Some(_) => {}
-            }
-        }
-    }
-}
-
-impl Drop for Ticket {
-    fn drop(&mut self) {
-        // Dropped unfinished (the request was never handed to a committer): not committed.
-        if let Some(shared) = self.shared.take() {
-            shared.release();
-        }
-    }
-}
-
-impl SharedClaim {
-    /// Deletes the claim if it still holds our value (fire and forget: a claim left behind
-    /// is taken over by the next claimant of this replica, or after the transaction timeout).
-    fn release(self) {
-        if self.settled {
-            return;
-        }
-        release_values(
-            &self.store,
-            &self.key,
-            [Some(self.value.as_str()), self.unsure.as_deref()].into_iter().flatten(),
-        );
-    }
-
-    /// Writes the committed state in the background, retrying for as long as the claim lives (the
-    /// dedupe window): meanwhile it stays pending with its offsets, and a repeat waits. A key that
-    /// vanished (a store restarted without its data, an eviction) is written again.
-    fn write_committed_later(self, request_id: &str, committed: &Committed) {
-        let entries = [(self.key.clone(), committed_json(request_id, committed))];
-        let store = Arc::clone(&self.store);
-        let window = self.window;
-        let task_store = Arc::clone(&store);
-        store.spawn_detached(async move {
-            let give_up = Instant::now() + window;
-            let mut backoff = Duration::from_millis(200);
-            while Instant::now() < give_up {
-                if task_store.write_committed_many("commit", &entries, window).await.is_ok() {
-                    return;
-                }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-            tracing::error!(
-                "could not record a committed delivery in the dedupe store within the dedupe window: \
-                 its claim expired pending"
-            );
-        });
-    }
-}
-
-/// The stored *committed* state of `request_id`'s record.
-fn committed_json(request_id: &str, committed: &Committed) -> String {
-    ClaimState::Committed {
-        request_id: request_id.to_owned(),
-        topic: committed.topic.clone(),
-        partition: committed.partition,
-        offset: committed.offset,
-    }
-    .to_json()
 }

@@ -8,7 +8,9 @@
 //! - [`redis`]: the Redis/Valkey client (atomic set-if-absent, compare-and-set/-delete/-expire).
 //! - [`burst`]: the requests' concurrent claims sent as one store call per burst.
 //! - [`lock`]: the replay lock (one `replay` at a time per dead-letter location).
-//! - [`claim`]: the flow: claim, wait for another owner, take over an abandoned claim, settle.
+//! - [`claim`]: the flow: claim, wait for another owner, take over an abandoned claim.
+//! - [`ticket`]: the committer's side of a claim: offsets before the commit, the committed state
+//!   after it, or the release.
 
 pub mod burst;
 pub mod claim;
@@ -17,5 +19,6 @@ pub mod lock;
 pub mod memory;
 pub mod redis;
 pub mod store;
+pub mod ticket;
 
 pub use config::{DedupeConfig, DedupeStore};

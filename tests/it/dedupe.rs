@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 
 use cxone_ingest::dedupe::DedupeConfig;
 use cxone_ingest::dedupe::DedupeStore;
-use cxone_ingest::dedupe::claim::{Admission, ClaimTimings, CommitReader, Deduper, ReadBackAnswer, Ticket};
+use cxone_ingest::dedupe::claim::{Admission, ClaimTimings, CommitReader, Deduper, ReadBackAnswer};
 use cxone_ingest::dedupe::memory::Dedupe;
 use cxone_ingest::dedupe::redis::RedisStore;
 use cxone_ingest::dedupe::store::{ClaimState, Offsets, claim_key, now_ms};
+use cxone_ingest::dedupe::ticket::Ticket;
 use cxone_ingest::sinks::kafka::{KafkaConfig, KafkaSink};
 use cxone_ingest::sinks::{Committed, EventSink, Readiness, SinkError};
 use rdkafka::mocking::MockCluster;

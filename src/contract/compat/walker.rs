@@ -27,6 +27,31 @@ struct At<'a> {
     pointer: String,
 }
 
+/// The schema `true`, standing in for an absent keyword (it accepts anything).
+static TRUE: Value = Value::Bool(true);
+
+impl<'a> At<'a> {
+    /// `value`, found at `suffix` (already escaped) below this schema.
+    fn below(&self, value: &'a Value, suffix: impl std::fmt::Display) -> At<'a> {
+        At { value, pointer: format!("{}/{suffix}", self.pointer) }
+    }
+
+    /// Member `key` of this schema's object `map` (the same schema as a map).
+    fn key(&self, map: &'a Map<String, Value>, key: &str) -> At<'a> {
+        self.below(&map[key], escape(key))
+    }
+
+    /// Item `index` of this schema (an array of subschemas).
+    fn item(&self, index: usize) -> At<'a> {
+        self.below(&self.value[index], index)
+    }
+
+    /// The schema `true`, for a keyword absent on one side.
+    fn anything() -> At<'a> {
+        At { value: &TRUE, pointer: "true".into() }
+    }
+}
+
 /// Keywords with no effect on validity (annotations, and the definitions reached through `$ref`).
 const ANNOTATIONS: &[&str] = &[
     "$schema",
@@ -178,8 +203,8 @@ impl<'a> Walker<'a> {
         if self.wrapped_in_any_of(path, old, new, om, nm) {
             return;
         }
-        let o = |key: &str| At { value: &om[key], pointer: format!("{}/{}", old.pointer, escape(key)) };
-        let n = |key: &str| At { value: &nm[key], pointer: format!("{}/{}", new.pointer, escape(key)) };
+        let o = |key: &str| old.key(om, key);
+        let n = |key: &str| new.key(nm, key);
 
         // Changes from here that may change which members count as evaluated.
         let mark = self.changes.len();
@@ -295,9 +320,7 @@ impl<'a> Walker<'a> {
         let branches = |map: &'a Map<String, Value>, at: &At<'a>| -> Option<Vec<At<'a>>> {
             let list = map.get("anyOf")?.as_array()?;
             only_keyword(map, "anyOf").then(|| {
-                (0..list.len())
-                    .map(|index| At { value: &list[index], pointer: format!("{}/anyOf/{index}", at.pointer) })
-                    .collect()
+                (0..list.len()).map(|index| at.below(&list[index], format!("anyOf/{index}"))).collect()
             })
         };
         if !om.contains_key("anyOf") {
@@ -336,17 +359,12 @@ impl<'a> Walker<'a> {
             (Some(a), Some(b)) if a.len() == b.len() => {
                 for index in 0..a.len() {
                     let (a, b) = (o("prefixItems"), n("prefixItems"));
-                    self.walk(
-                        &child(path, &index.to_string()),
-                        At { value: &a.value[index], pointer: format!("{}/{index}", a.pointer) },
-                        At { value: &b.value[index], pointer: format!("{}/{index}", b.pointer) },
-                    );
+                    self.walk(&child(path, &index.to_string()), a.item(index), b.item(index));
                 }
             }
             _ => self.cannot_judge(path, "`prefixItems` changed in length".into()),
         }
-        static TRUE: Value = Value::Bool(true);
-        let any = || At { value: &TRUE, pointer: "true".into() };
+        let any = At::anything;
         match (om.contains_key("items"), nm.contains_key("items")) {
             (false, false) => {}
             (true, true) => self.walk(&child(path, "*"), o("items"), n("items")),

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use super::pending::Pending;
 use super::producer::{self, Landed};
-use crate::dedupe::claim::Ticket;
 use crate::dedupe::redis::{RedisStore, Swap};
 use crate::dedupe::store::{Offsets, StoreError, now_ms};
+use crate::dedupe::ticket::Ticket;
 use crate::sinks::Committed;
 
 /// A batch's swaps of its shared claims, with where each belongs in the batch.
@@ -151,7 +151,11 @@ impl CommittedStates {
                 match self.store.write_committed_many("commit", &self.entries, self.ttl).await {
                     Ok(()) => return,
                     Err(e) if std::time::Instant::now() + backoff < give_up => {
-                        tracing::warn!(error = %e, claims = self.entries.len(), "recording commits in the dedupe store failed; retrying");
+                        tracing::warn!(
+                            error = %e,
+                            claims = self.entries.len(),
+                            "recording commits in the dedupe store failed; retrying"
+                        );
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(5));
                     }

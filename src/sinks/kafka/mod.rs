@@ -34,9 +34,10 @@ use tokio::sync::{mpsc, oneshot};
 pub use config::KafkaConfig;
 pub use error::KafkaSinkError;
 
-use crate::dedupe::claim::{Admission, ClaimTimings, Deduper, Ticket};
+use crate::dedupe::claim::{Admission, ClaimTimings, Deduper};
 use crate::dedupe::memory::Dedupe;
 use crate::dedupe::redis::RedisStore;
+use crate::dedupe::ticket::Ticket;
 use crate::dedupe::{DedupeConfig, DedupeStore};
 use crate::sinks::{Committed, EventRecord, EventSink, Readiness, SinkError};
 use committer::{GroupCommitter, Intake, Shared};

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
-use crate::dedupe::claim::Ticket;
+use crate::dedupe::ticket::Ticket;
 use crate::metrics as m;
 use crate::sinks::{Committed, EventRecord, SinkError};
 

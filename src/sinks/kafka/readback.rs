@@ -8,9 +8,9 @@
 //! when it was aborted (the next record returned is further on, or the partition's end, which for a
 //! `read_committed` reader is the last stable offset, lies beyond it); and it stops short of it
 //! while the transaction is still open. An "aborted" verdict is read again from the start of the
-//! partition before it counts ([`OutcomeReader::read`] says why). A broker that shows aborted records to `read_committed`
-//! readers (tansu, librdkafka's mock cluster) would make an aborted record read as committed:
-//! [`probe`] catches that at start, and read-back then stays off.
+//! partition before it counts ([`OutcomeReader::read`] says why). A broker that shows aborted
+//! records to `read_committed` readers (tansu, librdkafka's mock cluster) would make an aborted
+//! record read as committed: [`probe`] catches that at start, and read-back then stays off.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -133,9 +133,9 @@ impl OutcomeReader {
     /// `spawn_blocking`). The answers are in `targets`' order; `Err` when no consumer could be
     /// made or assigned.
     ///
-    /// "Aborted" is the verdict that publishes an event again, so it is read again
-    /// [`CONFIRM_AFTER`] later, from the start of the record's partition, and the second read's
-    /// verdict stands. A `read_committed` reader that starts in the middle of a partition trusts
+    /// "Aborted" is the verdict that publishes an event again, so it is read again a second later
+    /// (`CONFIRM_AFTER`), from the start of the record's partition, and the second read's verdict
+    /// stands. A `read_committed` reader that starts in the middle of a partition trusts
     /// the broker to list only the aborted transactions that reach past its start; one that lists
     /// earlier ones too (seen on the noida-db emulator) makes librdkafka skip every later record of
     /// the same producer, committed ones included, until an abort marker that lies before the

@@ -5,7 +5,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{At, READERS, SENDERS, Side, Walker, escape};
+use super::{At, READERS, SENDERS, Side, Walker};
 
 impl<'a> Walker<'a> {
     pub(super) fn combinators(
@@ -16,16 +16,12 @@ impl<'a> Walker<'a> {
         om: &'a Map<String, Value>,
         nm: &'a Map<String, Value>,
     ) {
-        let o = |key: &str| At { value: &om[key], pointer: format!("{}/{}", old.pointer, escape(key)) };
-        let n = |key: &str| At { value: &nm[key], pointer: format!("{}/{}", new.pointer, escape(key)) };
-        let item = |at: At<'a>, index: usize| At {
-            value: &at.value[index],
-            pointer: format!("{}/{index}", at.pointer),
-        };
+        let o = |key: &str| old.key(om, key);
+        let n = |key: &str| new.key(nm, key);
         let branches =
             |map: &'a Map<String, Value>, at: &dyn Fn(&str) -> At<'a>, keyword: &str| -> Vec<At<'a>> {
                 let count = map.get(keyword).and_then(Value::as_array).map_or(0, Vec::len);
-                (0..count).map(|index| item(at(keyword), index)).collect()
+                (0..count).map(|index| at(keyword).item(index)).collect()
             };
         for keyword in ["allOf", "anyOf", "oneOf"] {
             let (a, b) =
@@ -35,13 +31,13 @@ impl<'a> Walker<'a> {
                 // Pairwise: a conjunction (allOf) or a disjunction (anyOf) of wider parts is wider.
                 (Some(a), Some(b)) if a.len() == b.len() && keyword != "oneOf" => {
                     for index in 0..a.len() {
-                        self.walk(path, item(o(keyword), index), item(n(keyword), index));
+                        self.walk(path, o(keyword).item(index), n(keyword).item(index));
                     }
                 }
                 (Some(a), Some(b)) if a.len() == b.len() => {
                     let mut inner = Vec::new();
                     for index in 0..a.len() {
-                        inner.extend(self.walk_apart(path, item(o(keyword), index), item(n(keyword), index)));
+                        inner.extend(self.walk_apart(path, o(keyword).item(index), n(keyword).item(index)));
                     }
                     if !inner.is_empty() {
                         self.cannot_judge(path, "a `oneOf` branch changed".into());

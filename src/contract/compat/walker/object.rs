@@ -9,8 +9,6 @@ use serde_json::{Map, Value};
 
 use super::{At, Change, EMPTY, READERS, SENDERS, Side, Walker, accepts_all, child, escape, union};
 
-static TRUE: Value = Value::Bool(true);
-
 /// The `patternProperties` of one side, compiled.
 struct Patterns<'a> {
     map: &'a Map<String, Value>,
@@ -64,8 +62,8 @@ impl<'a> Walker<'a> {
 
         let extra = |map: &'a Map<String, Value>, at: &At<'a>| -> At<'a> {
             match map.get("additionalProperties") {
-                Some(value) => At { value, pointer: format!("{}/additionalProperties", at.pointer) },
-                None => At { value: &TRUE, pointer: "true".into() },
+                Some(value) => at.below(value, "additionalProperties"),
+                None => At::anything(),
             }
         };
         let (old_extra, new_extra) = (extra(om, old), extra(nm, new));
@@ -90,9 +88,7 @@ impl<'a> Walker<'a> {
             (properties(om).unwrap_or(&EMPTY), properties(nm).unwrap_or(&EMPTY));
         let names: BTreeSet<&String> = old_properties.keys().chain(new_properties.keys()).collect();
         let property = |properties: &'a Map<String, Value>, at: &At<'a>, name: &str| -> Option<At<'a>> {
-            properties
-                .get(name)
-                .map(|value| At { value, pointer: format!("{}/properties/{}", at.pointer, escape(name)) })
+            properties.get(name).map(|value| at.below(value, format!("properties/{}", escape(name))))
         };
         // An undeclared name is judged by the patterns it matches (compared on their own above),
         // else by `additionalProperties`.
@@ -103,13 +99,13 @@ impl<'a> Walker<'a> {
                 match patterns.matching(name).as_slice() {
                     [] => (extra.clone(), false),
                     [pattern] if same_patterns => (
-                        At {
-                            value: &patterns.map[pattern.as_str()],
-                            pointer: format!("{}/patternProperties/{}", side.pointer, escape(pattern)),
-                        },
+                        side.below(
+                            &patterns.map[pattern.as_str()],
+                            format!("patternProperties/{}", escape(pattern)),
+                        ),
                         true,
                     ),
-                    _ => (At { value: &TRUE, pointer: "true".into() }, false),
+                    _ => (At::anything(), false),
                 }
             };
         let keep = |inner: Vec<Change>, pattern: bool, side: Side| -> Vec<Change> {
@@ -185,10 +181,8 @@ impl<'a> Walker<'a> {
         let patterns: BTreeSet<&String> = o.map.keys().chain(n.map.keys()).collect();
         let at = |patterns: &Patterns<'a>, side: &At<'a>, pattern: &str| -> At<'a> {
             match patterns.map.get(pattern) {
-                Some(value) => {
-                    At { value, pointer: format!("{}/patternProperties/{}", side.pointer, escape(pattern)) }
-                }
-                None => At { value: &TRUE, pointer: "true".into() },
+                Some(value) => side.below(value, format!("patternProperties/{}", escape(pattern))),
+                None => At::anything(),
             }
         };
         for pattern in patterns {

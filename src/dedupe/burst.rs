@@ -1,11 +1,11 @@
 //! Grouping the requests' claims: the `SET NX` claims that arrive while the store is busy with a
-//! call go out together as one script call, and each request is answered its own key's result.
+//! call go out together as one pipeline, and each request is answered its own key's result.
 //!
 //! Every claim must wait for the store's write acknowledgement (with `appendfsync always`, its
 //! fsync) before its request goes on. Sent one command each, a burst of N claims costs N commands
-//! to build, send, parse and wake up for, on both sides. Here one task per store takes the claims
-//! queued since its last call, up to [`MAX_CLAIMS_PER_CALL`], and sends them as one script call
-//! ([`RedisStore::claim_many`]); at most [`MAX_CALLS_IN_FLIGHT`] such calls are in flight, and
+//! round trips to build, send, parse and wake up for, on both sides. Here one task per store takes
+//! the claims queued since its last call, up to [`MAX_CLAIMS_PER_CALL`], and sends them as one
+//! pipeline of `SET NX PX GET` commands ([`RedisStore::claim_many`]); at most [`MAX_CALLS_IN_FLIGHT`] such calls are in flight, and
 //! claims arriving meanwhile wait for the next one. Guarantees, per claim as before:
 //!
 //! - a request goes on only after the store acknowledged its own key's write;
@@ -16,6 +16,7 @@
 //!   not sent if it is still queued, and released (compare-and-delete of its own value) if its
 //!   call was already on its way.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -25,8 +26,8 @@ use super::redis::{RedisStore, SetIfAbsent};
 use super::store::StoreError;
 use crate::metrics as m;
 
-/// Most claims in one call: bounds the script's run time inside the store (it blocks the store
-/// while it runs; ~1 µs per key) and the reply's size.
+/// Most claims in one call: bounds the time the store spends on one call (a few µs per key)
+/// and the reply's size.
 pub const MAX_CLAIMS_PER_CALL: usize = 512;
 /// Calls in flight at once. One: the store acknowledges a call's writes together (one fsync per
 /// event-loop iteration under `appendfsync always`), so the claims arriving during a call are
@@ -45,13 +46,15 @@ pub(super) struct QueuedClaim {
 /// store's home runtime until the store is dropped).
 pub(super) struct ClaimBurst {
     queue: mpsc::UnboundedSender<QueuedClaim>,
+    /// Calls sent so far ([`RedisStore::claim_calls`]): how well claims are grouped.
+    calls: AtomicU64,
 }
 
 impl ClaimBurst {
     /// The queue, and the receiving side for [`ClaimBurst::run`].
     pub fn new() -> (ClaimBurst, mpsc::UnboundedReceiver<QueuedClaim>) {
         let (queue, queued) = mpsc::unbounded_channel();
-        (ClaimBurst { queue }, queued)
+        (ClaimBurst { queue, calls: AtomicU64::new(0) }, queued)
     }
 
     /// Queues a claim of `key` with `value` and waits for its own answer.
@@ -64,6 +67,15 @@ impl ClaimBurst {
         answered.await.unwrap_or_else(|_| {
             Err(StoreError::Unavailable("the dedupe store's claim queue stopped".to_owned()))
         })
+    }
+
+    /// Calls sent so far.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn count_call(&self) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Empties the queue into calls of `store` until the store is gone.
@@ -98,6 +110,7 @@ async fn call(store: &Arc<RedisStore>, claims: Vec<QueuedClaim>) {
         return;
     }
     metrics::histogram!(m::DEDUPE_CLAIMS_PER_CALL).record(claims.len() as f64);
+    store.count_claim_call();
     let result = {
         let batch: Vec<(&str, &str, Duration)> =
             claims.iter().map(|c| (c.key.as_str(), c.value.as_str(), c.ttl)).collect();

@@ -1098,6 +1098,38 @@ async fn scripts_are_reloaded_after_a_flush_and_sent_whole_where_evalsha_is_refu
     }
 }
 
+/// The committer's offsets write keeps each claim's TTL and changes nothing where the claim is
+/// not ours: per key, written when it held our pending value (or already the new one: a call sent
+/// again), refused and left exactly as it was (value and TTL) when it holds another value, and not
+/// created when it is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_offsets_write_keeps_each_claims_ttl_and_leaves_keys_that_are_not_ours_untouched() {
+    let redis = PrivateRedis::start();
+    let store = redis.client().await;
+    let keys: Vec<String> =
+        (0..3).map(|i| format!("cxone-ingest:test:{}", unique(&format!("ttl{i}")))).collect();
+    assert_eq!(redis_cli(&redis, &["set", &keys[0], "ours", "px", "60000"]), "OK");
+    assert_eq!(redis_cli(&redis, &["set", &keys[1], "theirs", "px", "30000"]), "OK");
+    let swaps: Vec<_> = keys
+        .iter()
+        .map(|key| cxone_ingest::dedupe::redis::Swap {
+            key: key.clone(),
+            old: "ours".into(),
+            new: "ours+offsets".into(),
+        })
+        .collect();
+    for round in 0..2 {
+        let written = store.compare_and_set_keeping_ttl_many("offsets", &swaps).await.unwrap();
+        assert_eq!(written, [true, false, false], "round {round}: per key");
+    }
+    assert_eq!(redis_cli(&redis, &["get", &keys[0]]), "ours+offsets");
+    assert_eq!(redis_cli(&redis, &["get", &keys[1]]), "theirs", "another's claim is left as it was");
+    assert_eq!(redis_cli(&redis, &["exists", &keys[2]]), "0", "a vanished claim is not created");
+    let ttl = |key: &str| redis_cli(&redis, &["pttl", key]).parse::<i64>().unwrap();
+    assert!((1..=60_000).contains(&ttl(&keys[0])), "ours keeps its TTL: {}", ttl(&keys[0]));
+    assert!((1..=30_000).contains(&ttl(&keys[1])), "theirs keeps its TTL: {}", ttl(&keys[1]));
+}
+
 /// A committed state is written whatever its key holds. Should another replica have taken the
 /// claim over meanwhile (it judged the owner gone), the committed state replaces that claim, the
 /// taker's offsets write before its commit fails (so its committer publishes nothing), and a
@@ -1148,7 +1180,12 @@ async fn a_committed_state_replaces_a_claim_taken_over_meanwhile_and_the_takers_
     }
     .to_json();
     let b_swap = cxone_ingest::dedupe::redis::Swap { key: key.clone(), old: taker, new: b_offsets };
-    assert_eq!(store.compare_and_set_many("offsets", &[b_swap], WINDOW).await.unwrap(), [false]);
+    assert_eq!(store.compare_and_set_keeping_ttl_many("offsets", &[b_swap]).await.unwrap(), [false]);
+    assert!(
+        matches!(stored(&store, &key).await, Some(ClaimState::Committed { ref request_id, .. }) if request_id == "req-a"),
+        "the refused offsets write left the committed state: {:?}",
+        stored(&store, &key).await
+    );
 
     // A repeat on a third replica: the committed record.
     match deduper(&store, "replica-c").admit(&correlation, body, "req-c", soon(2_000)).await {
@@ -1171,18 +1208,7 @@ fn redis_cli(redis: &PrivateRedis, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-/// How many `EVALSHA` calls the server ran (`INFO commandstats`).
-fn evalsha_calls(redis: &PrivateRedis) -> u64 {
-    let stats = redis_cli(redis, &["info", "commandstats"]);
-    stats
-        .lines()
-        .find_map(|line| line.strip_prefix("cmdstat_evalsha:calls="))
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
-
-/// Claims of one key sent in one burst (one script call) have exactly one winner: the first
+/// Claims of one key sent in one burst (one pipeline) have exactly one winner: the first
 /// creates the key, every other one finds the winner's value, in the call and through the
 /// request path (many replicas' requests at once, while the store is held so that they queue
 /// into one burst).
@@ -1205,7 +1231,7 @@ async fn concurrent_claims_of_one_key_in_one_burst_have_exactly_one_winner() {
     const CLAIMS: usize = 12;
     let key = format!("cxone-ingest:test:{}", unique("burst"));
     let values: Vec<String> = (0..CLAIMS).map(|i| format!("value-{i}")).collect();
-    redis_cli(&redis, &["config", "resetstat"]);
+    let calls_before = store.claim_calls();
     redis.pause();
     let claims = futures::future::join_all(values.iter().map(|v| store.claim(&key, v, WINDOW)));
     // join polls every claim once (each queues itself) before the store is let go.
@@ -1219,8 +1245,8 @@ async fn concurrent_claims_of_one_key_in_one_burst_have_exactly_one_winner() {
     }
     assert_eq!(redis_cli(&redis, &["get", &key]), *winner);
     // The first claim's call (sent before the store was held) and one for the rest.
-    let calls = evalsha_calls(&redis);
-    assert!((1..=2).contains(&calls), "{CLAIMS} claims in {calls} script calls");
+    let calls = store.claim_calls() - calls_before;
+    assert!((1..=2).contains(&calls), "{CLAIMS} claims in {calls} calls");
 
     // Through the request path: many replicas' requests for one delivery at once.
     const REPLICAS: usize = 12;

@@ -16,8 +16,6 @@ use crate::sinks::Committed;
 struct ClaimSwaps {
     /// The store every claim of this process lives in.
     store: Arc<RedisStore>,
-    /// A claim's TTL (the dedupe window), renewed by every swap.
-    ttl: Duration,
     /// Index in the batch of each swap.
     indexes: Vec<usize>,
     swaps: Vec<Swap>,
@@ -32,7 +30,6 @@ impl ClaimSwaps {
                 Some(claims) => claims,
                 None => claims.insert(ClaimSwaps {
                     store: Arc::clone(ticket.store()?),
-                    ttl: ticket.ttl(),
                     indexes: Vec::new(),
                     swaps: Vec::new(),
                 }),
@@ -43,10 +40,20 @@ impl ClaimSwaps {
         claims
     }
 
-    /// Sends every swap in one script call on the store's own runtime: whether each was applied.
-    async fn send(&self, op: &'static str) -> Result<Vec<bool>, StoreError> {
-        let (store, swaps, ttl) = (Arc::clone(&self.store), self.swaps.clone(), self.ttl);
-        self.store.on_home_runtime(async move { store.compare_and_set_many(op, &swaps, ttl).await }).await
+    /// Sends every swap in one script call on the store's own runtime: the index and swap of
+    /// each, with whether it was applied (or the call's error).
+    async fn send(self, op: &'static str) -> (Vec<usize>, Vec<Swap>, Result<Vec<bool>, StoreError>) {
+        let ClaimSwaps { store, indexes, swaps } = self;
+        // Shared with the task rather than copied: a batch's swaps are hundreds of JSON values.
+        let swaps = Arc::new(swaps);
+        let (task_store, task_swaps) = (Arc::clone(&store), Arc::clone(&swaps));
+        let replaced = store
+            .on_home_runtime(
+                async move { task_store.compare_and_set_keeping_ttl_many(op, &task_swaps).await },
+            )
+            .await;
+        let swaps = Arc::try_unwrap(swaps).unwrap_or_else(|shared| shared.as_ref().clone());
+        (indexes, swaps, replaced)
     }
 }
 
@@ -73,19 +80,18 @@ pub async fn write_offsets(
         Some((index, ticket, ticket.offsets_swap(&p.record.request_id, offsets)?))
     });
     let Some(claims) = ClaimSwaps::collect(pairs) else { return Ok(()) };
-    let replaced = match claims.send("offsets").await {
+    let (indexes, swaps, replaced) = claims.send("offsets").await;
+    let replaced = match replaced {
         Ok(replaced) => replaced,
         Err(e) => {
-            *written =
-                claims.indexes.into_iter().zip(claims.swaps).map(|(i, swap)| (i, swap, false)).collect();
+            *written = indexes.into_iter().zip(swaps).map(|(i, swap)| (i, swap, false)).collect();
             return Err(format!("recording offsets in the dedupe store: {e}"));
         }
     };
     let lost = replaced.iter().filter(|ok| !**ok).count();
-    *written = claims
-        .indexes
+    *written = indexes
         .into_iter()
-        .zip(claims.swaps)
+        .zip(swaps)
         .zip(replaced)
         .filter(|(_, ok)| *ok)
         .map(|((i, swap), _)| (i, swap, true))

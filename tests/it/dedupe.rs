@@ -78,7 +78,8 @@ async fn assert_claim_gone(store: &RedisStore, key: &str, limit: Duration, why: 
 async fn commit(store: &RedisStore, mut ticket: Ticket, request_id: &str, offset: i64) {
     let offsets = Offsets { topic: "t".into(), partition: 0, offset, written_at: Some(now_ms()) };
     let swap = ticket.offsets_swap(request_id, offsets).expect("a shared claim");
-    assert!(store.compare_and_set("offsets", &swap, WINDOW).await.unwrap());
+    let written = store.compare_and_set_keeping_ttl_many("offsets", std::slice::from_ref(&swap)).await;
+    assert_eq!(written.unwrap(), [true]);
     ticket.swapped(&swap);
     let committed = Committed { topic: "t".into(), partition: 0, offset, duplicate_of: None };
     let state = ticket.committed_state(request_id, &committed).expect("a shared claim");
@@ -1128,6 +1129,52 @@ async fn the_offsets_write_keeps_each_claims_ttl_and_leaves_keys_that_are_not_ou
     let ttl = |key: &str| redis_cli(&redis, &["pttl", key]).parse::<i64>().unwrap();
     assert!((1..=60_000).contains(&ttl(&keys[0])), "ours keeps its TTL: {}", ttl(&keys[0]));
     assert!((1..=30_000).contains(&ttl(&keys[1])), "theirs keeps its TTL: {}", ttl(&keys[1]));
+}
+
+/// The ACL user deploy/README.md tells operators to create (its `ACL SETUSER` line, read from the
+/// page) can do everything the service does: readiness, claims, the offsets and committed writes,
+/// a repeat answered `duplicate_of`, a release, the replay lock; and its scripts go by SHA1
+/// (`EVALSHA`, loaded once), never whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_acl_user_can_do_everything_the_service_does() {
+    use cxone_ingest::dedupe::lock::ReplayLock;
+    let page = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/README.md")).unwrap();
+    let line = page.lines().find_map(|l| l.trim().strip_prefix("ACL SETUSER ")).expect("the ACL line");
+    let rules: Vec<String> =
+        line.split_whitespace().map(|rule| rule.replace(">PASSWORD", ">test-password")).collect();
+    let redis = PrivateRedis::start();
+    let mut setuser = vec!["acl", "setuser"];
+    setuser.extend(rules.iter().map(String::as_str));
+    assert_eq!(redis_cli(&redis, &setuser), "OK", "{line}");
+    let user = rules.first().expect("a user name");
+    let url = format!("redis://{user}:test-password@127.0.0.1:{}", redis.port);
+    let store = RedisStore::connect(&url, "private redis, ACL user".to_owned()).expect("redis client");
+    let ready = poll_until(Duration::from_secs(10), || async { store.ping().await.ok() }).await;
+    assert!(ready.is_some(), "readiness as the ACL user: {:?}", store.readiness());
+
+    let (a, b) = (deduper(&store, "replica-a"), deduper(&store, "replica-b"));
+    let body = [13u8; 32];
+    let committed = unique("corr-acl-committed");
+    commit(&store, ticket(a.admit(&committed, body, "req-1", soon(2_000)).await), "req-1", 5).await;
+    match b.admit(&committed, body, "req-2", soon(2_000)).await {
+        Ok(Admission::Duplicate(found)) => assert_eq!(found.duplicate_of.as_deref(), Some("req-1")),
+        Ok(Admission::Publish(_)) => panic!("a committed delivery published again"),
+        Err(e) => panic!("{e}"),
+    }
+    let released = unique("corr-acl-released");
+    ticket(a.admit(&released, body, "req-3", soon(2_000)).await).finish(None);
+    let key = claim_key(&released, &body);
+    assert_claim_gone(&store, &key, Duration::from_secs(5), "the release did not go through").await;
+    let lock_key = ReplayLock::key("bucket", &unique("acl"));
+    let lock = ReplayLock::acquire(Arc::clone(&store), lock_key.clone(), "run-1".to_owned()).await;
+    lock.expect("the replay lock").release().await;
+    assert_eq!(store.get("get", &lock_key).await.unwrap(), None, "the lock was released");
+
+    let stats = redis_cli(&redis, &["info", "commandstats"]);
+    assert!(stats.contains("cmdstat_evalsha:"), "scripts by SHA1: {stats}");
+    assert!(!stats.contains("cmdstat_eval:"), "never sent whole: {stats}");
+    let refused = redis_cli(&redis, &["info", "errorstats"]);
+    assert!(!refused.contains("NOPERM"), "the ACL refused a command: {refused}");
 }
 
 /// A committed state is written whatever its key holds. Should another replica have taken the

@@ -2,11 +2,12 @@
 //! call go out together as one pipeline, and each request is answered its own key's result.
 //!
 //! Every claim must wait for the store's write acknowledgement (with `appendfsync always`, its
-//! fsync) before its request goes on. Sent one command each, a burst of N claims costs N commands
+//! fsync) before its request goes on. Sent one command each, a burst of N claims costs N
 //! round trips to build, send, parse and wake up for, on both sides. Here one task per store takes
 //! the claims queued since its last call, up to [`MAX_CLAIMS_PER_CALL`], and sends them as one
-//! pipeline of `SET NX PX GET` commands ([`RedisStore::claim_many`]); at most [`MAX_CALLS_IN_FLIGHT`] such calls are in flight, and
-//! claims arriving meanwhile wait for the next one. Guarantees, per claim as before:
+//! pipeline of `SET NX PX GET` commands ([`RedisStore::claim_many`]); at most
+//! [`MAX_CALLS_IN_FLIGHT`] such calls are in flight, and claims arriving meanwhile wait for the
+//! next one. Guarantees, per claim as before:
 //!
 //! - a request goes on only after the store acknowledged its own key's write;
 //! - each key has its own outcome (created, or what it holds), also for two claims of one key in
@@ -16,7 +17,6 @@
 //!   not sent if it is still queued, and released (compare-and-delete of its own value) if its
 //!   call was already on its way.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -46,15 +46,13 @@ pub(super) struct QueuedClaim {
 /// store's home runtime until the store is dropped).
 pub(super) struct ClaimBurst {
     queue: mpsc::UnboundedSender<QueuedClaim>,
-    /// Calls sent so far ([`RedisStore::claim_calls`]): how well claims are grouped.
-    calls: AtomicU64,
 }
 
 impl ClaimBurst {
     /// The queue, and the receiving side for [`ClaimBurst::run`].
     pub fn new() -> (ClaimBurst, mpsc::UnboundedReceiver<QueuedClaim>) {
         let (queue, queued) = mpsc::unbounded_channel();
-        (ClaimBurst { queue, calls: AtomicU64::new(0) }, queued)
+        (ClaimBurst { queue }, queued)
     }
 
     /// Queues a claim of `key` with `value` and waits for its own answer.
@@ -67,15 +65,6 @@ impl ClaimBurst {
         answered.await.unwrap_or_else(|_| {
             Err(StoreError::Unavailable("the dedupe store's claim queue stopped".to_owned()))
         })
-    }
-
-    /// Calls sent so far.
-    pub fn calls(&self) -> u64 {
-        self.calls.load(Ordering::Relaxed)
-    }
-
-    pub(super) fn count_call(&self) {
-        self.calls.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Empties the queue into calls of `store` until the store is gone.
@@ -110,7 +99,6 @@ async fn call(store: &Arc<RedisStore>, claims: Vec<QueuedClaim>) {
         return;
     }
     metrics::histogram!(m::DEDUPE_CLAIMS_PER_CALL).record(claims.len() as f64);
-    store.count_claim_call();
     let result = {
         let batch: Vec<(&str, &str, Duration)> =
             claims.iter().map(|c| (c.key.as_str(), c.value.as_str(), c.ttl)).collect();

@@ -6,6 +6,7 @@
 //!   front of the shared store otherwise).
 //! - [`store`]: a shared claim: its key, its states as stored, the store's errors.
 //! - [`redis`]: the Redis/Valkey client (atomic set-if-absent, compare-and-set/-delete/-expire).
+//! - [`scripts`]: the Lua scripts behind the compare-and-… operations, sent by SHA1.
 //! - [`burst`]: the requests' concurrent claims sent as one store call per burst.
 //! - [`lock`]: the replay lock (one `replay` at a time per dead-letter location).
 //! - [`claim`]: the flow: claim, wait for another owner, take over an abandoned claim.
@@ -18,6 +19,7 @@ pub mod config;
 pub mod lock;
 pub mod memory;
 pub mod redis;
+pub mod scripts;
 pub mod store;
 pub mod ticket;
 

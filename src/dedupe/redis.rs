@@ -6,14 +6,15 @@
 //! server's runtime; the Kafka committers run on runtimes of their own without an IO driver, so
 //! their calls are handed to that runtime ([`RedisStore::on_home_runtime`]).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, Cmd, ErrorKind, RedisError, Script, ServerErrorKind, TlsCertificates};
+use redis::{Client, Cmd, ErrorKind, RedisError, ServerErrorKind, TlsCertificates};
 
 use super::burst::ClaimBurst;
+use super::scripts::{self, ScriptCall};
 use super::store::{ClaimState, StoreError};
 use crate::metrics as m;
 use crate::sinks::Readiness;
@@ -25,50 +26,10 @@ pub const RELEASE_RETRY_FOR: Duration = Duration::from_secs(120);
 /// How often readiness is re-checked with a PING.
 const PING_EVERY: Duration = Duration::from_secs(1);
 
-/// Compare-and-set of every key of a batch in one call: `KEYS[i]` is set to `ARGV[2i]` (TTL the
-/// last argument) only while it still holds `ARGV[2i-1]`, or already the new value (so that a call
-/// sent again after a lost answer changes nothing twice). Returns 1 (written) or 0 per key.
-const COMPARE_AND_SET: &str = "local ttl=ARGV[#ARGV] local out={} \
-     for i,k in ipairs(KEYS) do local old,new=ARGV[2*i-1],ARGV[2*i] local v=redis.call('get',k) \
-     if v==old or v==new then redis.call('set',k,new,'PX',ttl) out[i]=1 else out[i]=0 end end \
-     return out";
-/// [`COMPARE_AND_SET`] keeping each key's TTL, for the offsets written into a batch's claims
-/// before its commit: one command per key where the compare holds (the common case), `SET
-/// KEYS[i] ARGV[2i] XX KEEPTTL GET`; should the key have held neither `ARGV[2i-1]` nor the new
-/// value, what it held is put back at once (inside the script: no other client sees the new
-/// value, and the key keeps its TTL). 1 (written) or 0 per key.
-const COMPARE_AND_SET_KEEPING_TTL: &str = "local out={} for i,k in ipairs(KEYS) do \
-     local old,new=ARGV[2*i-1],ARGV[2*i] local v=redis.call('set',k,new,'XX','KEEPTTL','GET') \
-     if v==old or v==new then out[i]=1 else out[i]=0 if v then redis.call('set',k,v,'KEEPTTL') end end \
-     end return out";
 /// The readiness probe's key: written (`SET NX PX GET`, the claims' own form) every second, so
 /// that a store that cannot take writes (a read-only replica after a failover, out of memory
 /// under `noeviction`, too old for `SET NX GET`) is not ready.
 const READINESS_KEY: &str = "cxone-ingest:readiness";
-/// `DEL KEYS[i]` only while it still holds `ARGV[i]` (releasing only one's own claims or lock);
-/// 1 or 0 per key.
-const COMPARE_AND_DELETE: &str = "local out={} for i,k in ipairs(KEYS) do \
-     if redis.call('get',k)==ARGV[i] then out[i]=redis.call('del',k) else out[i]=0 end end return out";
-/// `PEXPIRE key ttl` only while it still holds `value` (renewing only one's own lock).
-const COMPARE_AND_EXPIRE: &str = "if redis.call('get',KEYS[1])==ARGV[1] then \
-     return redis.call('pexpire',KEYS[1],ARGV[2]) else return 0 end";
-
-/// The scripts, each sent by its SHA1 (`EVALSHA`); a server that does not know it yet (started
-/// since, or failed over to a replica without its script cache) answers `NOSCRIPT`, and the
-/// client loads it (`SCRIPT LOAD`) and calls again (redis-rs [`Script`]).
-static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
-    compare_and_set: Script::new(COMPARE_AND_SET),
-    compare_and_set_keeping_ttl: Script::new(COMPARE_AND_SET_KEEPING_TTL),
-    compare_and_delete: Script::new(COMPARE_AND_DELETE),
-    compare_and_expire: Script::new(COMPARE_AND_EXPIRE),
-});
-
-struct Scripts {
-    compare_and_set: Script,
-    compare_and_set_keeping_ttl: Script,
-    compare_and_delete: Script,
-    compare_and_expire: Script,
-}
 
 /// What an attempt to create a key found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,6 +64,8 @@ pub struct RedisStore {
     eval_only: AtomicBool,
     /// The requests' claims, sent a burst per call.
     claims: ClaimBurst,
+    /// Claim calls sent ([`claim_many`](Self::claim_many)): how well claims are grouped.
+    claim_calls: AtomicU64,
 }
 
 impl RedisStore {
@@ -145,6 +108,7 @@ impl RedisStore {
             redacted_url,
             eval_only: AtomicBool::new(false),
             claims,
+            claim_calls: AtomicU64::new(0),
         });
         store.home.spawn(ClaimBurst::run(Arc::downgrade(&store), queued));
         m::set_ready("dedupe_store", false);
@@ -281,7 +245,7 @@ impl RedisStore {
             let by_hash = call.cmd(false);
             let result = match by_hash.query_async(connection).await {
                 Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                    match call.script.load_async(connection).await {
+                    match call.lua.script.load_async(connection).await {
                         Ok(_) => by_hash.query_async(connection).await,
                         Err(e) => Err(e),
                     }
@@ -346,6 +310,7 @@ impl RedisStore {
         if claims.is_empty() {
             return Ok(Vec::new());
         }
+        self.claim_calls.fetch_add(1, Ordering::Relaxed);
         let mut pipe = redis::pipe();
         for (key, value, ttl) in claims {
             pipe.cmd("SET").arg(*key).arg(*value).arg("NX").arg("PX").arg(ttl_ms(*ttl)).arg("GET");
@@ -361,15 +326,9 @@ impl RedisStore {
         Ok(found.into_iter().map(|old| old.map_or(SetIfAbsent::Created, SetIfAbsent::Exists)).collect())
     }
 
-    /// How many claim calls ([`claim_many`](Self::claim_many) by the burst task) were sent: for
-    /// tests and diagnostics.
+    /// How many claim calls ([`claim_many`](Self::claim_many)) were sent: for tests and diagnostics.
     pub fn claim_calls(&self) -> u64 {
-        self.claims.calls()
-    }
-
-    /// Counts one claim call of the burst task.
-    pub(super) fn count_claim_call(&self) {
-        self.claims.count_call();
+        self.claim_calls.load(Ordering::Relaxed)
     }
 
     /// `GET key`.
@@ -398,18 +357,7 @@ impl RedisStore {
         swaps: &[Swap],
         ttl: Duration,
     ) -> Result<Vec<bool>, StoreError> {
-        if swaps.is_empty() {
-            return Ok(Vec::new());
-        }
-        let ttl = ttl_ms(ttl).to_string();
-        let call = ScriptCall {
-            script: &SCRIPTS.compare_and_set,
-            source: COMPARE_AND_SET,
-            keys: swaps.iter().map(|s| s.key.as_str()).collect(),
-            args: swaps.iter().flat_map(|s| [s.old.as_str(), s.new.as_str()]).chain([ttl.as_str()]).collect(),
-        };
-        let replaced: Vec<i64> = self.run(op, Packed::Script(call)).await?;
-        per_key(op, replaced, swaps.len())
+        self.swap_many(op, &scripts::COMPARE_AND_SET, swaps, Some(ttl)).await
     }
 
     /// [`compare_and_set_many`](Self::compare_and_set_many) leaving each key's TTL as it is: the
@@ -421,14 +369,26 @@ impl RedisStore {
         op: &'static str,
         swaps: &[Swap],
     ) -> Result<Vec<bool>, StoreError> {
+        self.swap_many(op, &scripts::COMPARE_AND_SET_KEEPING_TTL, swaps, None).await
+    }
+
+    /// One call of a compare-and-set `lua` over every swap (ARGV = old/new pairs, then the TTL
+    /// when given): whether each was applied.
+    async fn swap_many(
+        &self,
+        op: &'static str,
+        lua: &'static scripts::Lua,
+        swaps: &[Swap],
+        ttl: Option<Duration>,
+    ) -> Result<Vec<bool>, StoreError> {
         if swaps.is_empty() {
             return Ok(Vec::new());
         }
+        let ttl = ttl.map(|ttl| ttl_ms(ttl).to_string());
         let call = ScriptCall {
-            script: &SCRIPTS.compare_and_set_keeping_ttl,
-            source: COMPARE_AND_SET_KEEPING_TTL,
+            lua,
             keys: swaps.iter().map(|s| s.key.as_str()).collect(),
-            args: swaps.iter().flat_map(|s| [s.old.as_str(), s.new.as_str()]).collect(),
+            args: swaps.iter().flat_map(|s| [s.old.as_str(), s.new.as_str()]).chain(ttl.as_deref()).collect(),
         };
         let replaced: Vec<i64> = self.run(op, Packed::Script(call)).await?;
         per_key(op, replaced, swaps.len())
@@ -465,8 +425,7 @@ impl RedisStore {
             return Ok(Vec::new());
         }
         let call = ScriptCall {
-            script: &SCRIPTS.compare_and_delete,
-            source: COMPARE_AND_DELETE,
+            lua: &scripts::COMPARE_AND_DELETE,
             keys: entries.iter().map(|(key, _)| key.as_str()).collect(),
             args: entries.iter().map(|(_, value)| value.as_str()).collect(),
         };
@@ -484,8 +443,7 @@ impl RedisStore {
     ) -> Result<bool, StoreError> {
         let ttl = ttl_ms(ttl).to_string();
         let call = ScriptCall {
-            script: &SCRIPTS.compare_and_expire,
-            source: COMPARE_AND_EXPIRE,
+            lua: &scripts::COMPARE_AND_EXPIRE,
             keys: vec![key],
             args: vec![value, ttl.as_str()],
         };
@@ -523,27 +481,6 @@ enum Packed<'a> {
     Script(ScriptCall<'a>),
 }
 
-/// A script with its keys and arguments.
-struct ScriptCall<'a> {
-    script: &'static Script,
-    /// Its text, for `EVAL` where the server refuses `EVALSHA`.
-    source: &'static str,
-    keys: Vec<&'a str>,
-    args: Vec<&'a str>,
-}
-
-impl ScriptCall<'_> {
-    /// `EVALSHA sha1 …`, or `EVAL text …` when `whole`.
-    fn cmd(&self, whole: bool) -> Cmd {
-        let mut cmd = redis::cmd(if whole { "EVAL" } else { "EVALSHA" });
-        cmd.arg(if whole { self.source } else { self.script.get_hash() })
-            .arg(self.keys.len())
-            .arg(&self.keys)
-            .arg(&self.args);
-        cmd
-    }
-}
-
 /// A script's per-key answers, checked to be one per key.
 fn per_key(op: &'static str, answers: Vec<i64>, keys: usize) -> Result<Vec<bool>, StoreError> {
     if answers.len() != keys {
@@ -575,15 +512,14 @@ fn ttl_ms(ttl: Duration) -> u64 {
 fn describe(e: &RedisError) -> String {
     // A pipeline that failed (e.g. every claim of a burst refused with OOM): the first failed
     // command's error, and how many failed.
-    if e.detail().is_none() {
-        if let Some(failed) = e.clone().into_server_errors() {
-            if let Some((_, first)) = failed.first() {
-                return match failed.len() {
-                    1 => first.to_string(),
-                    n => format!("{first} ({n} commands of the call failed)"),
-                };
-            }
-        }
+    if e.detail().is_none()
+        && let Some(failed) = e.clone().into_server_errors()
+        && let Some((_, first)) = failed.first()
+    {
+        return match failed.len() {
+            1 => first.to_string(),
+            n => format!("{first} ({n} commands of the call failed)"),
+        };
     }
     let mut text = format!("{:?}", e.kind());
     if let Some(code) = e.code() {

@@ -9,7 +9,7 @@ use cxone_ingest::dedupe::DedupeConfig;
 use cxone_ingest::dedupe::DedupeStore;
 use cxone_ingest::dedupe::claim::{Admission, ClaimTimings, CommitReader, Deduper, ReadBackAnswer};
 use cxone_ingest::dedupe::memory::Dedupe;
-use cxone_ingest::dedupe::redis::RedisStore;
+use cxone_ingest::dedupe::redis::{RedisStore, Swap};
 use cxone_ingest::dedupe::store::{ClaimState, Offsets, claim_key, now_ms};
 use cxone_ingest::dedupe::ticket::Ticket;
 use cxone_ingest::sinks::kafka::{KafkaConfig, KafkaSink};
@@ -74,13 +74,20 @@ async fn assert_claim_gone(store: &RedisStore, key: &str, limit: Duration, why: 
     assert!(gone.is_some(), "{why}: {:?}", stored(store, key).await);
 }
 
-/// Commits a ticket the way the committer does: offsets before, committed state after.
-async fn commit(store: &RedisStore, mut ticket: Ticket, request_id: &str, offset: i64) {
+/// Writes a ticket's offsets (`offset` in partition 0 of topic `t`) the way the committer does
+/// before a commit; the write's swap.
+async fn write_offsets(store: &RedisStore, ticket: &mut Ticket, request_id: &str, offset: i64) -> Swap {
     let offsets = Offsets { topic: "t".into(), partition: 0, offset, written_at: Some(now_ms()) };
     let swap = ticket.offsets_swap(request_id, offsets).expect("a shared claim");
     let written = store.compare_and_set_keeping_ttl_many("offsets", std::slice::from_ref(&swap)).await;
-    assert_eq!(written.unwrap(), [true]);
+    assert_eq!(written.unwrap(), [true], "the offsets write");
     ticket.swapped(&swap);
+    swap
+}
+
+/// Commits a ticket the way the committer does: offsets before, committed state after.
+async fn commit(store: &RedisStore, mut ticket: Ticket, request_id: &str, offset: i64) {
+    write_offsets(store, &mut ticket, request_id, offset).await;
     let committed = Committed { topic: "t".into(), partition: 0, offset, duplicate_of: None };
     let state = ticket.committed_state(request_id, &committed).expect("a shared claim");
     store.write_committed_many("commit", &[state], WINDOW).await.unwrap();
@@ -790,10 +797,7 @@ async fn a_committed_claim_whose_key_vanished_is_written_again() {
     let key = claim_key(&correlation, &body);
 
     let mut owner = ticket(a.admit(&correlation, body, "req-1", soon(2_000)).await);
-    let offsets = Offsets { topic: "t".into(), partition: 0, offset: 4, written_at: Some(now_ms()) };
-    let swap = owner.offsets_swap("req-1", offsets).expect("a shared claim");
-    assert!(store.compare_and_set("offsets", &swap, WINDOW).await.unwrap());
-    owner.swapped(&swap);
+    write_offsets(&store, &mut owner, "req-1", 4).await;
     // The store restarts empty while the transaction commits, and stays away for a moment.
     redis.stop();
     let committed = Committed { topic: "t".into(), partition: 0, offset: 4, duplicate_of: None };
@@ -883,8 +887,7 @@ async fn a_replay_lock_that_is_taken_away_reports_it_lost() {
     // Still ours: not lost.
     assert!(tokio::time::timeout(Duration::from_millis(300), lock.lost()).await.is_err(), "lost while held");
     // Another run's value now (the lock expired and was taken).
-    let swap =
-        cxone_ingest::dedupe::redis::Swap { key: key.clone(), old: "run-1".into(), new: "run-2".into() };
+    let swap = Swap { key: key.clone(), old: "run-1".into(), new: "run-2".into() };
     assert!(store.compare_and_set("lock", &swap, Duration::from_secs(30)).await.unwrap());
     let lost = tokio::time::timeout(Duration::from_secs(20), lock.lost()).await;
     assert!(lost.is_ok(), "the renewer did not notice the lock was taken");
@@ -1058,7 +1061,7 @@ async fn scripts_are_reloaded_after_a_flush_and_sent_whole_where_evalsha_is_refu
             }
             let swaps: Vec<_> = keys
                 .iter()
-                .map(|key| cxone_ingest::dedupe::redis::Swap {
+                .map(|key| Swap {
                     key: key.clone(),
                     old: if round == 0 { "old".into() } else { "new".into() },
                     new: format!("new-{round}"),
@@ -1113,11 +1116,7 @@ async fn the_offsets_write_keeps_each_claims_ttl_and_leaves_keys_that_are_not_ou
     assert_eq!(redis_cli(&redis, &["set", &keys[1], "theirs", "px", "30000"]), "OK");
     let swaps: Vec<_> = keys
         .iter()
-        .map(|key| cxone_ingest::dedupe::redis::Swap {
-            key: key.clone(),
-            old: "ours".into(),
-            new: "ours+offsets".into(),
-        })
+        .map(|key| Swap { key: key.clone(), old: "ours".into(), new: "ours+offsets".into() })
         .collect();
     for round in 0..2 {
         let written = store.compare_and_set_keeping_ttl_many("offsets", &swaps).await.unwrap();
@@ -1189,10 +1188,7 @@ async fn a_committed_state_replaces_a_claim_taken_over_meanwhile_and_the_takers_
     let body = [11u8; 32];
     let key = claim_key(&correlation, &body);
     let mut owner = ticket(a.admit(&correlation, body, "req-a", soon(2_000)).await);
-    let offsets = Offsets { topic: "t".into(), partition: 0, offset: 7, written_at: Some(now_ms()) };
-    let swap = owner.offsets_swap("req-a", offsets).expect("a shared claim");
-    assert!(store.compare_and_set("offsets", &swap, WINDOW).await.unwrap());
-    owner.swapped(&swap);
+    let swap = write_offsets(&store, &mut owner, "req-a", 7).await;
 
     // Replica B takes the claim over (compare-and-set from A's value to its own pending one).
     let taker = ClaimState::Pending {
@@ -1202,8 +1198,7 @@ async fn a_committed_state_replaces_a_claim_taken_over_meanwhile_and_the_takers_
         offsets: None,
     }
     .to_json();
-    let takeover =
-        cxone_ingest::dedupe::redis::Swap { key: key.clone(), old: swap.new.clone(), new: taker.clone() };
+    let takeover = Swap { key: key.clone(), old: swap.new.clone(), new: taker.clone() };
     assert!(store.compare_and_set("claim", &takeover, WINDOW).await.unwrap());
 
     // A's commit went through: its committed state is written over B's claim.
@@ -1226,7 +1221,7 @@ async fn a_committed_state_replaces_a_claim_taken_over_meanwhile_and_the_takers_
         offsets: Some(Offsets { topic: "t".into(), partition: 1, offset: 3, written_at: Some(now_ms()) }),
     }
     .to_json();
-    let b_swap = cxone_ingest::dedupe::redis::Swap { key: key.clone(), old: taker, new: b_offsets };
+    let b_swap = Swap { key: key.clone(), old: taker, new: b_offsets };
     assert_eq!(store.compare_and_set_keeping_ttl_many("offsets", &[b_swap]).await.unwrap(), [false]);
     assert!(
         matches!(stored(&store, &key).await, Some(ClaimState::Committed { ref request_id, .. }) if request_id == "req-a"),
